@@ -1,0 +1,314 @@
+package org.vmmkit.core.sys;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The one binding class for the libc calls the VMM makes. Every call captures errno right after the
+ * call returns (FFM {@code captureCallState}), so no other native call can clobber it. Methods come in
+ * two forms: the plain one throws {@link SysException}; the {@code *Raw} one returns {@code -errno} and
+ * allocates nothing, for hot paths such as {@code KVM_RUN} where EINTR is expected.
+ */
+public final class Libc {
+    private Libc() {}
+
+    public static final int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CLOEXEC = 0x80000;
+    public static final int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
+    public static final int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+    public static final int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_DONTFORK = 10, MADV_HUGEPAGE = 14,
+            MADV_NOHUGEPAGE = 15;
+    public static final int MFD_CLOEXEC = 1;
+    public static final int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
+    public static final int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
+    /** glibc's {@code sigset_t}: 1024 bits. The kernel's own sigset is the first 8 bytes. */
+    public static final long SIGSET_BYTES = 128, KERNEL_SIGSET_BYTES = 8;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final SymbolLookup LIBC = LINKER.defaultLookup();
+    private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = CAPTURE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+    private static final Linker.Option CAPTURE_ERRNO = Linker.Option.captureCallState("errno");
+
+    /** One capture buffer per thread: no allocation per call. */
+    private static final ThreadLocal<MemorySegment> CAPTURE_BUFFER =
+            ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(CAPTURE));
+
+    private static MethodHandle bind(String name, FunctionDescriptor fd, Linker.Option... options) {
+        MemorySegment symbol = LIBC.find(name)
+                .orElseThrow(() -> new UnsatisfiedLinkError("libc has no symbol " + name));
+        return LINKER.downcallHandle(symbol, fd, options);
+    }
+
+    private static MethodHandle bindErrno(String name, FunctionDescriptor fd) {
+        return bind(name, fd, CAPTURE_ERRNO);
+    }
+
+    private static final MethodHandle OPEN = bind("open", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT),
+            CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle CLOSE = bindErrno("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
+    private static final MethodHandle IOCTL_PTR = bind("ioctl",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle IOCTL_LONG = bind("ioctl",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG), CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle MMAP = bindErrno("mmap",
+            FunctionDescriptor.of(ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG));
+    private static final MethodHandle MUNMAP = bindErrno("munmap", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG));
+    private static final MethodHandle MADVISE = bindErrno("madvise",
+            FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle PREAD = bindErrno("pread",
+            FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
+    private static final MethodHandle PWRITE = bindErrno("pwrite",
+            FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
+    private static final MethodHandle READ = bindErrno("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
+    private static final MethodHandle WRITE = bindErrno("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
+    private static final MethodHandle MEMFD_CREATE = bindErrno("memfd_create",
+            FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle FTRUNCATE = bindErrno("ftruncate", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG));
+    private static final MethodHandle EVENTFD = bindErrno("eventfd", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
+    private static final MethodHandle GETPID = bind("getpid", FunctionDescriptor.of(JAVA_INT));
+    private static final MethodHandle GETTID = bind("gettid", FunctionDescriptor.of(JAVA_INT));
+    private static final MethodHandle TGKILL = bindErrno("tgkill", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
+    // pthread_sigmask returns the error number instead of setting errno.
+    private static final MethodHandle PTHREAD_SIGMASK = bind("pthread_sigmask",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS));
+    private static final MethodHandle SIGTIMEDWAIT = bindErrno("sigtimedwait",
+            FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+
+    private static int errno() {
+        return (int) ERRNO.get(CAPTURE_BUFFER.get(), 0L);
+    }
+
+    private static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException r) return r;
+        if (t instanceof Error e) throw e;
+        return new IllegalStateException(t);
+    }
+
+    /** {@code open(path, flags)}; the returned fd carries the path as its name. */
+    public static Fd open(String path, int flags) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment cpath = arena.allocateFrom(path);
+            MemorySegment cap = CAPTURE_BUFFER.get();
+            int fd = (int) OPEN.invokeExact(cap, cpath, flags | O_CLOEXEC, 0);
+            if (fd < 0) throw new SysException("open(" + openFlags(flags) + ")", errno(), path);
+            return new Fd(fd, path);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static String openFlags(int flags) {
+        return switch (flags & 3) {
+            case O_RDONLY -> "O_RDONLY";
+            case O_WRONLY -> "O_WRONLY";
+            default -> "O_RDWR";
+        };
+    }
+
+    /** {@code close(fd)}; returns 0 or -errno. */
+    static int closeRaw(int fd) {
+        try {
+            int r = (int) CLOSE.invokeExact(CAPTURE_BUFFER.get(), fd);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code ioctl(fd, request, pointer)}; returns the result or -errno, never throws for a failed call. */
+    public static int ioctlRaw(int fd, long request, MemorySegment arg) {
+        try {
+            int r = (int) IOCTL_PTR.invokeExact(CAPTURE_BUFFER.get(), fd, request, arg);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code ioctl(fd, request, value)} with an integer argument; returns the result or -errno. */
+    public static int ioctlRaw(int fd, long request, long arg) {
+        try {
+            int r = (int) IOCTL_LONG.invokeExact(CAPTURE_BUFFER.get(), fd, request, arg);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code mmap(NULL, length, prot, flags, fd, offset)}; the segment has the mapping's length. */
+    public static MemorySegment mmap(long length, int prot, int flags, int fd, long offset, String object) {
+        try {
+            MemorySegment p = (MemorySegment) MMAP.invokeExact(CAPTURE_BUFFER.get(), MemorySegment.NULL, length, prot,
+                    flags, fd, offset);
+            if (p.address() == -1L) {
+                throw new SysException("mmap(length=" + length + ", offset=" + offset + ")", errno(), object);
+            }
+            return p.reinterpret(length);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void munmap(MemorySegment mapping, String object) {
+        try {
+            int r = (int) MUNMAP.invokeExact(CAPTURE_BUFFER.get(), mapping, mapping.byteSize());
+            if (r < 0) throw new SysException("munmap(length=" + mapping.byteSize() + ")", errno(), object);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static void madvise(MemorySegment range, int advice, String object) {
+        try {
+            int r = (int) MADVISE.invokeExact(CAPTURE_BUFFER.get(), range, range.byteSize(), advice);
+            if (r < 0) throw new SysException("madvise(advice=" + advice + ", length=" + range.byteSize() + ")", errno(), object);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code pread(fd, buffer, buffer.byteSize(), offset)}; returns bytes read or -errno. */
+    public static long preadRaw(int fd, MemorySegment buffer, long offset) {
+        try {
+            long r = (long) PREAD.invokeExact(CAPTURE_BUFFER.get(), fd, buffer, buffer.byteSize(), offset);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code pwrite(fd, buffer, buffer.byteSize(), offset)}; returns bytes written or -errno. */
+    public static long pwriteRaw(int fd, MemorySegment buffer, long offset) {
+        try {
+            long r = (long) PWRITE.invokeExact(CAPTURE_BUFFER.get(), fd, buffer, buffer.byteSize(), offset);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code read(fd, buffer, buffer.byteSize())}; returns bytes read or -errno. */
+    public static long readRaw(int fd, MemorySegment buffer) {
+        try {
+            long r = (long) READ.invokeExact(CAPTURE_BUFFER.get(), fd, buffer, buffer.byteSize());
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code write(fd, buffer, buffer.byteSize())}; returns bytes written or -errno. */
+    public static long writeRaw(int fd, MemorySegment buffer) {
+        try {
+            long r = (long) WRITE.invokeExact(CAPTURE_BUFFER.get(), fd, buffer, buffer.byteSize());
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code memfd_create(name, MFD_CLOEXEC)}. */
+    public static Fd memfdCreate(String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            int fd = (int) MEMFD_CREATE.invokeExact(CAPTURE_BUFFER.get(), arena.allocateFrom(name), MFD_CLOEXEC);
+            if (fd < 0) throw new SysException("memfd_create", errno(), "memfd " + name);
+            return new Fd(fd, "memfd:" + name);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static int ftruncateRaw(int fd, long length) {
+        try {
+            int r = (int) FTRUNCATE.invokeExact(CAPTURE_BUFFER.get(), fd, length);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code eventfd(initial, flags | EFD_CLOEXEC)}. */
+    public static Fd eventfd(int initial, int flags, String name) {
+        try {
+            int fd = (int) EVENTFD.invokeExact(CAPTURE_BUFFER.get(), initial, flags | EFD_CLOEXEC);
+            if (fd < 0) throw new SysException("eventfd", errno(), name);
+            return new Fd(fd, name);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    public static int getpid() {
+        try {
+            return (int) GETPID.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** The kernel thread id of the calling (platform) thread. */
+    public static int gettid() {
+        try {
+            return (int) GETTID.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code tgkill(getpid(), tid, signal)}: sends a signal to one thread of this process. */
+    public static void tgkill(int tid, int signal) {
+        try {
+            int r = (int) TGKILL.invokeExact(CAPTURE_BUFFER.get(), getpid(), tid, signal);
+            if (r < 0) throw new SysException("tgkill(signal=" + signal + ")", errno(), "thread " + tid);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code pthread_sigmask(how, set, old)} on the calling thread; either set may be NULL. */
+    public static void pthreadSigmask(int how, MemorySegment set, MemorySegment old) {
+        try {
+            int r = (int) PTHREAD_SIGMASK.invokeExact(how, set, old);
+            if (r != 0) throw new SysException("pthread_sigmask(how=" + how + ")", r, "thread " + gettid());
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code sigtimedwait(set, NULL, timeout)}; returns the signal taken, or -errno (EAGAIN when none was
+     * pending within the timeout).
+     */
+    public static int sigtimedwaitRaw(MemorySegment set, MemorySegment timespec) {
+        try {
+            int r = (int) SIGTIMEDWAIT.invokeExact(CAPTURE_BUFFER.get(), set, MemorySegment.NULL, timespec);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Adds a signal to a glibc {@code sigset_t} (bit {@code signal - 1}, 64-bit words). */
+    public static void sigaddset(MemorySegment set, int signal) {
+        long word = (signal - 1) / 64;
+        long bit = 1L << ((signal - 1) % 64);
+        set.set(JAVA_LONG, word * 8, set.get(JAVA_LONG, word * 8) | bit);
+    }
+
+    public static void sigdelset(MemorySegment set, int signal) {
+        long word = (signal - 1) / 64;
+        long bit = 1L << ((signal - 1) % 64);
+        set.set(JAVA_LONG, word * 8, set.get(JAVA_LONG, word * 8) & ~bit);
+    }
+}

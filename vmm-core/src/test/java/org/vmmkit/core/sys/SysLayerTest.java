@@ -1,0 +1,95 @@
+package org.vmmkit.core.sys;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class SysLayerTest {
+
+    @Test
+    void failedOpenNamesTheCallTheErrnoAndThePath() {
+        SysException e = assertThrows(SysException.class, () -> Libc.open("/dev/vmmkit-does-not-exist", Libc.O_RDWR));
+        assertEquals("ENOENT", e.errnoName());
+        assertEquals("open(O_RDWR) on /dev/vmmkit-does-not-exist failed: ENOENT (No such file or directory)", e.getMessage());
+    }
+
+    @Test
+    void failedIoctlNamesTheIoctlAndTheFd() {
+        try (Fd memfd = Libc.memfdCreate("ioctl-target")) {
+            Ioctl bogus = Ioctl.io("KVM_GET_API_VERSION", 0xAE, 0x00);
+            SysException e = assertThrows(SysException.class, () -> memfd.ioctl(bogus, 0L));
+            assertEquals("ENOTTY", e.errnoName());
+            assertTrue(e.getMessage().startsWith("ioctl(KVM_GET_API_VERSION) on memfd:ioctl-target (fd "), e.getMessage());
+        }
+    }
+
+    @Test
+    void closedFdFailsWithEbadf() {
+        Fd fd = Libc.memfdCreate("closed");
+        int raw = fd.raw();
+        fd.close();
+        assertEquals(-Errno.EBADF, Libc.ioctlRaw(raw, 0x5401 /* TCGETS */, MemorySegment.NULL));
+    }
+
+    @Test
+    void preadAndPwriteMoveExactBytes() {
+        try (Fd memfd = Libc.memfdCreate("rw"); Arena arena = Arena.ofConfined()) {
+            memfd.truncate(8192);
+            MemorySegment out = arena.allocate(100);
+            for (int i = 0; i < 100; i++) out.set(java.lang.foreign.ValueLayout.JAVA_BYTE, i, (byte) i);
+            memfd.pwriteFully(out, 4000);
+            MemorySegment in = arena.allocate(100);
+            memfd.preadFully(in, 4000);
+            assertEquals(-1, out.mismatch(in));
+            SysException e = assertThrows(SysException.class, () -> memfd.preadFully(arena.allocate(10), 8190));
+            assertTrue(e.getMessage().contains("end of file"), e.getMessage());
+        }
+    }
+
+    @Test
+    void ioctlEncodingMatchesTheKernelMacros() {
+        // _IO, _IOR, _IOW and _IOWR from several headers, including sizes near the 14-bit limit.
+        new HeaderProbe("linux/kvm.h", "linux/vfio.h", "linux/fs.h")
+                .expectIoctl(Ioctl.io("KVM_GET_API_VERSION", 0xAE, 0x00))
+                .expectIoctl(Ioctl.io("KVM_RUN", 0xAE, 0x80))
+                .expectIoctl(Ioctl.iow("KVM_SET_USER_MEMORY_REGION", 0xAE, 0x46, 32))
+                .expectIoctl(Ioctl.ior("KVM_GET_REGS", 0xAE, 0x81, 144))
+                .expectIoctl(Ioctl.iowr("KVM_GET_MSRS", 0xAE, 0x88, 8))
+                .expectIoctl(Ioctl.ior("FS_IOC_GETFLAGS", 'f', 1, 8))
+                .expectIoctl(Ioctl.io("VFIO_GET_API_VERSION", ';', 100))
+                .verify();
+    }
+
+    @Test
+    void headerProbeReportsAWrongNumber() {
+        AssertionError e = assertThrows(AssertionError.class,
+                () -> new HeaderProbe("linux/kvm.h").expectIoctl(Ioctl.io("KVM_RUN", 0xAE, 0x81)).verify());
+        assertTrue(e.getMessage().contains("KVM_RUN: Java has"), e.getMessage());
+    }
+
+    @Test
+    void errnoTableMatchesTheHeaders() {
+        HeaderProbe probe = new HeaderProbe("errno.h");
+        for (int errno : Errno.known()) probe.expect(Errno.name(errno), Errno.name(errno), errno);
+        probe.verify();
+    }
+
+    @Test
+    void sigsetBitsFollowGlibc() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment set = arena.allocate(Libc.SIGSET_BYTES);
+            Libc.sigaddset(set, 1);
+            Libc.sigaddset(set, 64);
+            Libc.sigaddset(set, 65);
+            assertEquals(0x8000000000000001L, set.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0));
+            assertEquals(1L, set.get(java.lang.foreign.ValueLayout.JAVA_LONG, 8));
+            Libc.sigdelset(set, 64);
+            assertEquals(1L, set.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0));
+        }
+    }
+}
