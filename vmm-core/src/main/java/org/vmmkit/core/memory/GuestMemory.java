@@ -1,0 +1,148 @@
+package org.vmmkit.core.memory;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.vmmkit.core.sys.Fd;
+import org.vmmkit.core.sys.Libc;
+
+/**
+ * A VM's RAM: regions of guest physical address space, each a memfd mapped shared. Nothing is touched
+ * at creation (the memfd is sparse), so an 8 GiB VM costs only what the guest writes. Every access by
+ * guest address is bounds-checked against one region; nothing reads or writes outside it.
+ */
+public final class GuestMemory implements AutoCloseable {
+    public static final long PAGE_SIZE = 4096;
+    /** Where the standard layout leaves a hole below 4 GiB (for MMIO, as PC firmware does). */
+    public static final long LOW_RAM_END = 3L << 30, HIGH_RAM_START = 4L << 30;
+
+    private final List<GuestRegion> regions;
+    private volatile boolean closed;
+
+    private GuestMemory(List<GuestRegion> regions) {
+        this.regions = List.copyOf(regions);
+    }
+
+    /** A range of guest physical address space to back with RAM. */
+    public record Range(long guestAddress, long size) {
+        public Range {
+            if (guestAddress % PAGE_SIZE != 0 || size <= 0 || size % PAGE_SIZE != 0) {
+                throw new IllegalArgumentException("a RAM range must be page-aligned and non-empty: 0x"
+                        + Long.toHexString(guestAddress) + " size " + size);
+            }
+        }
+    }
+
+    /** The PC-style layout for {@code size} bytes: RAM from 0 up to 3 GiB, the rest from 4 GiB. */
+    public static List<Range> standardLayout(long size) {
+        if (size <= LOW_RAM_END) return List.of(new Range(0, size));
+        return List.of(new Range(0, LOW_RAM_END), new Range(HIGH_RAM_START, size - LOW_RAM_END));
+    }
+
+    /** Creates memfd-backed RAM for the given ranges, which must not overlap. */
+    public static GuestMemory create(List<Range> ranges) {
+        List<Range> sorted = new ArrayList<>(ranges);
+        sorted.sort((a, b) -> Long.compareUnsigned(a.guestAddress(), b.guestAddress()));
+        for (int i = 1; i < sorted.size(); i++) {
+            Range prev = sorted.get(i - 1);
+            if (prev.guestAddress() + prev.size() > sorted.get(i).guestAddress()) {
+                throw new IllegalArgumentException("RAM ranges overlap: " + prev + " and " + sorted.get(i));
+            }
+        }
+        List<GuestRegion> regions = new ArrayList<>();
+        try {
+            for (Range r : sorted) {
+                int index = regions.size();
+                Fd memfd = Libc.memfdCreate("vmmkit-ram-" + index);
+                try {
+                    memfd.truncate(r.size());
+                    MemorySegment host = memfd.mmap(r.size(), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, 0);
+                    regions.add(new GuestRegion(index, r.guestAddress(), r.size(), host, memfd));
+                } catch (RuntimeException e) {
+                    memfd.close();
+                    throw e;
+                }
+            }
+        } catch (RuntimeException e) {
+            new GuestMemory(regions).close();
+            throw e;
+        }
+        return new GuestMemory(regions);
+    }
+
+    public List<GuestRegion> regions() {
+        return regions;
+    }
+
+    public long totalSize() {
+        long total = 0;
+        for (GuestRegion r : regions) total += r.size();
+        return total;
+    }
+
+    /** The region holding {@code gpa}, or an error naming the address. */
+    public GuestRegion regionOf(long gpa) {
+        for (GuestRegion r : regions) {
+            if (r.contains(gpa)) return r;
+        }
+        throw new GuestMemoryException("no RAM at", gpa, 0);
+    }
+
+    /** The host view of {@code [gpa, gpa + length)}; the range must lie inside one region. */
+    public MemorySegment slice(long gpa, long length) {
+        if (length < 0) throw new GuestMemoryException("negative length", gpa, length);
+        for (GuestRegion r : regions) {
+            if (r.contains(gpa)) {
+                long offset = gpa - r.guestAddress();
+                if (length > r.size() - offset) {
+                    throw new GuestMemoryException("range crosses the end of " + r, gpa, length);
+                }
+                return r.host().asSlice(offset, length);
+            }
+        }
+        throw new GuestMemoryException("no RAM at", gpa, length);
+    }
+
+    public long readLong(long gpa) {
+        return slice(gpa, 8).get(ValueLayout.JAVA_LONG_UNALIGNED, 0);
+    }
+
+    public void writeLong(long gpa, long value) {
+        slice(gpa, 8).set(ValueLayout.JAVA_LONG_UNALIGNED, 0, value);
+    }
+
+    public void write(long gpa, byte[] bytes) {
+        MemorySegment.copy(MemorySegment.ofArray(bytes), 0, slice(gpa, bytes.length), 0, bytes.length);
+    }
+
+    public byte[] read(long gpa, int length) {
+        return slice(gpa, length).toArray(ValueLayout.JAVA_BYTE);
+    }
+
+    /**
+     * Copies every region's bytes into {@code target}, which must have the same layout: the offline
+     * copy behind snapshot and restore.
+     */
+    public void copyTo(GuestMemory target) {
+        if (target.regions.size() != regions.size()) throw new IllegalArgumentException("memory layouts differ");
+        for (int i = 0; i < regions.size(); i++) {
+            GuestRegion a = regions.get(i), b = target.regions.get(i);
+            if (a.guestAddress() != b.guestAddress() || a.size() != b.size()) {
+                throw new IllegalArgumentException("memory layouts differ: " + a + " vs " + b);
+            }
+            b.host().copyFrom(a.host());
+        }
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        for (GuestRegion r : regions) {
+            Libc.munmap(r.host(), r.backing().describe());
+            r.backing().close();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+package org.vmmkit.core.memory;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class GuestMemoryTest {
+
+    @Test
+    void eightGibVmIsReservedLazily() throws Exception {
+        long before = rssKb();
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(8L << 30))) {
+            assertEquals(8L << 30, mem.totalSize());
+            assertEquals(2, mem.regions().size());
+            assertEquals(GuestMemory.HIGH_RAM_START, mem.regions().get(1).guestAddress());
+            mem.writeLong((8L << 30) + (1L << 30) - 8, 0x1234);
+            assertEquals(0x1234, mem.readLong((8L << 30) + (1L << 30) - 8));
+            // Creating and touching one page must not have faulted in the 8 GiB (allow 64 MiB of noise).
+            assertTrue(rssKb() - before < 64 * 1024, "RSS grew by " + (rssKb() - before) + " KiB");
+        }
+    }
+
+    @Test
+    void accessInTheHoleBelowFourGibNamesTheAddress() {
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(4L << 30))) {
+            GuestMemoryException e = assertThrows(GuestMemoryException.class, () -> mem.writeLong(0xC000_0000L, 1));
+            assertTrue(e.getMessage().contains("0xc0000000"), e.getMessage());
+        }
+    }
+
+    @Test
+    void sliceAcrossTheEndOfARegionIsRefused() {
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(1L << 20))) {
+            GuestMemoryException e = assertThrows(GuestMemoryException.class, () -> mem.slice((1L << 20) - 4, 8));
+            assertTrue(e.getMessage().contains("crosses the end"), e.getMessage());
+            assertThrows(GuestMemoryException.class, () -> mem.slice(-8, 8));
+            assertThrows(GuestMemoryException.class, () -> mem.slice(0, -1));
+            assertThrows(GuestMemoryException.class, () -> mem.slice(Long.MAX_VALUE, 1));
+        }
+    }
+
+    @Test
+    void memoryIsSharedThroughTheMemfd() {
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(1L << 20))) {
+            mem.write(0x2000, new byte[] {1, 2, 3, 4});
+            GuestRegion r = mem.regionOf(0x2000);
+            var other = r.backing().mmap(r.size(), org.vmmkit.core.sys.Libc.PROT_READ, org.vmmkit.core.sys.Libc.MAP_SHARED, 0);
+            try {
+                assertArrayEquals(new byte[] {1, 2, 3, 4}, other.asSlice(0x2000, 4).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE));
+            } finally {
+                org.vmmkit.core.sys.Libc.munmap(other, "second mapping");
+            }
+        }
+    }
+
+    @Test
+    void overlappingRangesAreRefused() {
+        assertThrows(IllegalArgumentException.class, () -> GuestMemory.create(java.util.List.of(
+                new GuestMemory.Range(0, 1 << 20), new GuestMemory.Range(1 << 19, 1 << 20))));
+    }
+
+    private static long rssKb() throws Exception {
+        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+            if (line.startsWith("VmRSS:")) return Long.parseLong(line.replaceAll("[^0-9]", ""));
+        }
+        throw new IllegalStateException("no VmRSS");
+    }
+}
