@@ -1,0 +1,189 @@
+package org.vmmkit.core.kvm;
+
+import java.time.Duration;
+import java.util.Arrays;
+
+import org.junit.jupiter.api.Test;
+import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.guest.DirtyingWorkload.Settings;
+import org.vmmkit.core.kvm.abi.KvmAbi;
+import org.vmmkit.core.memory.GuestMemory;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+@RequiresKvm
+class KvmGuestTest {
+    private static final long MIB = 1 << 20;
+
+    @Test
+    void guestRunsItsPassesAndLeavesExactlyTheDefinedMemory() throws Exception {
+        Settings settings = Settings.range(LongModeFreeFrom(), 16 * MIB, 5, 0);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(20)), "guest did not halt");
+            assertNull(vm.failure());
+            assertEquals(5, DirtyingWorkload.passesDone(memory));
+            assertEquals(5, workload.passesReported());
+            assertEquals(-1, workload.firstMismatch(memory, 5));
+            // Above the range nothing was written.
+            long end = settings.pageAddress(settings.pages());
+            byte[] rest = memory.read(end, (int) (64 * MIB - end));
+            assertTrue(allZero(rest), "memory above the workload range was written");
+            assertEquals(0, vm.unhandledAccesses());
+        }
+    }
+
+    @Test
+    void guestReachesMemoryAboveFourGibInAnEightGibVm() throws Exception {
+        Settings settings = new Settings(6L << 30, 1024, 4096, 2, 0, true);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(8L << 30));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(20)), "guest did not halt");
+            assertNull(vm.failure());
+            assertEquals(-1, workload.firstMismatch(memory, 2));
+        }
+    }
+
+    @Test
+    void snapshotAndRestoreContinuesFromThePassCounter() throws Exception {
+        // 8192 pages at 400k pages/s: ~20 ms a pass, so the pause lands mid-pass with registers that matter.
+        Settings settings = Settings.range(LongModeFreeFrom(), 32 * MIB, 40, 400_000);
+        DirtyingWorkload onA = new DirtyingWorkload(settings);
+        DirtyingWorkload onB = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory memA = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             GuestMemory memB = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm a = kvm.createVm(memA); Vm b = kvm.createVm(memB)) {
+            Vcpu cpuA = a.createVcpu();
+            onA.install(memA, cpuA);
+            a.start(onA);
+            assertTrue(onA.awaitPasses(3, Duration.ofSeconds(20)), "A made no progress");
+            a.pause();
+            long doneAtPause = DirtyingWorkload.passesDone(memA);
+            VcpuState state = VcpuState.fromBytes(cpuA.state().toBytes());
+            long pageIndex = state.register("rdx");
+            assertTrue(pageIndex > 0 && pageIndex < settings.pages(), "the pause must land mid-pass, rdx=" + pageIndex);
+            byte[] digestA = digest(memA);
+
+            Vcpu cpuB = b.createVcpu();
+            memA.copyTo(memB);
+            cpuB.restore(state);
+            assertTrue(Arrays.equals(digestA, digest(memB)), "memory differs at the pause");
+            VcpuState onBefore = cpuB.state();
+            for (String reg : new String[] {"rip", "rbx", "rcx", "rdx", "rdi", "rsi", "r8", "r9"}) {
+                assertEquals(state.register(reg), onBefore.register(reg), reg);
+            }
+            assertEquals(state.specialRegister("cr3"), onBefore.specialRegister("cr3"));
+            assertEquals(state.specialRegister("efer"), onBefore.specialRegister("efer"));
+
+            b.start(onB);
+            assertTrue(b.awaitHalt(Duration.ofSeconds(30)), "B did not halt");
+            assertNull(b.failure());
+            assertEquals(40, DirtyingWorkload.passesDone(memB));
+            assertTrue(doneAtPause >= 3 && doneAtPause < 40, "pause at " + doneAtPause);
+            assertEquals(-1, onB.firstMismatch(memB, 40), "B's memory after its passes");
+            // A, resumed, finishes the same way: the snapshot took nothing from it.
+            a.resume();
+            assertTrue(a.awaitHalt(Duration.ofSeconds(30)), "A did not halt");
+            assertEquals(-1, onA.firstMismatch(memA, 40));
+        }
+    }
+
+    @Test
+    void pausingAGuestThatNeverExitsIsBounded() throws Exception {
+        // No pass reports and no rate: the guest never leaves KVM_RUN on its own.
+        Settings settings = new Settings(LongModeFreeFrom(), 2048, 4096, 0, 0, false);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            Thread.sleep(200);
+            assertEquals(0, vm.exits(0), "the spinning guest exited on its own");
+            assertTrue(DirtyingWorkload.passesDone(memory) > 0, "the guest is not running");
+            long[] nanos = new long[20];
+            for (int i = 0; i < nanos.length; i++) {
+                nanos[i] = vm.pause().toNanos();
+                long frozen = DirtyingWorkload.passesDone(memory);
+                Thread.sleep(20);
+                assertEquals(frozen, DirtyingWorkload.passesDone(memory), "the guest ran while paused");
+                vm.resume();
+                Thread.sleep(10);
+            }
+            Arrays.sort(nanos);
+            System.out.printf("pause latency of a spinning guest: median %.3f ms, max %.3f ms over %d pauses%n",
+                    nanos[nanos.length / 2] / 1e6, nanos[nanos.length - 1] / 1e6, nanos.length);
+            // A kick costs a signal and one VM exit (microseconds). The bound allows for a shared, noisy
+            // 2-core host where the vCPU thread may wait for a time slice: 50 ms median, 1 s worst case.
+            assertTrue(nanos[nanos.length / 2] < 50_000_000L, "median pause " + nanos[nanos.length / 2] + " ns");
+            assertTrue(nanos[nanos.length - 1] < 1_000_000_000L, "worst pause " + nanos[nanos.length - 1] + " ns");
+            assertEquals(0, vm.exits(0), "pausing must not count as a guest exit");
+            assertNull(vm.failure());
+        }
+    }
+
+    @Test
+    void aTripleFaultIsAClearErrorNamingTheVcpuAndRip() throws Exception {
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(8 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            Vcpu vcpu = vm.createVcpu();
+            LongMode.buildTables(memory);
+            memory.write(DirtyingWorkload.CODE, new byte[] {0x0F, 0x0B}); // ud2, and no IDT to deliver #UD
+            LongMode.boot(vcpu, DirtyingWorkload.CODE, DirtyingWorkload.STACK_TOP);
+            vm.start(new DirtyingWorkload(Settings.range(LongModeFreeFrom(), 0, 1, 0)));
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(10)));
+            KvmException e = assertInstanceOf(KvmException.class, vm.failure());
+            assertTrue(e.getMessage().contains("KVM_EXIT_SHUTDOWN") && e.getMessage().contains("vcpu 0")
+                    && e.getMessage().contains("rip=0x4000"), e.getMessage());
+        }
+    }
+
+    @Test
+    void pausingAHaltedGuestReturnsAtOnce() throws Exception {
+        DirtyingWorkload workload = new DirtyingWorkload(Settings.range(LongModeFreeFrom(), MIB, 1, 0));
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(8 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(10)));
+            assertTrue(vm.pause().toMillis() < 100);
+            vm.resume();
+        }
+    }
+
+    @Test
+    void hostCapabilitiesAreReported() {
+        try (Kvm kvm = Kvm.open()) {
+            System.out.println("KVM: vcpu mmap size " + kvm.vcpuMmapSize() + ", manual dirty-log protect "
+                    + kvm.checkExtension(KvmAbi.CAP_MANUAL_DIRTY_LOG_PROTECT2) + ", dirty ring "
+                    + kvm.checkExtension(KvmAbi.CAP_DIRTY_LOG_RING) + ", memslots "
+                    + kvm.checkExtension(KvmAbi.CAP_NR_MEMSLOTS) + ", " + kvm.msrIndexList().length + " MSRs");
+            assertTrue(kvm.vcpuMmapSize() >= KvmAbi.RUN.byteSize());
+            assertTrue(kvm.supportsMsr(KvmAbi.MSR_IA32_TSC));
+        }
+    }
+
+    private static long LongModeFreeFrom() {
+        return LongMode.FREE_FROM;
+    }
+
+    private static boolean allZero(byte[] bytes) {
+        for (byte x : bytes) if (x != 0) return false;
+        return true;
+    }
+
+    static byte[] digest(GuestMemory memory) throws Exception {
+        java.security.MessageDigest sha = java.security.MessageDigest.getInstance("SHA-256");
+        for (var r : memory.regions()) sha.update(r.host().asByteBuffer());
+        return sha.digest();
+    }
+}
