@@ -32,6 +32,8 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 public final class DirtyingWorkload implements ExitHandler {
     /** Guest addresses of the control block, the stack top and the code. */
     public static final long CONTROL = 0x1000, STACK_TOP = 0x3000, CODE = 0x4000;
+    /** Where vCPUs other than the workload's start: a HLT loop. */
+    public static final long IDLE = 0x5000;
     public static final int PASS_PORT = 0xE0, THROTTLE_PORT = 0xE1;
     // Control block fields (qwords).
     static final int C_START = 0x00, C_PAGES = 0x08, C_STRIDE = 0x10, C_TARGET = 0x18, C_BATCH = 0x20,
@@ -164,7 +166,14 @@ public final class DirtyingWorkload implements ExitHandler {
         memory.writeLong(CONTROL + C_BATCH, batch);
         memory.writeLong(CONTROL + C_PASSES_DONE, 0);
         memory.writeLong(CONTROL + C_REPORT, settings.reportPasses() ? 1 : 0);
+        memory.write(IDLE, new byte[] {(byte) 0xF4, (byte) 0xEB, (byte) 0xFD}); // hlt; jmp $-1
         LongMode.boot(vcpu, CODE, STACK_TOP);
+    }
+
+    /** Installs the workload on the first vCPU and points every other one at a HLT loop. */
+    public void install(GuestMemory memory, List<Vcpu> vcpus) {
+        install(memory, vcpus.get(0));
+        for (int i = 1; i < vcpus.size(); i++) LongMode.boot(vcpus.get(i), IDLE, STACK_TOP);
     }
 
     /** The completed-pass count the guest keeps in its own memory. */

@@ -187,14 +187,17 @@ final class VcpuRunner implements Runnable {
     public void run() {
         State end = State.STOPPED;
         Throwable error = null;
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment kick = arena.allocate(Libc.SIGSET_BYTES, 8);
-            Libc.sigaddset(kick, KICK_SIGNAL);
+        Arena arena = Arena.ofConfined();
+        MemorySegment kick = arena.allocate(Libc.SIGSET_BYTES, 8);
+        Libc.sigaddset(kick, KICK_SIGNAL);
+        MemorySegment zeroTimeout = arena.allocate(16, 8);
+        boolean blocked = false;
+        try {
             MemorySegment before = arena.allocate(Libc.SIGSET_BYTES, 8);
             Libc.pthreadSigmask(Libc.SIG_BLOCK, kick, before);
+            blocked = true;
             Libc.sigdelset(before, KICK_SIGNAL);
             vcpu.setRunSignalMask(before);
-            MemorySegment zeroTimeout = arena.allocate(16, 8);
 
             lock.lock();
             try {
@@ -210,11 +213,21 @@ final class VcpuRunner implements Runnable {
             end = State.FAILED;
             error = t;
         } finally {
+            lock.lock();
+            try {
+                alive = false; // from here on no kick targets this thread
+            } finally {
+                lock.unlock();
+            }
+            // A kick may still be pending (blocked). When the thread ends, the JVM restores the signal
+            // mask the thread started with, which does not block the kick: a pending one would then be
+            // delivered with its default action and end the process. Take them all now.
+            if (blocked) drainKicks(kick, zeroTimeout);
+            arena.close();
             // Record the error on the VM before publishing the end state: whoever sees FAILED sees why.
             if (error != null) vm.vcpuFailed(vcpu.id(), error);
             lock.lock();
             try {
-                alive = false;
                 state = end;
                 failure = error;
                 changed.signalAll();

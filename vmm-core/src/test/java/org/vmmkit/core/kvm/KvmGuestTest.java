@@ -161,6 +161,74 @@ class KvmGuestTest {
     }
 
     @Test
+    void theWorkloadHoldsItsConfiguredRate() throws Exception {
+        // 50k pages/s over 2048-page passes: 40 passes' worth would take 1.6 s at the set rate.
+        Settings settings = Settings.range(LongModeFreeFrom(), 8 * MIB, 0, 50_000);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(workload.awaitPasses(1, Duration.ofSeconds(10)));
+            long p0 = workload.passesReported(), t0 = System.nanoTime();
+            Thread.sleep(1000);
+            long p1 = workload.passesReported(), t1 = System.nanoTime();
+            double rate = (p1 - p0) * (double) settings.pages() / ((t1 - t0) / 1e9);
+            System.out.printf("workload rate: %.0f pages/s for a set rate of 50000%n", rate);
+            // Pacing never runs ahead of the rate (one pass of slack for the window edges); a noisy host
+            // may only make it slower.
+            assertTrue(rate <= 50_000 * 1.1 + settings.pages(), "rate " + rate);
+            assertTrue(rate >= 50_000 * 0.3, "rate " + rate);
+        }
+    }
+
+    @Test
+    void twoVcpusSnapshotAndRestoreWithTheSecondParkedInHlt() throws Exception {
+        Settings settings = Settings.range(LongModeFreeFrom(), 4 * MIB, 20, 100_000);
+        DirtyingWorkload onA = new DirtyingWorkload(settings), onB = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory memA = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
+             GuestMemory memB = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
+             Vm a = kvm.createVm(memA); Vm b = kvm.createVm(memB)) {
+            a.createVcpu();
+            a.createVcpu();
+            onA.install(memA, a.vcpus());
+            a.start(onA);
+            assertTrue(onA.awaitPasses(2, Duration.ofSeconds(20)));
+            a.pause();
+            b.createVcpu();
+            b.createVcpu();
+            memA.copyTo(memB);
+            for (int i = 0; i < 2; i++) b.vcpus().get(i).restore(a.vcpus().get(i).state());
+            assertEquals(DirtyingWorkload.IDLE + 1, b.vcpus().get(1).state().rip(), "vCPU 1 resumes after its HLT");
+            b.start(onB);
+            assertTrue(b.awaitHalt(Duration.ofSeconds(30)));
+            assertNull(b.failure());
+            assertEquals(-1, onB.firstMismatch(memB, 20));
+        }
+    }
+
+    @Test
+    void aVcpuSleepingInAnExitHandlerPausesPromptlyAndClosesWithoutKillingTheProcess() throws Exception {
+        // 10 pages/s: the vCPU thread spends ~100 ms in the pacing sleep of each throttle exit. A kick
+        // that lands there must wake it, and one still pending when the thread ends must be taken
+        // (a pending kick delivered after the JVM restores the thread's mask would end the process).
+        Settings settings = Settings.range(LongModeFreeFrom(), MIB, 0, 10);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        for (int round = 0; round < 3; round++) {
+            try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(8 * MIB));
+                 Vm vm = kvm.createVm(memory)) {
+                workload.install(memory, vm.createVcpu());
+                vm.start(workload);
+                Thread.sleep(150);
+                assertTrue(vm.pause().toMillis() < 50, "pause waited for the exit handler's sleep");
+                vm.resume();
+                Thread.sleep(120);
+            }
+        }
+    }
+
+    @Test
     void hostCapabilitiesAreReported() {
         try (Kvm kvm = Kvm.open()) {
             System.out.println("KVM: vcpu mmap size " + kvm.vcpuMmapSize() + ", manual dirty-log protect "

@@ -1,0 +1,66 @@
+package org.vmmkit.core.config;
+
+import java.nio.file.Path;
+import java.util.List;
+
+import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.kvm.LongMode;
+import org.vmmkit.core.memory.GuestMemory;
+
+/**
+ * The VM section of the config: memory, vCPUs and the built-in workload. Later modules add their
+ * sections (migration, devices) to the same file with keys of their own.
+ */
+public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload) {
+
+    public static final ConfigKey<Long> MEMORY = ConfigKey.size("vm.memory", "256M",
+            "Guest RAM. Above 3 GiB the rest is placed from 4 GiB (a PC-style hole for MMIO).");
+    public static final ConfigKey<Long> VCPUS = ConfigKey.count("vm.vcpus", "1",
+            "Number of vCPUs. The built-in workload runs on vCPU 0; the others park in HLT.");
+    public static final ConfigKey<Long> WORKLOAD_START = ConfigKey.size("workload.start", "1M",
+            "Guest address of the first page the built-in workload writes (at least 1M).");
+    public static final ConfigKey<Long> WORKLOAD_SIZE = ConfigKey.size("workload.size", "64M",
+            "Bytes of guest memory the workload walks each pass; must fit in one RAM region.");
+    public static final ConfigKey<Long> WORKLOAD_STRIDE = ConfigKey.size("workload.stride", "4096",
+            "Bytes between two written pages: 4096 writes every page, 8192 every other one.");
+    public static final ConfigKey<Long> WORKLOAD_PASSES = ConfigKey.count("workload.passes", "0",
+            "Passes before the guest halts; 0 runs until the VM is stopped.");
+    public static final ConfigKey<Long> WORKLOAD_RATE = ConfigKey.count("workload.pages-per-second", "0",
+            "Pages written per second; 0 is flat out.");
+    public static final ConfigKey<Boolean> WORKLOAD_REPORT = ConfigKey.flag("workload.report-passes", "true",
+            "Exit to the VMM after each pass to report progress; false gives a guest that never exits.");
+
+    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, VCPUS, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
+            WORKLOAD_PASSES, WORKLOAD_RATE, WORKLOAD_REPORT);
+
+    /** Builds the typed config, checking what only makes sense across keys. */
+    public static VmmConfig from(Config config) {
+        long memory = config.get(MEMORY);
+        if (memory < 4 << 20 || memory % GuestMemory.PAGE_SIZE != 0) {
+            throw config.invalid(MEMORY, "must be a multiple of 4K and at least 4M");
+        }
+        long vcpus = config.get(VCPUS);
+        if (vcpus < 1 || vcpus > 255) throw config.invalid(VCPUS, "must be between 1 and 255");
+        long start = config.get(WORKLOAD_START);
+        if (start < LongMode.FREE_FROM || start % GuestMemory.PAGE_SIZE != 0) {
+            throw config.invalid(WORKLOAD_START, "must be page-aligned and at least 1M (below is the boot area)");
+        }
+        long stride = config.get(WORKLOAD_STRIDE);
+        if (stride < 8 || stride % 8 != 0) throw config.invalid(WORKLOAD_STRIDE, "must be a multiple of 8");
+        long size = config.get(WORKLOAD_SIZE);
+        long end = start + size;
+        boolean fits = GuestMemory.standardLayout(memory).stream()
+                .anyMatch(r -> start >= r.guestAddress() && end <= r.guestAddress() + r.size());
+        if (!fits) {
+            throw config.invalid(WORKLOAD_SIZE, "the range [0x" + Long.toHexString(start) + ", 0x" + Long.toHexString(end)
+                    + ") does not fit in one RAM region of a " + memory + "-byte VM");
+        }
+        DirtyingWorkload.Settings workload = new DirtyingWorkload.Settings(start, size / stride, stride,
+                config.get(WORKLOAD_PASSES), config.get(WORKLOAD_RATE), config.get(WORKLOAD_REPORT));
+        return new VmmConfig(memory, (int) vcpus, workload);
+    }
+
+    public static VmmConfig load(Path file, List<String> overrides) {
+        return from(Config.load(KEYS, file, overrides));
+    }
+}
