@@ -2,7 +2,6 @@ package org.vmmkit.core.kvm;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.lang.invoke.VarHandle;
 import java.util.ArrayList;
 import java.util.List;
@@ -189,9 +188,5 @@ public final class Vcpu implements AutoCloseable {
             // The fd close below still releases the vCPU; an unmap failure only leaks address space.
         }
         fd.close();
-    }
-
-    static long readRunLong(MemorySegment run, long offset) {
-        return run.get(ValueLayout.JAVA_LONG_UNALIGNED, offset);
     }
 }
