@@ -1,0 +1,43 @@
+package org.vmmkit.core.vfio;
+
+import org.junit.jupiter.api.Test;
+import org.vmmkit.core.sys.HeaderProbe;
+import org.vmmkit.core.sys.Ioctl;
+import org.vmmkit.core.vfio.abi.VfioAbi;
+
+class VfioAbiTest {
+
+    @Test
+    void everyVfioIommuStructMatchesTheHeader() {
+        new HeaderProbe("linux/vfio.h")
+                .expectLayout(VfioAbi.INFO_CAP_HEADER, "struct vfio_info_cap_header")
+                .expectLayout(VfioAbi.IOMMU_TYPE1_INFO, "struct vfio_iommu_type1_info")
+                .expectLayout(VfioAbi.IOMMU_TYPE1_INFO_CAP_MIGRATION_LAYOUT, "struct vfio_iommu_type1_info_cap_migration")
+                .expectLayout(VfioAbi.DMA_MAP, "struct vfio_iommu_type1_dma_map")
+                .expectLayout(VfioAbi.BITMAP, "struct vfio_bitmap")
+                .expectLayout(VfioAbi.DMA_UNMAP, "struct vfio_iommu_type1_dma_unmap")
+                .expectLayout(VfioAbi.DIRTY_BITMAP, "struct vfio_iommu_type1_dirty_bitmap")
+                .expectLayout(VfioAbi.DIRTY_BITMAP_GET, "struct vfio_iommu_type1_dirty_bitmap_get")
+                .verify();
+    }
+
+    @Test
+    void everyVfioIommuIoctlAndFlagMatchesTheHeader() {
+        HeaderProbe probe = new HeaderProbe("linux/vfio.h");
+        for (Ioctl ioctl : VfioAbi.ioctls()) probe.expectIoctl(ioctl);
+        probe.expectValue("VFIO_API_VERSION", VfioAbi.API_VERSION)
+                .expectValue("VFIO_TYPE1_IOMMU", VfioAbi.TYPE1_IOMMU)
+                .expectValue("VFIO_TYPE1v2_IOMMU", VfioAbi.TYPE1v2_IOMMU)
+                .expectValue("VFIO_IOMMU_INFO_PGSIZES", VfioAbi.IOMMU_INFO_PGSIZES)
+                .expectValue("VFIO_IOMMU_INFO_CAPS", VfioAbi.IOMMU_INFO_CAPS)
+                .expectValue("VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", VfioAbi.IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
+                .expectValue("VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION", VfioAbi.IOMMU_TYPE1_INFO_CAP_MIGRATION)
+                .expectValue("VFIO_DMA_MAP_FLAG_READ", VfioAbi.DMA_MAP_FLAG_READ)
+                .expectValue("VFIO_DMA_MAP_FLAG_WRITE", VfioAbi.DMA_MAP_FLAG_WRITE)
+                .expectValue("VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP", VfioAbi.DMA_UNMAP_FLAG_GET_DIRTY_BITMAP)
+                .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_START", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_START)
+                .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_STOP)
+                .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
+                .verify();
+    }
+}
