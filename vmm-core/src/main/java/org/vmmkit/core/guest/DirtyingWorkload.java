@@ -17,9 +17,10 @@ import org.vmmkit.core.memory.GuestRegion;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 
 /**
- * The built-in guest: a 64-bit program that writes one qword into each of {@code pages} pages
- * ({@code stride} bytes apart, from {@code start}) per pass, in a loop, and the VMM side that loads it,
- * paces it and reads its progress.
+ * The built-in guest: a 64-bit program that writes one qword into each of {@code pages} pages per
+ * pass, in a loop, and the VMM side that loads it, paces it and reads its progress. The pages are
+ * either {@code stride} bytes apart from {@code start}, or listed in a table in guest memory (any set,
+ * e.g. a random subset), which the guest only reads.
  *
  * <p>In pass {@code n} (from 1) page {@code i} gets {@code (n << 32) | i} at its first byte; nothing else
  * in the range changes, so after {@code n} complete passes every page's content is known. The guest
@@ -37,21 +38,24 @@ public final class DirtyingWorkload implements ExitHandler {
     public static final int PASS_PORT = 0xE0, THROTTLE_PORT = 0xE1;
     // Control block fields (qwords).
     static final int C_START = 0x00, C_PAGES = 0x08, C_STRIDE = 0x10, C_TARGET = 0x18, C_BATCH = 0x20,
-            C_PASSES_DONE = 0x28, C_REPORT = 0x30;
+            C_PASSES_DONE = 0x28, C_REPORT = 0x30, C_TABLE = 0x38;
     /** Throttle exits per second at a set rate: enough for a smooth rate, few enough to cost little. */
     private static final long THROTTLE_EXITS_PER_SECOND = 1000;
 
     /**
      * What the guest does.
      *
-     * @param start          guest address of the first page written
+     * @param start          guest address of the first page written (stride mode)
      * @param pages          pages per pass
      * @param stride         bytes between two written pages (4096 writes every page)
      * @param passes         passes before the guest halts; 0 = run until stopped
      * @param pagesPerSecond rate; 0 = flat out
      * @param reportPasses   exit through the pass port after each pass
+     * @param pageList       null for stride mode, else the guest address of each page, in order
+     * @param tableAddress   where the page list is put in guest memory (page list mode)
      */
-    public record Settings(long start, long pages, long stride, long passes, long pagesPerSecond, boolean reportPasses) {
+    public record Settings(long start, long pages, long stride, long passes, long pagesPerSecond, boolean reportPasses,
+                           long[] pageList, long tableAddress) {
         public Settings {
             if (start < LongMode.FREE_FROM || start % 8 != 0) {
                 throw new IllegalArgumentException("workload start 0x" + Long.toHexString(start)
@@ -61,6 +65,20 @@ public final class DirtyingWorkload implements ExitHandler {
                 throw new IllegalArgumentException("bad workload settings: pages=" + pages + " stride=" + stride
                         + " passes=" + passes + " pagesPerSecond=" + pagesPerSecond);
             }
+            if (pageList != null) {
+                pageList = pageList.clone();
+                if (pageList.length != pages) throw new IllegalArgumentException("page list length differs from pages");
+                if (tableAddress < LongMode.FREE_FROM || tableAddress % 8 != 0) {
+                    throw new IllegalArgumentException("page table address 0x" + Long.toHexString(tableAddress) + " is not usable");
+                }
+                for (long a : pageList) {
+                    if (a < LongMode.FREE_FROM || a % 8 != 0) throw new IllegalArgumentException("page address 0x" + Long.toHexString(a));
+                }
+            }
+        }
+
+        public Settings(long start, long pages, long stride, long passes, long pagesPerSecond, boolean reportPasses) {
+            this(start, pages, stride, passes, pagesPerSecond, reportPasses, null, 0);
         }
 
         /** Every page of {@code [start, start + bytes)}. */
@@ -68,8 +86,21 @@ public final class DirtyingWorkload implements ExitHandler {
             return new Settings(start, bytes / GuestMemory.PAGE_SIZE, GuestMemory.PAGE_SIZE, passes, pagesPerSecond, true);
         }
 
+        /** The listed addresses (any set of pages), with the list itself stored at {@code tableAddress}. */
+        public static Settings pageList(long tableAddress, long[] addresses, long passes, long pagesPerSecond) {
+            long first = addresses.length == 0 ? LongMode.FREE_FROM : addresses[0];
+            return new Settings(first, addresses.length, GuestMemory.PAGE_SIZE, passes, pagesPerSecond, true,
+                    addresses, tableAddress);
+        }
+
+        /** The guest address the {@code i}-th write of a pass goes to. */
         public long pageAddress(long i) {
-            return start + i * stride;
+            return pageList != null ? pageList[(int) i] : start + i * stride;
+        }
+
+        /** The guest pages the table itself occupies (read, never written, by the guest). */
+        public long tableBytes() {
+            return pageList == null ? 0 : 8L * pageList.length;
         }
     }
 
@@ -97,8 +128,8 @@ public final class DirtyingWorkload implements ExitHandler {
     /** The machine code, assembled for the control block at {@link #CONTROL}. */
     public static byte[] program() {
         X86Assembler a = new X86Assembler();
-        Label passLoop = a.label(), pageLoop = a.label(), noThrottle = a.label(), passDone = a.label(),
-                skipReport = a.label(), halt = a.label();
+        Label passLoop = a.label(), pageLoop = a.label(), strideMode = a.label(), noThrottle = a.label(),
+                passDone = a.label(), skipReport = a.label(), halt = a.label();
         a.movImm(Reg.RSI, CONTROL)
                 .load(Reg.RBX, Reg.RSI, C_PASSES_DONE)        // rbx = passes done (continues a restored guest)
                 .bind(passLoop)
@@ -106,11 +137,17 @@ public final class DirtyingWorkload implements ExitHandler {
                 .load(Reg.RDI, Reg.RSI, C_START)
                 .load(Reg.RCX, Reg.RSI, C_PAGES)
                 .xor32(Reg.RDX, Reg.RDX)                       // rdx = page index
+                .load(Reg.R10, Reg.RSI, C_TABLE)               // r10 = page list cursor, 0 in stride mode
                 .load(Reg.R8, Reg.RSI, C_BATCH)
                 .mov(Reg.R9, Reg.R8)                           // r9 = pages left in this batch
                 .test(Reg.RCX, Reg.RCX)
                 .jcc(Cond.Z, passDone)
                 .bind(pageLoop)
+                .test(Reg.R10, Reg.R10)
+                .jcc(Cond.Z, strideMode)
+                .load(Reg.RDI, Reg.R10, 0)                     // rdi = next listed page
+                .addImm(Reg.R10, 8)
+                .bind(strideMode)
                 .mov(Reg.RAX, Reg.RBX)
                 .shl(Reg.RAX, 32)
                 .or(Reg.RAX, Reg.RDX)
@@ -141,7 +178,7 @@ public final class DirtyingWorkload implements ExitHandler {
                 .bind(halt)
                 .hlt()
                 .jmp(halt);
-        return a.assemble(List.of(passLoop, pageLoop, noThrottle, passDone, skipReport, halt));
+        return a.assemble(List.of(passLoop, pageLoop, strideMode, noThrottle, passDone, skipReport, halt));
     }
 
     /**
@@ -149,7 +186,10 @@ public final class DirtyingWorkload implements ExitHandler {
      * vCPU at the program. The written range must lie inside one RAM region.
      */
     public void install(GuestMemory memory, Vcpu vcpu) {
-        if (settings.pages() > 0) {
+        if (settings.pageList() != null) {
+            for (long i = 0; i < settings.pages(); i++) memory.slice(settings.pageAddress(i), 8); // each must be RAM
+            memory.slice(settings.tableAddress(), Math.max(8, settings.tableBytes()));
+        } else if (settings.pages() > 0) {
             long last = settings.pageAddress(settings.pages() - 1);
             GuestRegion region = memory.regionOf(settings.start());
             if (!region.contains(last + 7)) {
@@ -166,6 +206,10 @@ public final class DirtyingWorkload implements ExitHandler {
         memory.writeLong(CONTROL + C_BATCH, batch);
         memory.writeLong(CONTROL + C_PASSES_DONE, 0);
         memory.writeLong(CONTROL + C_REPORT, settings.reportPasses() ? 1 : 0);
+        memory.writeLong(CONTROL + C_TABLE, settings.pageList() == null ? 0 : settings.tableAddress());
+        if (settings.pageList() != null) {
+            for (int i = 0; i < settings.pages(); i++) memory.writeLong(settings.tableAddress() + 8L * i, settings.pageList()[i]);
+        }
         memory.write(IDLE, new byte[] {(byte) 0xF4, (byte) 0xEB, (byte) 0xFD}); // hlt; jmp $-1
         LongMode.boot(vcpu, CODE, STACK_TOP);
     }
@@ -195,7 +239,8 @@ public final class DirtyingWorkload implements ExitHandler {
             long address = settings.pageAddress(i);
             if (memory.readLong(address) != expectedValue(i, passes)) return i;
         }
-        if (settings.stride() == GuestMemory.PAGE_SIZE && settings.start() % GuestMemory.PAGE_SIZE == 0 && settings.pages() > 0) {
+        if (settings.pageList() == null && settings.stride() == GuestMemory.PAGE_SIZE
+                && settings.start() % GuestMemory.PAGE_SIZE == 0 && settings.pages() > 0) {
             MemorySegment range = memory.slice(settings.start(), settings.pages() * GuestMemory.PAGE_SIZE);
             for (long i = 0; i < settings.pages(); i++) {
                 MemorySegment rest = range.asSlice(i * GuestMemory.PAGE_SIZE + 8, GuestMemory.PAGE_SIZE - 8);

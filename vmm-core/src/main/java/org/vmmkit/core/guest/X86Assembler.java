@@ -121,6 +121,15 @@ public final class X86Assembler {
         return this;
     }
 
+    /** {@code add r, imm8} (sign-extended). */
+    public X86Assembler addImm(Reg r, int imm8) {
+        rex(true, 0, r.n());
+        b(0x83);
+        modrmReg(0, r.n());
+        b(imm8);
+        return this;
+    }
+
     public X86Assembler inc(Reg r) {
         rex(true, 0, r.n());
         b(0xFF);

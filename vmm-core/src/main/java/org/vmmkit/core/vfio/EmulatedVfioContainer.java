@@ -18,7 +18,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * the same argument checks and errno values as {@code drivers/vfio/vfio_iommu_type1.c} for MAP_DMA,
  * UNMAP_DMA (no splitting of mappings; dirty bitmap on unmap) and DIRTY_PAGES (START and STOP are
  * idempotent; GET_BITMAP only at the smallest page size, only over a range that starts and ends at
- * mapping boundaries, and it clears what it returns). Its device side, {@link #dmaWrite} and
+ * a range that bisects no mapping, and it clears what it returns). Its device side, {@link #dmaWrite} and
  * {@link #dmaRead}, is what an emulated device's DMA engine calls; a write marks the dirty bitmap after
  * the data is in place, so a sync never clears a bit for data not yet written.
  */
@@ -40,6 +40,7 @@ public final class EmulatedVfioContainer implements VfioContainer {
 
     private final String name;
     private final long pageSize;
+    private final long maxBitmapBytes;
     private final Tracking tracking;
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final TreeMap<Long, Mapping> mappings = new TreeMap<>();
@@ -56,7 +57,14 @@ public final class EmulatedVfioContainer implements VfioContainer {
     }
 
     public EmulatedVfioContainer(String name, long pageSize, Tracking tracking) {
+        this(name, pageSize, tracking, MAX_BITMAP_BYTES);
+    }
+
+    /** With a smaller maximum bitmap than type1's 256 MiB, to exercise callers that fetch in pieces. */
+    public EmulatedVfioContainer(String name, long pageSize, Tracking tracking, long maxBitmapBytes) {
         if (Long.bitCount(pageSize) != 1 || pageSize < 4096) throw new IllegalArgumentException("IOMMU page size " + pageSize);
+        if (maxBitmapBytes < 8 || maxBitmapBytes > MAX_BITMAP_BYTES) throw new IllegalArgumentException("max bitmap " + maxBitmapBytes);
+        this.maxBitmapBytes = maxBitmapBytes;
         this.name = name;
         this.pageSize = pageSize;
         this.tracking = tracking;
@@ -73,7 +81,7 @@ public final class EmulatedVfioContainer implements VfioContainer {
 
     @Override
     public Optional<DirtyPageCapability> dirtyPageCapability() {
-        return tracking == Tracking.NONE ? Optional.empty() : Optional.of(new DirtyPageCapability(pageSize, MAX_BITMAP_BYTES));
+        return tracking == Tracking.NONE ? Optional.empty() : Optional.of(new DirtyPageCapability(pageSize, maxBitmapBytes));
     }
 
     private SysException error(String call, int errno) {
@@ -136,7 +144,9 @@ public final class EmulatedVfioContainer implements VfioContainer {
 
     private void checkBitmapSize(String call, long size, MemorySegment bitmap) {
         long pages = size / pageSize;
-        if (pages > MAX_BITMAP_PAGES || bitmap.byteSize() < ((pages + 63) / 64) * 8) throw error(call, Errno.EINVAL);
+        if (pages > Math.min(MAX_BITMAP_PAGES, maxBitmapBytes * 8) || bitmap.byteSize() < ((pages + 63) / 64) * 8) {
+            throw error(call, Errno.EINVAL);
+        }
     }
 
     @Override
@@ -176,9 +186,11 @@ public final class EmulatedVfioContainer implements VfioContainer {
         lock.readLock().lock();
         try {
             if (!trackingOn) throw error(call, Errno.EINVAL);
-            Mapping first = mappings.get(iova);
-            var lastEntry = mappings.floorEntry(iova + size - 1);
-            if (first == null || lastEntry == null || lastEntry.getValue().dma.end() != iova + size) {
+            // type1: the range may cover several mappings and gaps, but may not bisect a mapping.
+            var atStart = mappings.floorEntry(iova);
+            if (atStart != null && atStart.getValue().dma.end() > iova && atStart.getKey() != iova) throw error(call, Errno.EINVAL);
+            var atEnd = mappings.floorEntry(iova + size - 1);
+            if (atEnd != null && atEnd.getValue().dma.end() > iova + size - 1 && atEnd.getValue().dma.end() != iova + size) {
                 throw error(call, Errno.EINVAL);
             }
             bitmap.asSlice(0, ((size / pageSize + 63) / 64) * 8).fill((byte) 0);

@@ -89,6 +89,8 @@ class KvmAbiTest {
                 .expectValue("KVM_EXIT_IO_OUT", KvmAbi.EXIT_IO_OUT)
                 .expectValue("KVM_MEM_LOG_DIRTY_PAGES", KvmAbi.MEM_LOG_DIRTY_PAGES)
                 .expectValue("KVM_MEM_READONLY", KvmAbi.MEM_READONLY)
+                .expectValue("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE", KvmAbi.DIRTY_LOG_MANUAL_PROTECT_ENABLE)
+                .expectValue("KVM_DIRTY_LOG_INITIALLY_SET", KvmAbi.DIRTY_LOG_INITIALLY_SET)
                 .verify();
     }
 }

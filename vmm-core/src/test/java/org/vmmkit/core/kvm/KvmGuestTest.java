@@ -229,6 +229,25 @@ class KvmGuestTest {
     }
 
     @Test
+    void aPageListGuestWritesExactlyTheListedPages() throws Exception {
+        java.util.Random random = new java.util.Random(42);
+        long[] pages = random.longs(300, 2 * MIB / 4096, 32 * MIB / 4096).distinct().map(p -> p * 4096 + 8 * (p % 7)).toArray();
+        Settings settings = Settings.pageList(LongModeFreeFrom(), pages, 3, 0);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            workload.install(memory, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(10)));
+            assertNull(vm.failure());
+            assertEquals(-1, workload.firstMismatch(memory, 3));
+            long nonZero = 0;
+            for (long a = 2 * MIB; a < 32 * MIB; a += 8) if (memory.readLong(a) != 0) nonZero++;
+            assertEquals(pages.length, nonZero, "only the listed qwords were written");
+        }
+    }
+
+    @Test
     void hostCapabilitiesAreReported() {
         try (Kvm kvm = Kvm.open()) {
             System.out.println("KVM: vcpu mmap size " + kvm.vcpuMmapSize() + ", manual dirty-log protect "

@@ -101,6 +101,20 @@ class EmulatedVfioContainerTest {
         assertEquals("EINVAL", assertThrows(SysException.class, () -> c.getDirtyBitmap(4096, 8 * MIB - 4096, 4096, bitmap)).errnoName());
         assertEquals("EINVAL", assertThrows(SysException.class, () -> c.getDirtyBitmap(0, 4 * MIB, 4096, bitmap)).errnoName());
         c.getDirtyBitmap(8 * MIB, 8 * MIB, 4096, bitmap); // one whole mapping is fine
+        c.unmapDma(8 * MIB, 8 * MIB);
+        c.getDirtyBitmap(0, 16 * MIB, 4096, bitmap);     // a range may end in a gap
+    }
+
+    @Test
+    void getBitmapLargerThanTheMaximumIsEinval() {
+        EmulatedVfioContainer c = new EmulatedVfioContainer("c", 4096, Tracking.PRECISE, 64);
+        c.mapDma(0, memory.slice(0, 2 * MIB), true, true);
+        c.mapDma(2 * MIB, memory.slice(2 * MIB, 2 * MIB), true, true);
+        c.startDirtyTracking();
+        assertEquals(2 * MIB, c.dirtyPageCapability().orElseThrow().maxRangeBytes());
+        MemorySegment bitmap = bitmapFor(4 * MIB);
+        assertEquals("EINVAL", assertThrows(SysException.class, () -> c.getDirtyBitmap(0, 4 * MIB, 4096, bitmap)).errnoName());
+        c.getDirtyBitmap(0, 2 * MIB, 4096, bitmap);
     }
 
     @Test

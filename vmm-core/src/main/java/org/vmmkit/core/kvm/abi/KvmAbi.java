@@ -40,6 +40,9 @@ public final class KvmAbi {
             EXIT_INTR = 10, EXIT_INTERNAL_ERROR = 17, EXIT_SYSTEM_EVENT = 24;
     public static final int EXIT_IO_IN = 0, EXIT_IO_OUT = 1;
 
+    // KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) flags.
+    public static final int DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1, DIRTY_LOG_INITIALLY_SET = 2;
+
     // Memory slot flags.
     public static final int MEM_LOG_DIRTY_PAGES = 1, MEM_READONLY = 2;
 
