@@ -86,6 +86,45 @@ public final class Vm implements Pausable, AutoCloseable {
         return dirtyLogging;
     }
 
+    /** {@code KVM_ENABLE_CAP} on the VM with one argument. */
+    public void enableCapability(int capability, long arg0) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment cap = arena.allocate(KvmAbi.ENABLE_CAP);
+            cap.set(JAVA_INT, KvmAbi.off(KvmAbi.ENABLE_CAP, "cap"), capability);
+            cap.set(JAVA_LONG, KvmAbi.off(KvmAbi.ENABLE_CAP, "args"), arg0);
+            fd.ioctl(KvmAbi.KVM_ENABLE_CAP, cap);
+        }
+    }
+
+    // One argument block for the dirty-log ioctls, reused: a sync allocates nothing.
+    private final MemorySegment dirtyLogArg = Arena.ofAuto().allocate(
+            Math.max(KvmAbi.DIRTY_LOG.byteSize(), KvmAbi.CLEAR_DIRTY_LOG.byteSize()), 8);
+
+    /**
+     * {@code KVM_GET_DIRTY_LOG}: the kernel writes the slot's dirty bitmap (one bit per page, 64-bit words)
+     * into {@code bitmap}. Without manual protection it also clears and write-protects what it returned.
+     */
+    public synchronized void getDirtyLog(int slot, MemorySegment bitmap) {
+        dirtyLogArg.fill((byte) 0);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.DIRTY_LOG, "slot"), slot);
+        dirtyLogArg.set(java.lang.foreign.ValueLayout.ADDRESS, KvmAbi.off(KvmAbi.DIRTY_LOG, "dirty_bitmap"), bitmap);
+        fd.ioctl(KvmAbi.KVM_GET_DIRTY_LOG, dirtyLogArg);
+    }
+
+    /**
+     * {@code KVM_CLEAR_DIRTY_LOG}: clears (and write-protects again) the pages whose bits are set in
+     * {@code bitmap}, bit 0 being {@code firstPage}; {@code firstPage} and {@code numPages} are multiples
+     * of 64 unless the range ends at the slot's end.
+     */
+    public synchronized void clearDirtyLog(int slot, long firstPage, int numPages, MemorySegment bitmap) {
+        dirtyLogArg.fill((byte) 0);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "slot"), slot);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "num_pages"), numPages);
+        dirtyLogArg.set(JAVA_LONG, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "first_page"), firstPage);
+        dirtyLogArg.set(java.lang.foreign.ValueLayout.ADDRESS, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "dirty_bitmap"), bitmap);
+        fd.ioctl(KvmAbi.KVM_CLEAR_DIRTY_LOG, dirtyLogArg);
+    }
+
     /** Creates the next vCPU (ids from 0), with the host's supported CPUID. */
     public synchronized Vcpu createVcpu() {
         Vcpu vcpu = new Vcpu(kvm, fd, vcpus.size());
