@@ -74,7 +74,7 @@ public final class KvmDirtyLog implements DirtySource {
             for (long first = 0; first < pages; first += CLEAR_CHUNK_PAGES) {
                 long n = Math.min(CLEAR_CHUNK_PAGES, pages - first);
                 if (!anySet(got, first, n)) continue;
-                vm.clearDirtyLog(region.index(), first, (int) n, got.segment().asSlice(first >>> 3));
+                vm.clearDirtyLog(region.index(), first, (int) n, got.segment(), first >>> 3);
             }
         }
         into.or(got);

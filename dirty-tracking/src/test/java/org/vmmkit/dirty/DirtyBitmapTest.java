@@ -137,4 +137,37 @@ class DirtyBitmapTest {
             assertEquals(expected.count(), taken.count(), "taken holds exactly the marks");
         }
     }
+
+    @Test
+    void mergeAndScanAllocateNothing() {
+        com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (DirtyBitmap a = new DirtyBitmap(1 << 20); DirtyBitmap b = new DirtyBitmap(1 << 20);
+             DirtyBitmap merged = new DirtyBitmap(1 << 20)) {
+            Random r = new Random(5);
+            for (int i = 0; i < 50_000; i++) a.set(r.nextInt(1 << 20));
+            b.setRange(1000, 70_000);
+            DirtyRunCursor cursor = new DirtyRunCursor();
+            long pages = 0;
+            for (int warm = 0; warm < 200; warm++) pages += mergeAndScan(a, b, merged, cursor);
+            long before = threads.getCurrentThreadAllocatedBytes();
+            long after0 = threads.getCurrentThreadAllocatedBytes();
+            long overhead = after0 - before;
+            long start = threads.getCurrentThreadAllocatedBytes();
+            for (int i = 0; i < 100; i++) pages += mergeAndScan(a, b, merged, cursor);
+            long allocated = threads.getCurrentThreadAllocatedBytes() - start - overhead;
+            assertTrue(pages > 0);
+            assertEquals(0, allocated, "bytes allocated by 100 merges and scans");
+        }
+    }
+
+    private static long mergeAndScan(DirtyBitmap a, DirtyBitmap b, DirtyBitmap merged, DirtyRunCursor cursor) {
+        merged.clear();
+        merged.or(a);
+        merged.or(b);
+        merged.set(3); // the atomic mark a device makes
+        cursor.reset(merged);
+        long n = 0;
+        while (cursor.next()) n += cursor.length();
+        return n;
+    }
 }

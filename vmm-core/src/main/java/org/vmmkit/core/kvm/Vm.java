@@ -103,25 +103,28 @@ public final class Vm implements Pausable, AutoCloseable {
     /**
      * {@code KVM_GET_DIRTY_LOG}: the kernel writes the slot's dirty bitmap (one bit per page, 64-bit words)
      * into {@code bitmap}. Without manual protection it also clears and write-protects what it returned.
+     * Allocates nothing.
      */
     public synchronized void getDirtyLog(int slot, MemorySegment bitmap) {
         dirtyLogArg.fill((byte) 0);
-        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.DIRTY_LOG, "slot"), slot);
-        dirtyLogArg.set(java.lang.foreign.ValueLayout.ADDRESS, KvmAbi.off(KvmAbi.DIRTY_LOG, "dirty_bitmap"), bitmap);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.DIRTY_LOG_SLOT, slot);
+        dirtyLogArg.set(JAVA_LONG, KvmAbi.DIRTY_LOG_BITMAP, bitmap.address());
         fd.ioctl(KvmAbi.KVM_GET_DIRTY_LOG, dirtyLogArg);
     }
 
     /**
-     * {@code KVM_CLEAR_DIRTY_LOG}: clears (and write-protects again) the pages whose bits are set in
-     * {@code bitmap}, bit 0 being {@code firstPage}; {@code firstPage} and {@code numPages} are multiples
-     * of 64 unless the range ends at the slot's end.
+     * {@code KVM_CLEAR_DIRTY_LOG}: clears (and write-protects again) the pages whose bits are set in the
+     * bitmap at {@code bitmap + bitmapOffset}, its bit 0 being {@code firstPage}; {@code firstPage} and
+     * {@code numPages} are multiples of 64 unless the range ends at the slot's end. Allocates nothing.
      */
-    public synchronized void clearDirtyLog(int slot, long firstPage, int numPages, MemorySegment bitmap) {
+    public synchronized void clearDirtyLog(int slot, long firstPage, int numPages, MemorySegment bitmap, long bitmapOffset) {
+        long bytes = (numPages + 63L) / 64 * 8;
+        java.util.Objects.checkFromIndexSize(bitmapOffset, bytes, bitmap.byteSize());
         dirtyLogArg.fill((byte) 0);
-        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "slot"), slot);
-        dirtyLogArg.set(JAVA_INT, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "num_pages"), numPages);
-        dirtyLogArg.set(JAVA_LONG, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "first_page"), firstPage);
-        dirtyLogArg.set(java.lang.foreign.ValueLayout.ADDRESS, KvmAbi.off(KvmAbi.CLEAR_DIRTY_LOG, "dirty_bitmap"), bitmap);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.CLEAR_DIRTY_LOG_SLOT, slot);
+        dirtyLogArg.set(JAVA_INT, KvmAbi.CLEAR_DIRTY_LOG_NUM_PAGES, numPages);
+        dirtyLogArg.set(JAVA_LONG, KvmAbi.CLEAR_DIRTY_LOG_FIRST_PAGE, firstPage);
+        dirtyLogArg.set(JAVA_LONG, KvmAbi.CLEAR_DIRTY_LOG_BITMAP, bitmap.address() + bitmapOffset);
         fd.ioctl(KvmAbi.KVM_CLEAR_DIRTY_LOG, dirtyLogArg);
     }
 

@@ -220,6 +220,12 @@ public final class KvmAbi {
     public static final long RUN_INTERNAL_DATA = RUN_UNION + off(RUN_INTERNAL, "data");
     public static final long RUN_HW_EXIT_REASON = RUN_UNION + off(RUN_HW, "hardware_exit_reason");
 
+    /** Offsets into the dirty-log ioctl arguments, resolved once (the sync path allocates nothing). */
+    public static final long DIRTY_LOG_SLOT = off(DIRTY_LOG, "slot"), DIRTY_LOG_BITMAP = off(DIRTY_LOG, "dirty_bitmap"),
+            CLEAR_DIRTY_LOG_SLOT = off(CLEAR_DIRTY_LOG, "slot"), CLEAR_DIRTY_LOG_NUM_PAGES = off(CLEAR_DIRTY_LOG, "num_pages"),
+            CLEAR_DIRTY_LOG_FIRST_PAGE = off(CLEAR_DIRTY_LOG, "first_page"),
+            CLEAR_DIRTY_LOG_BITMAP = off(CLEAR_DIRTY_LOG, "dirty_bitmap");
+
     /** The exit union's member layouts, for the header check ({@code offsetof(struct kvm_run, io.port)}). */
     public static GroupLayout runExitUnion() {
         return (GroupLayout) RUN.select(groupElement(""));
