@@ -15,7 +15,7 @@ import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 /**
  * Puts a fresh vCPU straight into 64-bit mode, as a firmware would hand over: a flat GDT, identity
  * paging of the whole guest physical range with 2 MiB pages, and the control registers and EFER for
- * long mode. The page-table entries carry their accessed and dirty bits already, so the CPU never
+ * long mode (the first 4 GiB always, for MMIO below 4 GiB). The page-table entries carry their accessed and dirty bits already, so the CPU never
  * writes the page tables: the guest's own writes are the only ones it makes.
  */
 public final class LongMode {
@@ -35,7 +35,8 @@ public final class LongMode {
     public static void buildTables(GuestMemory memory) {
         long top = 0;
         for (GuestRegion r : memory.regions()) top = Math.max(top, r.end());
-        long gibs = (top + (1L << 30) - 1) >>> 30;
+        // At least the first 4 GiB, so the MMIO hole below 4 GiB is reachable however small the RAM.
+        long gibs = Math.max(4, (top + (1L << 30) - 1) >>> 30);
         if (gibs > MAX_PAGE_DIRECTORIES) {
             throw new IllegalArgumentException("the built-in boot maps at most " + MAX_PAGE_DIRECTORIES + " GiB, memory ends at 0x"
                     + Long.toHexString(top));

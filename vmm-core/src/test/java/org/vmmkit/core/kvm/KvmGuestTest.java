@@ -2,6 +2,7 @@ package org.vmmkit.core.kvm;
 
 import java.time.Duration;
 import java.util.Arrays;
+import java.util.List;
 
 import org.junit.jupiter.api.Test;
 import org.vmmkit.core.guest.DirtyingWorkload;
@@ -244,6 +245,48 @@ class KvmGuestTest {
             long nonZero = 0;
             for (long a = 2 * MIB; a < 32 * MIB; a += 8) if (memory.readLong(a) != 0) nonZero++;
             assertEquals(pages.length, nonZero, "only the listed qwords were written");
+        }
+    }
+
+    @Test
+    void mmioOutsideRamReachesTheExitHandlerBothWays() throws Exception {
+        long hole = 0xC000_0000L; // in the hole below 4 GiB: no RAM, so an MMIO exit
+        org.vmmkit.core.guest.X86Assembler a = new org.vmmkit.core.guest.X86Assembler();
+        a.movImm(org.vmmkit.core.guest.X86Assembler.Reg.RAX, hole)
+                .movImm(org.vmmkit.core.guest.X86Assembler.Reg.RBX, 0x1122334455667788L)
+                .store(org.vmmkit.core.guest.X86Assembler.Reg.RAX, 0, org.vmmkit.core.guest.X86Assembler.Reg.RBX)
+                .load(org.vmmkit.core.guest.X86Assembler.Reg.RCX, org.vmmkit.core.guest.X86Assembler.Reg.RAX, 8)
+                .movImm(org.vmmkit.core.guest.X86Assembler.Reg.RDX, 0x2000)
+                .store(org.vmmkit.core.guest.X86Assembler.Reg.RDX, 0, org.vmmkit.core.guest.X86Assembler.Reg.RCX)
+                .hlt();
+        byte[] code = a.assemble(List.of());
+        java.util.List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+        ExitHandler handler = new ExitHandler() {
+            public boolean portOut(int vcpu, int port, int size, int count, java.lang.foreign.MemorySegment data) { return false; }
+            public boolean portIn(int vcpu, int port, int size, int count, java.lang.foreign.MemorySegment data) { return false; }
+            @Override
+            public boolean mmio(int vcpu, long address, boolean write, java.lang.foreign.MemorySegment data) {
+                if (write) {
+                    seen.add("write 0x" + Long.toHexString(address) + " = 0x"
+                            + Long.toHexString(data.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0)) + " (" + data.byteSize() + ")");
+                } else {
+                    seen.add("read 0x" + Long.toHexString(address) + " (" + data.byteSize() + ")");
+                    data.set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, 0xCAFEF00DL);
+                }
+                return true;
+            }
+        };
+        try (Kvm kvm = Kvm.open(); GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(8 * MIB));
+             Vm vm = kvm.createVm(memory)) {
+            Vcpu vcpu = vm.createVcpu();
+            LongMode.buildTables(memory);
+            memory.write(DirtyingWorkload.CODE, code);
+            LongMode.boot(vcpu, DirtyingWorkload.CODE, DirtyingWorkload.STACK_TOP);
+            vm.start(handler);
+            assertTrue(vm.awaitHalt(Duration.ofSeconds(10)));
+            assertNull(vm.failure());
+            assertEquals(List.of("write 0xc0000000 = 0x1122334455667788 (8)", "read 0xc0000008 (8)"), seen);
+            assertEquals(0xCAFEF00DL, memory.readLong(0x2000), "the value the handler returned reached the guest");
         }
     }
 
