@@ -18,6 +18,12 @@ class VfioAbiTest {
                 .expectLayout(VfioAbi.DMA_UNMAP, "struct vfio_iommu_type1_dma_unmap")
                 .expectLayout(VfioAbi.DIRTY_BITMAP, "struct vfio_iommu_type1_dirty_bitmap")
                 .expectLayout(VfioAbi.DIRTY_BITMAP_GET, "struct vfio_iommu_type1_dirty_bitmap_get")
+                .expectLayout(VfioAbi.GROUP_STATUS, "struct vfio_group_status")
+                .expectLayout(VfioAbi.DEVICE_INFO, "struct vfio_device_info")
+                .expectLayout(VfioAbi.REGION_INFO, "struct vfio_region_info")
+                .expectLayout(VfioAbi.REGION_INFO_CAP_TYPE_LAYOUT, "struct vfio_region_info_cap_type")
+                .expectLayout(VfioAbi.REGION_SPARSE_MMAP_AREA, "struct vfio_region_sparse_mmap_area")
+                .expectLayout(VfioAbi.REGION_INFO_CAP_SPARSE_MMAP_LAYOUT, "struct vfio_region_info_cap_sparse_mmap")
                 .verify();
     }
 
@@ -38,6 +44,18 @@ class VfioAbiTest {
                 .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_START", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_START)
                 .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_STOP)
                 .expectValue("VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP", VfioAbi.IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
+                .expectValue("VFIO_GROUP_FLAGS_VIABLE", VfioAbi.GROUP_FLAGS_VIABLE)
+                .expectValue("VFIO_GROUP_FLAGS_CONTAINER_SET", VfioAbi.GROUP_FLAGS_CONTAINER_SET)
+                .expectValue("VFIO_DEVICE_FLAGS_RESET", VfioAbi.DEVICE_FLAGS_RESET)
+                .expectValue("VFIO_DEVICE_FLAGS_PCI", VfioAbi.DEVICE_FLAGS_PCI)
+                .expectValue("VFIO_REGION_INFO_FLAG_READ", VfioAbi.REGION_INFO_FLAG_READ)
+                .expectValue("VFIO_REGION_INFO_FLAG_WRITE", VfioAbi.REGION_INFO_FLAG_WRITE)
+                .expectValue("VFIO_REGION_INFO_FLAG_MMAP", VfioAbi.REGION_INFO_FLAG_MMAP)
+                .expectValue("VFIO_REGION_INFO_FLAG_CAPS", VfioAbi.REGION_INFO_FLAG_CAPS)
+                .expectValue("VFIO_REGION_INFO_CAP_SPARSE_MMAP", VfioAbi.REGION_INFO_CAP_SPARSE_MMAP)
+                .expectValue("VFIO_REGION_INFO_CAP_TYPE", VfioAbi.REGION_INFO_CAP_TYPE)
+                .expectValue("VFIO_REGION_TYPE_MIGRATION_DEPRECATED", VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED)
+                .expectValue("VFIO_REGION_SUBTYPE_MIGRATION_DEPRECATED", VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED)
                 .verify();
     }
 }

@@ -79,6 +79,48 @@ public final class VfioAbi {
             JAVA_LONG.withName("size"),
             BITMAP.withName("bitmap")).withName("vfio_iommu_type1_dirty_bitmap_get");
 
+    public static final int GROUP_FLAGS_VIABLE = 1, GROUP_FLAGS_CONTAINER_SET = 2;
+    public static final int DEVICE_FLAGS_RESET = 1, DEVICE_FLAGS_PCI = 2;
+    public static final int REGION_INFO_FLAG_READ = 1, REGION_INFO_FLAG_WRITE = 2, REGION_INFO_FLAG_MMAP = 4,
+            REGION_INFO_FLAG_CAPS = 8;
+    public static final int REGION_INFO_CAP_SPARSE_MMAP = 1, REGION_INFO_CAP_TYPE = 2;
+    /** The v1 migration region: {@code VFIO_REGION_TYPE_MIGRATION_DEPRECATED}, subtype 1. */
+    public static final int REGION_TYPE_MIGRATION_DEPRECATED = 3, REGION_SUBTYPE_MIGRATION_DEPRECATED = 1;
+
+    public static final StructLayout GROUP_STATUS = structLayout(
+            JAVA_INT.withName("argsz"),
+            JAVA_INT.withName("flags")).withName("vfio_group_status");
+
+    public static final StructLayout DEVICE_INFO = structLayout(
+            JAVA_INT.withName("argsz"),
+            JAVA_INT.withName("flags"),
+            JAVA_INT.withName("num_regions"),
+            JAVA_INT.withName("num_irqs"),
+            JAVA_INT.withName("cap_offset")).withName("vfio_device_info");
+
+    public static final StructLayout REGION_INFO = structLayout(
+            JAVA_INT.withName("argsz"),
+            JAVA_INT.withName("flags"),
+            JAVA_INT.withName("index"),
+            JAVA_INT.withName("cap_offset"),
+            JAVA_LONG.withName("size"),
+            JAVA_LONG.withName("offset")).withName("vfio_region_info");
+
+    public static final StructLayout REGION_INFO_CAP_TYPE_LAYOUT = structLayout(
+            INFO_CAP_HEADER.withName("header"),
+            JAVA_INT.withName("type"),
+            JAVA_INT.withName("subtype")).withName("vfio_region_info_cap_type");
+
+    public static final StructLayout REGION_SPARSE_MMAP_AREA = structLayout(
+            JAVA_LONG.withName("offset"),
+            JAVA_LONG.withName("size")).withName("vfio_region_sparse_mmap_area");
+
+    public static final StructLayout REGION_INFO_CAP_SPARSE_MMAP_LAYOUT = structLayout(
+            INFO_CAP_HEADER.withName("header"),
+            JAVA_INT.withName("nr_areas"),
+            JAVA_INT.withName("reserved"),
+            sequenceLayout(0, REGION_SPARSE_MMAP_AREA).withName("areas")).withName("vfio_region_info_cap_sparse_mmap");
+
     public static final Ioctl VFIO_GET_API_VERSION = Ioctl.io("VFIO_GET_API_VERSION", VFIO_TYPE, VFIO_BASE);
     public static final Ioctl VFIO_CHECK_EXTENSION = Ioctl.io("VFIO_CHECK_EXTENSION", VFIO_TYPE, VFIO_BASE + 1);
     public static final Ioctl VFIO_SET_IOMMU = Ioctl.io("VFIO_SET_IOMMU", VFIO_TYPE, VFIO_BASE + 2);
@@ -87,8 +129,18 @@ public final class VfioAbi {
     public static final Ioctl VFIO_IOMMU_UNMAP_DMA = Ioctl.io("VFIO_IOMMU_UNMAP_DMA", VFIO_TYPE, VFIO_BASE + 14);
     public static final Ioctl VFIO_IOMMU_DIRTY_PAGES = Ioctl.io("VFIO_IOMMU_DIRTY_PAGES", VFIO_TYPE, VFIO_BASE + 17);
 
+    public static final Ioctl VFIO_GROUP_GET_STATUS = Ioctl.io("VFIO_GROUP_GET_STATUS", VFIO_TYPE, VFIO_BASE + 3);
+    public static final Ioctl VFIO_GROUP_SET_CONTAINER = Ioctl.io("VFIO_GROUP_SET_CONTAINER", VFIO_TYPE, VFIO_BASE + 4);
+    public static final Ioctl VFIO_GROUP_UNSET_CONTAINER = Ioctl.io("VFIO_GROUP_UNSET_CONTAINER", VFIO_TYPE, VFIO_BASE + 5);
+    public static final Ioctl VFIO_GROUP_GET_DEVICE_FD = Ioctl.io("VFIO_GROUP_GET_DEVICE_FD", VFIO_TYPE, VFIO_BASE + 6);
+    public static final Ioctl VFIO_DEVICE_GET_INFO = Ioctl.io("VFIO_DEVICE_GET_INFO", VFIO_TYPE, VFIO_BASE + 7);
+    public static final Ioctl VFIO_DEVICE_GET_REGION_INFO = Ioctl.io("VFIO_DEVICE_GET_REGION_INFO", VFIO_TYPE, VFIO_BASE + 8);
+    public static final Ioctl VFIO_DEVICE_RESET = Ioctl.io("VFIO_DEVICE_RESET", VFIO_TYPE, VFIO_BASE + 11);
+
     public static Ioctl[] ioctls() {
         return new Ioctl[] {VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU, VFIO_IOMMU_GET_INFO,
-                VFIO_IOMMU_MAP_DMA, VFIO_IOMMU_UNMAP_DMA, VFIO_IOMMU_DIRTY_PAGES};
+                VFIO_IOMMU_MAP_DMA, VFIO_IOMMU_UNMAP_DMA, VFIO_IOMMU_DIRTY_PAGES, VFIO_GROUP_GET_STATUS,
+                VFIO_GROUP_SET_CONTAINER, VFIO_GROUP_UNSET_CONTAINER, VFIO_GROUP_GET_DEVICE_FD, VFIO_DEVICE_GET_INFO,
+                VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_RESET};
     }
 }
