@@ -127,7 +127,7 @@ public final class V1DeviceMigration implements AutoCloseable {
                         + current + " failed: " + e.errnoName() + "; the device reported " + now + "; " + reset, e);
             }
             throw new DeviceMigrationException("device " + deviceName() + ": writing device_state " + target + " from "
-                    + current + " failed: " + e.errnoName() + "; the device remains in " + now, e);
+                    + current + " failed: " + e.errnoName() + "; the device remains in " + now + " (" + e.getMessage() + ")", e);
         }
     }
 
@@ -198,7 +198,7 @@ public final class V1DeviceMigration implements AutoCloseable {
                 region.read(offset, view);
             } catch (SysException e) {
                 throw new DeviceMigrationException("device " + deviceName() + ": reading chunk " + sequence + " (" + size
-                        + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.errnoName(), e);
+                        + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
             }
         }
         chunk.set(view, sequence++, mapped);
@@ -294,7 +294,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             region.writeDataSize(data.byteSize());
         } catch (SysException e) {
             throw new DeviceMigrationException("device " + deviceName() + ": loading chunk " + sequence + " (" + data.byteSize()
-                    + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.errnoName(), e);
+                    + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
         }
         sequence++;
         bytesLoaded += data.byteSize();

@@ -17,8 +17,8 @@ public final class V1Abi {
 
     /** {@code __attribute__((packed))}: 32 bytes, fields at 0, 4, 8, 16, 24. */
     public static final StructLayout MIGRATION_INFO = structLayout(
-            JAVA_INT.withName("device_state"),
-            JAVA_INT.withName("reserved"),
+            JAVA_INT.withByteAlignment(1).withName("device_state"),
+            JAVA_INT.withByteAlignment(1).withName("reserved"),
             JAVA_LONG.withByteAlignment(1).withName("pending_bytes"),
             JAVA_LONG.withByteAlignment(1).withName("data_offset"),
             JAVA_LONG.withByteAlignment(1).withName("data_size")).withByteAlignment(1).withName("vfio_device_migration_info");
