@@ -131,6 +131,15 @@ public final class V1DeviceMigration implements AutoCloseable {
         }
     }
 
+    /** The state for an error message; a device that cannot say is described as such. */
+    private String stateForMessage() {
+        try {
+            return region.readState().toString();
+        } catch (SysException e) {
+            return "an unknown state (device_state read failed: " + e.errnoName() + ")";
+        }
+    }
+
     /** VFIO_DEVICE_RESET, the only way out of ERROR; returns what happened, for the error message. */
     private String resetFromError() {
         chunkOut = false;
@@ -170,7 +179,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             if (pending < 0) throw new DeviceMigrationException("device " + deviceName() + ": pending_bytes is negative: " + pending);
             return pending;
         } catch (SysException e) {
-            throw new DeviceMigrationException("device " + deviceName() + " in " + state() + ": reading pending_bytes failed: "
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading pending_bytes failed: "
                     + e.errnoName(), e);
         }
     }
@@ -186,7 +195,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             offset = region.readDataOffset();
             size = region.readDataSize();
         } catch (SysException e) {
-            throw new DeviceMigrationException("device " + deviceName() + " in " + state() + ": reading data_offset/data_size failed: "
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading data_offset/data_size failed: "
                     + e.errnoName(), e);
         }
         checkChunk("data_offset", offset, size);
@@ -197,7 +206,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             try {
                 region.read(offset, view);
             } catch (SysException e) {
-                throw new DeviceMigrationException("device " + deviceName() + ": reading chunk " + sequence + " (" + size
+                throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading chunk " + sequence + " (" + size
                         + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
             }
         }
@@ -210,7 +219,7 @@ public final class V1DeviceMigration implements AutoCloseable {
 
     private void checkChunk(String what, long offset, long size) {
         if (offset < V1Abi.HEADER_SIZE || offset >= region.size() || size < 0 || size > region.size() - offset) {
-            throw new DeviceMigrationException("device " + deviceName() + ": " + what + " 0x" + Long.toHexString(offset)
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": " + what + " 0x" + Long.toHexString(offset)
                     + " with data_size " + size + " does not lie in the " + region.size() + "-byte migration region past its "
                     + V1Abi.HEADER_SIZE + "-byte header");
         }
@@ -241,7 +250,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             long pending = pendingBytes();
             if (pending == 0) break;
             if (chunks >= options.maxStopCopyChunks() || System.nanoTime() - deadline > 0) {
-                throw new DeviceMigrationException("device " + deviceName() + " in " + state() + ": pending_bytes is still "
+                throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": pending_bytes is still "
                         + pending + " after " + chunks + " chunks in stop-and-copy (bounds: " + options.maxStopCopyChunks()
                         + " chunks, " + options.stopCopyTimeout().toMillis() + " ms)");
             }
@@ -283,7 +292,7 @@ public final class V1DeviceMigration implements AutoCloseable {
         try {
             offset = region.readDataOffset();
         } catch (SysException e) {
-            throw new DeviceMigrationException("device " + deviceName() + " in " + state() + ": reading data_offset for chunk "
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading data_offset for chunk "
                     + sequence + " failed: " + e.errnoName(), e);
         }
         checkChunk("data_offset (resume)", offset, data.byteSize());
@@ -293,7 +302,7 @@ public final class V1DeviceMigration implements AutoCloseable {
             else region.write(offset, data);
             region.writeDataSize(data.byteSize());
         } catch (SysException e) {
-            throw new DeviceMigrationException("device " + deviceName() + ": loading chunk " + sequence + " (" + data.byteSize()
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": loading chunk " + sequence + " (" + data.byteSize()
                     + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
         }
         sequence++;
