@@ -9,7 +9,8 @@ import java.lang.foreign.MemorySegment;
  */
 public final class DeviceChunk {
     private final V1DeviceMigration owner;
-    private MemorySegment data;
+    private MemorySegment base;
+    private long offset, length;
     private long sequence;
     private boolean mappedView;
 
@@ -17,8 +18,10 @@ public final class DeviceChunk {
         this.owner = owner;
     }
 
-    void set(MemorySegment data, long sequence, boolean mappedView) {
-        this.data = data;
+    void set(MemorySegment base, long offset, long length, long sequence, boolean mappedView) {
+        this.base = base;
+        this.offset = offset;
+        this.length = length;
         this.sequence = sequence;
         this.mappedView = mappedView;
     }
@@ -33,9 +36,25 @@ public final class DeviceChunk {
         return sequence;
     }
 
-    /** The bytes, exactly as the device produced them; opaque to the VMM. */
+    /** The bytes, exactly as the device produced them; opaque to the VMM. Slices (allocates) on each call. */
     public MemorySegment data() {
-        return data;
+        return base.asSlice(offset, length);
+    }
+
+    /**
+     * The segment the bytes are in (the whole mapped area, or the pooled buffer): with {@link #offset()} and
+     * {@link #length()}, what a sender uses to write the chunk without creating an object per chunk.
+     */
+    public MemorySegment base() {
+        return base;
+    }
+
+    public long offset() {
+        return offset;
+    }
+
+    public long length() {
+        return length;
     }
 
     /** True when {@link #data()} is the mmap'd data section itself, false when it was pread into a buffer. */

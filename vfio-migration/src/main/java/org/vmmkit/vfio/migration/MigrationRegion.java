@@ -107,6 +107,25 @@ public final class MigrationRegion implements AutoCloseable {
         return null;
     }
 
+    /** Index of the mmap'd area holding {@code [offset, offset + size)} whole, or -1. Allocates nothing. */
+    public int mappedArea(long offset, long size) {
+        for (int i = 0; i < mapped.size(); i++) {
+            Mapped m = mapped.get(i);
+            if (offset >= m.offset && size >= 0 && offset - m.offset <= m.segment.byteSize() - size) return i;
+        }
+        return -1;
+    }
+
+    /** The whole mapping of area {@code i} (mapped once, at open). */
+    public MemorySegment mappedSegment(int i) {
+        return mapped.get(i).segment;
+    }
+
+    /** The region offset where mapped area {@code i} begins. */
+    public long mappedOffset(int i) {
+        return mapped.get(i).offset;
+    }
+
     /** pread of the data section. */
     public void read(long offset, MemorySegment dst) {
         device.read(info.index(), offset, dst);

@@ -199,18 +199,19 @@ public final class V1DeviceMigration implements AutoCloseable {
                     + e.errnoName(), e);
         }
         checkChunk("data_offset", offset, size);
-        MemorySegment view = region.mapped(offset, size);
-        boolean mapped = view != null;
-        if (!mapped) {
-            view = buffer(size);
+        int area = region.mappedArea(offset, size);
+        if (area >= 0) {
+            chunk.set(region.mappedSegment(area), offset - region.mappedOffset(area), size, sequence++, true);
+        } else {
+            MemorySegment view = buffer(size);
             try {
                 region.read(offset, view);
             } catch (SysException e) {
                 throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading chunk " + sequence + " (" + size
                         + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
             }
+            chunk.set(buffer, 0, size, sequence++, false);
         }
-        chunk.set(view, sequence++, mapped);
         bytesSaved += size;
         chunksSaved++;
         chunkOut = true;

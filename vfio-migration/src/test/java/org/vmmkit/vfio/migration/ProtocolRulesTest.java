@@ -370,6 +370,34 @@ class ProtocolRulesTest {
         }
     }
 
+    @Test
+    void theSaveLoopAllocatesNothingPerChunkInSteadyState() {
+        com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        MemorySegment sink = arena.allocate(2L << 20);
+        long chunks = 0;
+        for (int round = 0; round < 30; round++) { // warm up
+            migration.startPrecopy();
+            for (long p = migration.pendingBytes(); p > 0; p = migration.pendingBytes()) {
+                DeviceChunk c = migration.nextChunk();
+                MemorySegment.copy(c.base(), c.offset(), sink, 0, c.length());
+                c.release();
+            }
+            migration.cancelSave();
+        }
+        migration.startPrecopy();
+        long overhead = -(threads.getCurrentThreadAllocatedBytes() - threads.getCurrentThreadAllocatedBytes());
+        long start = threads.getCurrentThreadAllocatedBytes();
+        for (long p = migration.pendingBytes(); p > 0; p = migration.pendingBytes()) {
+            DeviceChunk c = migration.nextChunk();
+            MemorySegment.copy(c.base(), c.offset(), sink, 0, c.length());
+            c.release();
+            chunks++;
+        }
+        long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
+        assertTrue(chunks >= 4, "chunks " + chunks);
+        assertEquals(0, allocated, "bytes allocated over " + chunks + " chunks (pending, data_offset, data_size, release)");
+    }
+
     static List<MemorySegment> saveEverything(EmulatedMigratableDevice device, V1DeviceMigration migration) {
         List<MemorySegment> stream = new ArrayList<>();
         Arena arena = Arena.ofAuto();

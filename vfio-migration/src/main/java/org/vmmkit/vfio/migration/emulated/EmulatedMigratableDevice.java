@@ -91,7 +91,16 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     /** A reserved bit this device keeps set in device_state, so a VMM that clobbers bits 3..31 is caught. */
     static final int RESERVED_BIT = 1 << 8;
 
-    private record Staged(long offset, long size, long[] pages, int kind) {}
+    /** The chunk staged by a data_offset read: mutable and reused, so staging allocates nothing. */
+    private static final class Staged {
+        long offset, size;
+        int kind, count;
+        final long[] pages;
+
+        Staged(int maxPages) {
+            pages = new long[maxPages];
+        }
+    }
 
     private final Config config;
     private final Arena arena = Arena.ofShared();
@@ -104,7 +113,8 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     // Guarded by this.
     private int state = V1Abi.STATE_RUNNING | RESERVED_BIT;
-    private Staged staged;
+    private Staged staged; // null, or stagedChunk while a chunk is out
+    private final Staged stagedChunk;
     private boolean registersSent;
     private long stagedChunks, dirtyCount, nextDirtyScan;
     private boolean partialFlip;
@@ -142,6 +152,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
                 areas);
         this.bar0Info = new RegionInfo(BAR0, VfioAbi.REGION_INFO_FLAG_READ | VfioAbi.REGION_INFO_FLAG_WRITE, 4096, 0,
                 Optional.empty(), List.of());
+        this.stagedChunk = new Staged((int) ((config.dataSectionBytes() - CHUNK_HEADER) / RECORD));
         this.workload = new Thread(this::work, config.name() + "-workload");
         workload.setDaemon(true);
         workload.start();
@@ -157,6 +168,17 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     public Faults faults() {
         return faults;
     }
+
+    /**
+     * Chunk checksums (on by default) catch corrupted or reordered data at the destination; a benchmark
+     * that measures the VMM's path may turn this test instrumentation off on both sides.
+     */
+    public EmulatedMigratableDevice checksums(boolean on) {
+        checksums = on;
+        return this;
+    }
+
+    private volatile boolean checksums = true;
 
     /** Every protocol misuse by the VMM so far. */
     public synchronized List<String> misuse() {
@@ -276,7 +298,29 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         return new RegionInfo(region, 0, 0, (long) region << 40, Optional.empty(), List.of());
     }
 
-    private SysException refuse(String access, String why) {
+    /** The register or data access being served, described only when an error needs it (no string per access). */
+    private static final class Access {
+        String op;
+        int region;
+        long offset, length;
+
+        Access set(String op, int region, long offset, long length) {
+            this.op = op;
+            this.region = region;
+            this.offset = offset;
+            this.length = length;
+            return this;
+        }
+
+        @Override
+        public String toString() {
+            return op + "(region " + region + ", offset " + hex(offset) + ", " + length + " bytes)";
+        }
+    }
+
+    private final Access access = new Access(); // guarded by this, like every access
+
+    private SysException refuse(Access access, String why) {
         misuse.add(why);
         return new SysException(access + " [" + why + "]", Errno.EINVAL, name());
     }
@@ -291,9 +335,9 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     @Override
     public synchronized int readInt(int region, long offset) {
-        String access = "pread(region " + region + ", offset " + hex(offset) + ", 4 bytes)";
+        Access access = this.access.set("pread", region, offset, 4);
         if (region == BAR0) return (int) ops;
-        if (region != MIGRATION_REGION) throw new SysException(access, Errno.EINVAL, name());
+        if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset == V1Abi.DEVICE_STATE) {
             failRead("device_state", access);
             return state;
@@ -302,14 +346,14 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         throw refuse(access, "4-byte read at " + hex(offset) + " of the migration registers is not a native-width access");
     }
 
-    private void failRead(String register, String access) {
+    private void failRead(String register, Access access) {
         if (register.equals(faults.failRead)) throw new SysException(access + " [injected: " + register + "]", faults.failReadErrno, name());
     }
 
     @Override
     public synchronized long readLong(int region, long offset) {
-        String access = "pread(region " + region + ", offset " + hex(offset) + ", 8 bytes)";
-        if (region != MIGRATION_REGION) throw new SysException(access, Errno.EINVAL, name());
+        Access access = this.access.set("pread", region, offset, 8);
+        if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset == V1Abi.PENDING_BYTES) {
             failRead("pending_bytes", access);
             return readPending();
@@ -343,7 +387,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         return pending;
     }
 
-    private long readDataOffset(String access) {
+    private long readDataOffset(Access access) {
         if ((state & V1Abi.STATE_SAVING) != 0) {
             if (staged == null) {
                 long pending = readPendingQuietly();
@@ -381,67 +425,74 @@ public final class EmulatedMigratableDevice implements VfioDevice {
             capacity = config.dataSectionBytes() / 2;
             offset = DATA_START + (partialFlip ? 0 : capacity);
         }
-        MemorySegment chunk = data.asSlice(offset - DATA_START, capacity);
+        long at = offset - DATA_START;
+        MemorySegment chunk = data;
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
         int kind;
         long payload = 0;
-        long[] taken = new long[0];
+        Staged st = stagedChunk;
+        st.count = 0;
         if (dirtyCount > 0) {
             kind = KIND_PAGES;
             int max = (int) ((capacity - CHUNK_HEADER) / RECORD);
-            taken = new long[(int) Math.min(max, dirtyCount)];
+            int want = (int) Math.min(max, dirtyCount);
+            long[] taken = st.pages;
             int n = 0;
-            for (long p = nextDirtyScan; n < taken.length; p = (p + 1) % pages) {
+            for (long p = nextDirtyScan; n < want; p = p + 1 == pages ? 0 : p + 1) {
                 long bit = 1L << (p & 63);
                 int w = (int) (p >>> 6);
                 if ((dirty[w] & bit) != 0) {
                     dirty[w] &= ~bit;
                     dirtyCount--;
                     taken[n++] = p;
-                    MemorySegment rec = chunk.asSlice(CHUNK_HEADER + payload, RECORD);
-                    rec.set(JAVA_LONG, 0, p);
-                    MemorySegment.copy(memory, p * PAGE, rec, 8, PAGE);
+                    long rec = at + CHUNK_HEADER + payload;
+                    chunk.set(JAVA_LONG, rec, p);
+                    MemorySegment.copy(memory, p * PAGE, chunk, rec + 8, PAGE);
                     payload += RECORD;
-                    nextDirtyScan = (p + 1) % pages;
+                    nextDirtyScan = p + 1 == pages ? 0 : p + 1;
                 }
             }
+            st.count = n;
         } else if (stopped && !registersSent) {
             kind = KIND_REGISTERS;
-            MemorySegment.copy(registers, 0, chunk, CHUNK_HEADER, REGISTERS);
-            chunk.set(JAVA_LONG, CHUNK_HEADER + REGISTERS, config.memoryBytes());
+            MemorySegment.copy(registers, 0, chunk, at + CHUNK_HEADER, REGISTERS);
+            chunk.set(JAVA_LONG, at + CHUNK_HEADER + REGISTERS, config.memoryBytes());
             payload = REGISTERS + 8;
             registersSent = true;
         } else {
             kind = KIND_EMPTY;
         }
-        chunk.set(JAVA_INT, 0, MAGIC);
-        chunk.set(JAVA_INT, 4, (int) stagedChunks);
-        chunk.set(JAVA_INT, 8, kind);
-        chunk.set(JAVA_INT, 12, taken.length);
-        chunk.set(JAVA_LONG, 16, payload);
-        chunk.set(JAVA_LONG, 24, checksum(chunk.asSlice(CHUNK_HEADER, payload)));
-        return new Staged(offset, CHUNK_HEADER + payload, taken, kind);
+        chunk.set(JAVA_INT, at, MAGIC);
+        chunk.set(JAVA_INT, at + 4, (int) stagedChunks);
+        chunk.set(JAVA_INT, at + 8, kind);
+        chunk.set(JAVA_INT, at + 12, st.count);
+        chunk.set(JAVA_LONG, at + 16, payload);
+        chunk.set(JAVA_LONG, at + 24, checksums ? checksum(chunk, at + CHUNK_HEADER, payload) : 0);
+        st.offset = offset;
+        st.size = CHUNK_HEADER + payload;
+        st.kind = kind;
+        return st;
     }
 
-    private static long checksum(MemorySegment s) {
+    private static long checksum(MemorySegment s, long from, long length) {
         long h = 0x9E3779B97F4A7C15L;
-        long n = s.byteSize() & ~7L;
-        for (long o = 0; o < n; o += 8) h = Long.rotateLeft(h ^ s.get(JAVA_LONG, o), 29) * 0xBF58476D1CE4E5B9L;
-        for (long o = n; o < s.byteSize(); o++) h = Long.rotateLeft(h ^ s.get(java.lang.foreign.ValueLayout.JAVA_BYTE, o), 7) * 31;
+        long n = length & ~7L;
+        for (long o = 0; o < n; o += 8) h = Long.rotateLeft(h ^ s.get(JAVA_LONG, from + o), 29) * 0xBF58476D1CE4E5B9L;
+        for (long o = n; o < length; o++) h = Long.rotateLeft(h ^ s.get(java.lang.foreign.ValueLayout.JAVA_BYTE, from + o), 7) * 31;
         return h;
     }
 
     @Override
     public synchronized void writeInt(int region, long offset, int value) {
-        String access = "pwrite(region " + region + ", offset " + hex(offset) + ", 4 bytes)";
+        Access access = this.access.set("pwrite", region, offset, 4);
         if (region == BAR0) return;
-        if (region != MIGRATION_REGION) throw new SysException(access, Errno.EINVAL, name());
+        if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset == V1Abi.RESERVED) return; // writes are ignored
         if (offset != V1Abi.DEVICE_STATE) throw refuse(access, "4-byte write at " + hex(offset) + " is not a native-width access");
         writeState(access, value);
     }
 
-    private void writeState(String access, int value) {
+    private void writeState(Access access, int value) {
         DeviceState from = new DeviceState(state), to = new DeviceState(value);
         if (!to.valid() || to.isError() || (value & V1Abi.STATE_MASK) == 0b111) {
             throw refuse(access, "device_state write of " + to + ": the VMM never writes 101b, 110b or 111b");
@@ -472,7 +523,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     /** The driver's side effects of a transition; the workload observes the new state under the same lock. */
     private void enter(DeviceState from, int bits) {
         if (staged != null) {
-            for (long p : staged.pages) markDirty(p); // not known to be consumed: send again
+            for (int i = 0; i < staged.count; i++) markDirty(staged.pages[i]); // not known to be consumed: send again
             if (staged.kind == KIND_REGISTERS) registersSent = false;
             staged = null;
         }
@@ -492,8 +543,8 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     @Override
     public synchronized void writeLong(int region, long offset, long value) {
-        String access = "pwrite(region " + region + ", offset " + hex(offset) + ", 8 bytes)";
-        if (region != MIGRATION_REGION) throw new SysException(access, Errno.EINVAL, name());
+        Access access = this.access.set("pwrite", region, offset, 8);
+        if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset == V1Abi.PENDING_BYTES || offset == V1Abi.DATA_OFFSET) {
             throw refuse(access, (offset == V1Abi.PENDING_BYTES ? "pending_bytes" : "data_offset") + " is read-only");
         }
@@ -509,7 +560,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     }
 
     /** Resume step c, the driver's side: checks and applies the chunk written at {@code at}. */
-    private void apply(String access, long at, long size) {
+    private void apply(Access access, long at, long size) {
         long capacity = config.dataSection() == DataSection.PARTIAL ? config.dataSectionBytes() / 2 : config.dataSectionBytes();
         if (size < CHUNK_HEADER || size > capacity) throw corrupt(access, "a chunk of " + size + " bytes");
         MemorySegment chunk = data.asSlice(at - DATA_START, size);
@@ -527,7 +578,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         if (payload != size - CHUNK_HEADER) {
             throw refuse(access, "chunk " + seq + " written with data_size " + size + ", the source's was " + (payload + CHUNK_HEADER));
         }
-        if (checksum(chunk.asSlice(CHUNK_HEADER, payload)) != chunk.get(JAVA_LONG, 24)) {
+        if (checksums && checksum(chunk, CHUNK_HEADER, payload) != chunk.get(JAVA_LONG, 24)) {
             throw corrupt(access, "chunk " + seq + " fails its checksum");
         }
         int kind = chunk.get(JAVA_INT, 8);
@@ -552,29 +603,29 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         resumeSequence++;
     }
 
-    private SysException corrupt(String access, String why) {
+    private SysException corrupt(Access access, String why) {
         return new SysException(access + " [" + why + "]", Errno.EIO, name());
     }
 
     @Override
     public synchronized void read(int region, long offset, MemorySegment dst) {
-        String access = "pread(region " + region + ", offset " + hex(offset) + ", " + dst.byteSize() + " bytes)";
+        Access access = this.access.set("pread", region, offset, dst.byteSize());
         checkData(access, region, offset, dst.byteSize());
         MemorySegment.copy(data, offset - DATA_START, dst, 0, dst.byteSize());
     }
 
     @Override
     public synchronized void write(int region, long offset, MemorySegment src) {
-        String access = "pwrite(region " + region + ", offset " + hex(offset) + ", " + src.byteSize() + " bytes)";
+        Access access = this.access.set("pwrite", region, offset, src.byteSize());
         checkData(access, region, offset, src.byteSize());
         if ((state & V1Abi.STATE_MASK) != V1Abi.STATE_RESUMING) throw refuse(access, "data written to a device that is not resuming");
         MemorySegment.copy(src, 0, data, offset - DATA_START, src.byteSize());
     }
 
-    private void checkData(String access, int region, long offset, long length) {
-        if (region != MIGRATION_REGION) throw new SysException(access, Errno.EINVAL, name());
+    private void checkData(Access access, int region, long offset, long length) {
+        if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset < DATA_START) throw refuse(access, "bulk access to the migration registers");
-        if (offset - DATA_START > config.dataSectionBytes() - length) throw new SysException(access, Errno.EINVAL, name());
+        if (offset - DATA_START > config.dataSectionBytes() - length) throw new SysException(access.toString(), Errno.EINVAL, name());
     }
 
     @Override
