@@ -350,6 +350,25 @@ class ProtocolRulesTest {
     }
 
     @Test
+    void aDeviceMarkedNonMigratableIsLeftOutInsteadOfBlocking() {
+        try (EmulatedMigratableDevice plain = new EmulatedMigratableDevice(Config.defaults("nic0").withOpsPerSecond(0), 1)
+                .withoutMigrationRegion();
+             EmulatedMigratableDevice other = new EmulatedMigratableDevice(Config.defaults("nic1").withOpsPerSecond(0), 2)
+                     .withoutMigrationRegion()) {
+            MigrationBlockedException e = assertThrows(MigrationBlockedException.class, () -> DeviceMigrationPlan.open(List.of(
+                    new DeviceMigrationPlan.Entry(device, true), new DeviceMigrationPlan.Entry(plain, true),
+                    new DeviceMigrationPlan.Entry(other, true)), V1DeviceMigration.Options.DEFAULT));
+            assertTrue(e.getMessage().contains("nic0 has no VFIO migration region") && e.getMessage().contains("nic1"), e.getMessage());
+            try (DeviceMigrationPlan plan = DeviceMigrationPlan.open(List.of(new DeviceMigrationPlan.Entry(device, true),
+                    new DeviceMigrationPlan.Entry(plain, false)), V1DeviceMigration.Options.DEFAULT)) {
+                assertEquals(1, plan.devices().size());
+                assertEquals("dev0", plan.devices().get(0).deviceName());
+                assertTrue(plan.leftOut().get(0).startsWith("nic0 (marked non-migratable"), plan.leftOut().toString());
+            }
+        }
+    }
+
+    @Test
     void chunksAreViewsOfTheMappedDataSectionOrPreadWhereTrapped() {
         migration.startPrecopy();
         migration.pendingBytes();

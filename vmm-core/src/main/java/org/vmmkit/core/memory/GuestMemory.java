@@ -58,7 +58,7 @@ public final class GuestMemory implements AutoCloseable {
                 Fd memfd = Libc.memfdCreate("vmmkit-ram-" + index);
                 try {
                     memfd.truncate(r.size());
-                    MemorySegment host = memfd.mmap(r.size(), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, 0);
+                    MemorySegment host = mapAligned(memfd, r.size());
                     regions.add(new GuestRegion(index, r.guestAddress(), r.size(), host, memfd));
                 } catch (RuntimeException e) {
                     memfd.close();
@@ -71,6 +71,34 @@ public final class GuestMemory implements AutoCloseable {
         }
         return new GuestMemory(regions);
     }
+
+    /**
+     * Maps the memfd shared at a 2 MiB-aligned address (as QEMU aligns RAM): transparent huge pages can back
+     * it, and an IOMMU whose smallest page is 2 MiB can map it (type1 requires the host address aligned to
+     * its page size). Reserves {@code size + 2 MiB} of address space, maps the memfd over the aligned part
+     * with MAP_FIXED, and returns the slop on both sides.
+     */
+    private static MemorySegment mapAligned(Fd memfd, long size) {
+        MemorySegment reservation = Libc.mmap(0, size + HOST_ALIGNMENT, Libc.PROT_NONE,
+                Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0, memfd.describe() + " reservation");
+        long start = reservation.address();
+        long aligned = (start + HOST_ALIGNMENT - 1) & -HOST_ALIGNMENT;
+        MemorySegment host;
+        try {
+            host = Libc.mmap(aligned, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, memfd.raw(), 0,
+                    memfd.describe());
+        } catch (RuntimeException e) {
+            Libc.munmap(reservation, memfd.describe() + " reservation");
+            throw e;
+        }
+        if (aligned > start) Libc.munmap(MemorySegment.ofAddress(start).reinterpret(aligned - start), memfd.describe() + " head");
+        long tail = start + size + HOST_ALIGNMENT - (aligned + size);
+        if (tail > 0) Libc.munmap(MemorySegment.ofAddress(aligned + size).reinterpret(tail), memfd.describe() + " tail");
+        return host;
+    }
+
+    /** Host alignment of every region's mapping. */
+    public static final long HOST_ALIGNMENT = 2L << 20;
 
     public List<GuestRegion> regions() {
         return regions;

@@ -25,7 +25,7 @@ public final class Libc {
 
     public static final int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CLOEXEC = 0x80000;
     public static final int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
-    public static final int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+    public static final int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
     public static final int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_DONTFORK = 10, MADV_HUGEPAGE = 14,
             MADV_NOHUGEPAGE = 15;
     public static final int MFD_CLOEXEC = 1;
@@ -148,8 +148,13 @@ public final class Libc {
 
     /** {@code mmap(NULL, length, prot, flags, fd, offset)}; the segment has the mapping's length. */
     public static MemorySegment mmap(long length, int prot, int flags, int fd, long offset, String object) {
+        return mmap(0, length, prot, flags, fd, offset, object);
+    }
+
+    /** {@code mmap(address, length, prot, flags, fd, offset)}: {@code address} is a hint, or exact with MAP_FIXED. */
+    public static MemorySegment mmap(long address, long length, int prot, int flags, int fd, long offset, String object) {
         try {
-            MemorySegment p = (MemorySegment) MMAP.invokeExact(CAPTURE_BUFFER.get(), MemorySegment.NULL, length, prot,
+            MemorySegment p = (MemorySegment) MMAP.invokeExact(CAPTURE_BUFFER.get(), MemorySegment.ofAddress(address), length, prot,
                     flags, fd, offset);
             if (p.address() == -1L) {
                 throw new SysException("mmap(length=" + length + ", offset=" + offset + ")", errno(), object);

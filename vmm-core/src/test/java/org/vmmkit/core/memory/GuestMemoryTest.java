@@ -60,6 +60,15 @@ class GuestMemoryTest {
     }
 
     @Test
+    void hostMappingsAre2MibAligned() {
+        for (int i = 0; i < 5; i++) {
+            try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout((4L << 30) + (6L << 20)))) {
+                for (GuestRegion r : mem.regions()) assertEquals(0, r.host().address() % GuestMemory.HOST_ALIGNMENT, r.toString());
+            }
+        }
+    }
+
+    @Test
     void overlappingRangesAreRefused() {
         assertThrows(IllegalArgumentException.class, () -> GuestMemory.create(java.util.List.of(
                 new GuestMemory.Range(0, 1 << 20), new GuestMemory.Range(1 << 19, 1 << 20))));

@@ -180,6 +180,24 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     private volatile boolean checksums = true;
 
+    /**
+     * Records {@link #stateDigest()} inside the resuming → running transition, before the workload can run
+     * again: what the device held at the moment it resumed (a digest taken after returning would race
+     * with the running device).
+     */
+    public EmulatedMigratableDevice recordDigestOnResume() {
+        recordDigestOnResume = true;
+        return this;
+    }
+
+    /** The digest recorded at the last resume, or null. */
+    public synchronized byte[] digestAtResume() {
+        return digestAtResume;
+    }
+
+    private volatile boolean recordDigestOnResume;
+    private byte[] digestAtResume;
+
     /** Every protocol misuse by the VMM so far. */
     public synchronized List<String> misuse() {
         return List.copyOf(misuse);
@@ -517,6 +535,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
             throw new SysException(access + " [resume incomplete: the final chunk (registers) never arrived]", Errno.EIO, name());
         }
         enter(from, bits);
+        if (bits == V1Abi.STATE_RUNNING && from.resuming() && recordDigestOnResume) digestAtResume = stateDigest();
         state = (state & ~V1Abi.STATE_MASK) | bits;
     }
 
