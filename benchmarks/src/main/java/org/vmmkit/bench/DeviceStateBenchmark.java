@@ -38,7 +38,7 @@ import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
 public class DeviceStateBenchmark {
     private static final long MEMORY = 64L << 20;
 
-    @Param({"MMAP", "TRAPPED"})
+    @Param({"MMAP", "TRAPPED", "DIRECT"})
     public EmulatedMigratableDevice.DataSection dataSection;
 
     @Param({"1048576", "4194304"})

@@ -79,6 +79,7 @@ class DeviceMigrationTest {
                 case MMAP -> assertEquals(0, trapped, "every chunk is a view of the mmap'd data section");
                 case TRAPPED -> assertEquals(0, mapped, "no chunk can be mapped");
                 case PARTIAL -> assertTrue(mapped > 0 && trapped > 0, "mapped " + mapped + ", trapped " + trapped);
+                case DIRECT -> assertEquals(0, trapped, "headers in the mapped staging area, runs in the mapped memory window");
             }
             assertTrue(Arrays.stream(new int[] {mapped + trapped}).sum() > 0);
         }

@@ -46,8 +46,13 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  */
 public final class EmulatedMigratableDevice implements VfioDevice {
 
-    /** How much of the data section can be mmap'd. */
-    public enum DataSection { MMAP, PARTIAL, TRAPPED }
+    /**
+     * How the data section is laid out and how much of it can be mmap'd. DIRECT exposes the device memory
+     * itself as an mmappable window after the staging area: a dirty run goes as a small header chunk
+     * (staged) naming the run, then a raw chunk whose data_offset points into the window, so neither side
+     * copies the bytes through a staging buffer.
+     */
+    public enum DataSection { MMAP, PARTIAL, TRAPPED, DIRECT }
 
     /**
      * @param memoryBytes      device memory
@@ -87,13 +92,15 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     public static final long DATA_START = 4096;
     static final int PAGE = 4096, RECORD = 8 + PAGE, CHUNK_HEADER = 32, REGISTERS = 256;
     static final int MAGIC = 0x56444D43, POISON = 0xDEADDEAD;
-    static final int KIND_PAGES = 1, KIND_REGISTERS = 2, KIND_EMPTY = 3;
+    static final int KIND_PAGES = 1, KIND_REGISTERS = 2, KIND_EMPTY = 3, KIND_RUN_HEADER = 4, KIND_RAW = 5;
+    /** The longest run one DIRECT raw chunk carries: 4 MiB. */
+    static final int MAX_RUN_PAGES = 1024;
     /** A reserved bit this device keeps set in device_state, so a VMM that clobbers bits 3..31 is caught. */
     static final int RESERVED_BIT = 1 << 8;
 
     /** The chunk staged by a data_offset read: mutable and reused, so staging allocates nothing. */
     private static final class Staged {
-        long offset, size;
+        long offset, size, runStart;
         int kind, count;
         final long[] pages;
 
@@ -119,6 +126,9 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     private long stagedChunks, dirtyCount, nextDirtyScan;
     private boolean partialFlip;
     private long resumeOffset = -1, resumeSequence;
+    private long rawPendingStart = -1, rawPendingCount; // DIRECT, source: the run a consumed header announced
+    private long expectRawStart = -1, expectRawCount;   // DIRECT, destination: the run the last header announced
+    private final long windowStart;
     private boolean finalReceived;
     private EmulatedVfioContainer dma;
     private long dmaIova, dmaBytes;
@@ -139,12 +149,15 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         for (long o = 0; o < config.memoryBytes(); o += PAGE) memory.set(JAVA_LONG, o, random.nextLong());
         for (long o = 0; o < REGISTERS; o += 8) registers.set(JAVA_LONG, o, random.nextLong());
         registers.set(JAVA_LONG, 0, 0); // register 0 counts operations
-        long regionSize = DATA_START + config.dataSectionBytes();
+        this.windowStart = DATA_START + config.dataSectionBytes();
+        long regionSize = windowStart + (config.dataSection() == DataSection.DIRECT ? config.memoryBytes() : 0);
         int flags = VfioAbi.REGION_INFO_FLAG_READ | VfioAbi.REGION_INFO_FLAG_WRITE | VfioAbi.REGION_INFO_FLAG_CAPS;
         List<RegionInfo.SparseArea> areas = switch (config.dataSection()) {
             case MMAP -> List.of(new RegionInfo.SparseArea(DATA_START, config.dataSectionBytes()));
             case PARTIAL -> List.of(new RegionInfo.SparseArea(DATA_START, config.dataSectionBytes() / 2));
             case TRAPPED -> List.of();
+            case DIRECT -> List.of(new RegionInfo.SparseArea(DATA_START, config.dataSectionBytes()),
+                    new RegionInfo.SparseArea(windowStart, config.memoryBytes()));
         };
         if (!areas.isEmpty()) flags |= VfioAbi.REGION_INFO_FLAG_MMAP;
         this.migrationInfo = new RegionInfo(MIGRATION_REGION, flags, regionSize, (long) MIGRATION_REGION << 40,
@@ -395,10 +408,18 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     private long readPending() {
         if ((state & V1Abi.STATE_SAVING) == 0) return 0;
         if (staged != null) {
-            data.set(JAVA_INT, staged.offset - DATA_START, POISON); // a VMM still using it will be caught
+            if (staged.kind == KIND_RAW) {
+                rawPendingStart = -1; // the run's bytes are gone: device memory itself, nothing to poison
+            } else {
+                data.set(JAVA_INT, staged.offset - DATA_START, POISON); // a VMM still using it will be caught
+                if (staged.kind == KIND_RUN_HEADER) {
+                    rawPendingStart = staged.runStart;
+                    rawPendingCount = staged.count;
+                }
+            }
             staged = null;
         }
-        long pending = dirtyCount * RECORD;
+        long pending = dirtyCount * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
         if (stopped && !registersSent) pending += CHUNK_HEADER + REGISTERS + 8;
         if (stopped && faults.pendingNeverDrains) pending = Math.max(pending, CHUNK_HEADER);
@@ -420,6 +441,10 @@ public final class EmulatedMigratableDevice implements VfioDevice {
             return faults.badDataOffset >= 0 ? faults.badDataOffset : staged.offset;
         }
         if ((state & V1Abi.STATE_MASK) == V1Abi.STATE_RESUMING) {
+            if (expectRawStart >= 0) {
+                resumeOffset = windowStart + expectRawStart * PAGE;
+                return faults.badDataOffset >= 0 ? faults.badDataOffset : resumeOffset;
+            }
             if (config.dataSection() == DataSection.PARTIAL) partialFlip = !partialFlip;
             resumeOffset = DATA_START + (partialFlip ? 0 : (config.dataSection() == DataSection.PARTIAL ? config.dataSectionBytes() / 2 : 0));
             return faults.badDataOffset >= 0 ? faults.badDataOffset : resumeOffset;
@@ -428,7 +453,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     }
 
     private long readPendingQuietly() {
-        long pending = dirtyCount * RECORD;
+        long pending = dirtyCount * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
         if (stopped && !registersSent) pending += 1;
         if (stopped && faults.pendingNeverDrains) pending = Math.max(pending, 1);
@@ -437,6 +462,10 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     /** Builds the next chunk in the data section: dirty pages, else (stopped) the registers. */
     private Staged stage() {
+        if (config.dataSection() == DataSection.DIRECT) {
+            Staged direct = stageDirect();
+            if (direct != null) return direct;
+        }
         long offset = DATA_START, capacity = config.dataSectionBytes();
         if (config.dataSection() == DataSection.PARTIAL) {
             partialFlip = !partialFlip;
@@ -492,6 +521,52 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         return st;
     }
 
+    /**
+     * DIRECT: the raw chunk of the run a consumed header announced, or a header chunk for the next dirty run
+     * (its bits cleared now: a write after this re-dirties the page, so it is sent again). Null when no page
+     * is dirty: then the registers go as usual.
+     */
+    private Staged stageDirect() {
+        Staged st = stagedChunk;
+        if (rawPendingStart >= 0) {
+            st.kind = KIND_RAW;
+            st.runStart = rawPendingStart;
+            st.count = (int) rawPendingCount;
+            st.offset = windowStart + rawPendingStart * PAGE;
+            st.size = rawPendingCount * PAGE;
+            return st;
+        }
+        if (dirtyCount == 0) return null;
+        long start = -1;
+        for (long p = nextDirtyScan, seen = 0; seen < pages; p = p + 1 == pages ? 0 : p + 1, seen++) {
+            if ((dirty[(int) (p >>> 6)] & (1L << (p & 63))) != 0) {
+                start = p;
+                break;
+            }
+        }
+        int count = 0;
+        for (long p = start; p < pages && count < MAX_RUN_PAGES && (dirty[(int) (p >>> 6)] & (1L << (p & 63))) != 0; p++) {
+            dirty[(int) (p >>> 6)] &= ~(1L << (p & 63));
+            dirtyCount--;
+            count++;
+        }
+        nextDirtyScan = start + count == pages ? 0 : start + count;
+        data.set(JAVA_INT, 0, MAGIC);
+        data.set(JAVA_INT, 4, (int) stagedChunks);
+        data.set(JAVA_INT, 8, KIND_RUN_HEADER);
+        data.set(JAVA_INT, 12, count);
+        data.set(JAVA_LONG, 16, 16);
+        data.set(JAVA_LONG, CHUNK_HEADER, start);
+        data.set(JAVA_LONG, CHUNK_HEADER + 8, count);
+        data.set(JAVA_LONG, 24, checksums ? checksum(data, CHUNK_HEADER, 16) : 0);
+        st.kind = KIND_RUN_HEADER;
+        st.runStart = start;
+        st.count = count;
+        st.offset = DATA_START;
+        st.size = CHUNK_HEADER + 16;
+        return st;
+    }
+
     private static long checksum(MemorySegment s, long from, long length) {
         long h = 0x9E3779B97F4A7C15L;
         long n = length & ~7L;
@@ -542,9 +617,20 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     /** The driver's side effects of a transition; the workload observes the new state under the same lock. */
     private void enter(DeviceState from, int bits) {
         if (staged != null) {
-            for (int i = 0; i < staged.count; i++) markDirty(staged.pages[i]); // not known to be consumed: send again
+            // Not known to be consumed: send again.
+            if (staged.kind == KIND_RUN_HEADER) {
+                for (long p = staged.runStart; p < staged.runStart + staged.count; p++) markDirty(p);
+            } else if (staged.kind == KIND_RAW) {
+                // The header was consumed, so the destination expects this run next: it stays announced.
+            } else {
+                for (int i = 0; i < staged.count; i++) markDirty(staged.pages[i]);
+            }
             if (staged.kind == KIND_REGISTERS) registersSent = false;
             staged = null;
+        }
+        if ((bits & V1Abi.STATE_SAVING) == 0 && rawPendingStart >= 0) {
+            for (long p = rawPendingStart; p < rawPendingStart + rawPendingCount; p++) markDirty(p);
+            rawPendingStart = -1;
         }
         boolean wasSaving = from.saving();
         if ((bits & V1Abi.STATE_SAVING) != 0 && !wasSaving) {
@@ -553,6 +639,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
             stagedChunks = 0;
         }
         if (bits == V1Abi.STATE_RESUMING) {
+            expectRawStart = -1;
             resumeSequence = 0;
             finalReceived = false;
             resumeOffset = -1;
@@ -580,6 +667,15 @@ public final class EmulatedMigratableDevice implements VfioDevice {
 
     /** Resume step c, the driver's side: checks and applies the chunk written at {@code at}. */
     private void apply(Access access, long at, long size) {
+        if (expectRawStart >= 0) {
+            if (at != windowStart + expectRawStart * PAGE || size != expectRawCount * PAGE) {
+                throw refuse(access, "raw chunk of " + size + " bytes at " + hex(at) + " where the announced run of "
+                        + expectRawCount + " pages at page " + expectRawStart + " was due");
+            }
+            expectRawStart = -1; // the bytes are already in device memory: the VMM wrote them into the window
+            resumeSequence++;
+            return;
+        }
         long capacity = config.dataSection() == DataSection.PARTIAL ? config.dataSectionBytes() / 2 : config.dataSectionBytes();
         if (size < CHUNK_HEADER || size > capacity) throw corrupt(access, "a chunk of " + size + " bytes");
         MemorySegment chunk = data.asSlice(at - DATA_START, size);
@@ -616,6 +712,13 @@ public final class EmulatedMigratableDevice implements VfioDevice {
             }
             MemorySegment.copy(chunk, CHUNK_HEADER, registers, 0, REGISTERS);
             finalReceived = true;
+        } else if (kind == KIND_RUN_HEADER) {
+            long start = chunk.get(JAVA_LONG, CHUNK_HEADER), count = chunk.get(JAVA_LONG, CHUNK_HEADER + 8);
+            if (config.dataSection() != DataSection.DIRECT || start < 0 || count <= 0 || start + count > pages) {
+                throw corrupt(access, "chunk " + seq + " announces a run of " + count + " pages at page " + start);
+            }
+            expectRawStart = start;
+            expectRawCount = count;
         } else if (kind != KIND_EMPTY) {
             throw corrupt(access, "chunk " + seq + " has kind " + kind);
         }
@@ -629,22 +732,27 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     @Override
     public synchronized void read(int region, long offset, MemorySegment dst) {
         Access access = this.access.set("pread", region, offset, dst.byteSize());
-        checkData(access, region, offset, dst.byteSize());
-        MemorySegment.copy(data, offset - DATA_START, dst, 0, dst.byteSize());
+        MemorySegment.copy(backing(access, region, offset, dst.byteSize()), 0, dst, 0, dst.byteSize());
     }
 
     @Override
     public synchronized void write(int region, long offset, MemorySegment src) {
         Access access = this.access.set("pwrite", region, offset, src.byteSize());
-        checkData(access, region, offset, src.byteSize());
+        MemorySegment target = backing(access, region, offset, src.byteSize());
         if ((state & V1Abi.STATE_MASK) != V1Abi.STATE_RESUMING) throw refuse(access, "data written to a device that is not resuming");
-        MemorySegment.copy(src, 0, data, offset - DATA_START, src.byteSize());
+        MemorySegment.copy(src, 0, target, 0, src.byteSize());
     }
 
-    private void checkData(Access access, int region, long offset, long length) {
+    /** The bytes behind {@code [offset, offset + length)} of the data section or the DIRECT window. */
+    private MemorySegment backing(Access access, int region, long offset, long length) {
         if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset < DATA_START) throw refuse(access, "bulk access to the migration registers");
+        if (config.dataSection() == DataSection.DIRECT && offset >= windowStart) {
+            if (offset - windowStart > config.memoryBytes() - length) throw new SysException(access.toString(), Errno.EINVAL, name());
+            return memory.asSlice(offset - windowStart, length);
+        }
         if (offset - DATA_START > config.dataSectionBytes() - length) throw new SysException(access.toString(), Errno.EINVAL, name());
+        return data.asSlice(offset - DATA_START, length);
     }
 
     @Override
@@ -652,6 +760,7 @@ public final class EmulatedMigratableDevice implements VfioDevice {
         if (region != MIGRATION_REGION || migrationInfo.mmappableArea(offset, size).isEmpty()) {
             throw new SysException("mmap(region " + region + ", offset " + hex(offset) + ", " + size + " bytes)", Errno.EINVAL, name());
         }
+        if (config.dataSection() == DataSection.DIRECT && offset >= windowStart) return memory.asSlice(offset - windowStart, size);
         return data.asSlice(offset - DATA_START, size);
     }
 
@@ -665,6 +774,8 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     public synchronized void reset() {
         state = V1Abi.STATE_RUNNING | RESERVED_BIT;
         staged = null;
+        rawPendingStart = -1;
+        expectRawStart = -1;
         registersSent = false;
         resumeOffset = -1;
         finalReceived = false;
