@@ -228,38 +228,37 @@ public final class EmulatedVfioContainer implements VfioContainer {
 
     /** The device side: DMA {@code src} into guest memory at {@code iova}; marks the pages dirty after. */
     public void dmaWrite(long iova, MemorySegment src) {
-        lock.readLock().lock();
-        try {
-            long done = 0, length = src.byteSize();
-            while (done < length) {
-                Mapping m = translate(iova + done, "write");
-                if (!m.dma.deviceWrites()) throw new IommuFaultException(name, "write", iova + done, length - done, "mapped read-only");
-                long offset = iova + done - m.dma.iova();
-                long n = Math.min(length - done, m.dma.size() - offset);
-                MemorySegment.copy(src, done, m.dma.host(), offset, n);
-                if (trackingOn && tracking == Tracking.PRECISE) {
-                    for (long page = offset / pageSize; page <= (offset + n - 1) / pageSize; page++) {
-                        m.dirty.getAndAccumulate((int) (page >>> 6), 1L << (page & 63), (a, b) -> a | b);
-                    }
-                }
-                done += n;
-            }
-        } finally {
-            lock.readLock().unlock();
-        }
+        dma(iova, src, true);
     }
 
     /** The device side: DMA guest memory at {@code iova} into {@code dst}. */
     public void dmaRead(long iova, MemorySegment dst) {
+        dma(iova, dst, false);
+    }
+
+    /** One DMA, split at mapping boundaries; each piece needs the mapping's permission for its direction. */
+    private void dma(long iova, MemorySegment buffer, boolean write) {
+        String access = write ? "write" : "read";
         lock.readLock().lock();
         try {
-            long done = 0, length = dst.byteSize();
+            long done = 0, length = buffer.byteSize();
             while (done < length) {
-                Mapping m = translate(iova + done, "read");
-                if (!m.dma.deviceReads()) throw new IommuFaultException(name, "read", iova + done, length - done, "mapped write-only");
+                Mapping m = translate(iova + done, access);
+                if (write ? !m.dma.deviceWrites() : !m.dma.deviceReads()) {
+                    throw new IommuFaultException(name, access, iova + done, length - done, write ? "mapped read-only" : "mapped write-only");
+                }
                 long offset = iova + done - m.dma.iova();
                 long n = Math.min(length - done, m.dma.size() - offset);
-                MemorySegment.copy(m.dma.host(), offset, dst, done, n);
+                if (write) {
+                    MemorySegment.copy(buffer, done, m.dma.host(), offset, n);
+                    if (trackingOn && tracking == Tracking.PRECISE) {
+                        for (long page = offset / pageSize; page <= (offset + n - 1) / pageSize; page++) {
+                            m.dirty.getAndAccumulate((int) (page >>> 6), 1L << (page & 63), (a, b) -> a | b);
+                        }
+                    }
+                } else {
+                    MemorySegment.copy(m.dma.host(), offset, buffer, done, n);
+                }
                 done += n;
             }
         } finally {
