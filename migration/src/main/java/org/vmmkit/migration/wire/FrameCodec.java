@@ -1,0 +1,135 @@
+package org.vmmkit.migration.wire;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.GatheringByteChannel;
+import java.nio.channels.ReadableByteChannel;
+import java.util.zip.CRC32C;
+
+/**
+ * Frames of wire format version 1: a 40-byte little-endian header (type, flags, {@code a}, {@code b},
+ * payload length, CRC32C of header and payload) and the payload. One codec per channel and thread: its
+ * header buffer, CRC and gather array are reused, so writing and reading a frame allocates nothing. The
+ * payload is written straight from its own buffers (views of guest RAM or a device's data section) with
+ * one gathering write.
+ */
+public final class FrameCodec {
+    public static final int HEADER = 40;
+    /** Flag: a destination that does not know this frame type may skip it (no type of version 1 sets it). */
+    public static final int FLAG_SKIPPABLE = 1;
+
+    private final ByteBuffer header = ByteBuffer.allocateDirect(HEADER).order(ByteOrder.LITTLE_ENDIAN);
+    private final ByteBuffer[] gather = new ByteBuffer[3];
+    private final CRC32C crc = new CRC32C();
+    private final long maxPayload;
+
+    // The last header read.
+    private FrameType type;
+    private int flags;
+    private long a, b, length;
+    private int expectedCrc;
+    private long framesRead;
+
+    /** {@code maxPayload}: the largest payload a frame may announce; more is a corrupt stream. */
+    public FrameCodec(long maxPayload) {
+        this.maxPayload = maxPayload;
+    }
+
+    /** Writes a frame with up to two payload buffers (read from position to limit; positions advance). */
+    public void write(GatheringByteChannel out, FrameType type, long a, long b, ByteBuffer payload1, ByteBuffer payload2)
+            throws IOException {
+        long length = (payload1 == null ? 0 : payload1.remaining()) + (payload2 == null ? 0 : payload2.remaining());
+        header.clear();
+        header.putShort((short) type.code()).putShort((short) 0).putInt(0).putLong(a).putLong(b).putLong(length);
+        crc.reset();
+        header.flip();
+        crc.update(header);
+        if (payload1 != null) crcOf(payload1);
+        if (payload2 != null) crcOf(payload2);
+        header.limit(HEADER).position(32);
+        header.putInt((int) crc.getValue()).putInt(0);
+        header.flip();
+        int n = 0;
+        gather[n++] = header;
+        if (payload1 != null) gather[n++] = payload1;
+        if (payload2 != null) gather[n++] = payload2;
+        long total = HEADER + length, done = 0;
+        while (done < total) done += out.write(gather, 0, n);
+        gather[1] = gather[2] = null;
+    }
+
+    private void crcOf(ByteBuffer payload) {
+        int p = payload.position();
+        crc.update(payload);
+        payload.position(p);
+    }
+
+    /**
+     * Reads and checks the next header: a known type (or a skippable one), reserved fields zero, a payload
+     * no larger than the limit. Returns its type; {@link #a()}, {@link #b()}, {@link #length()} describe it.
+     */
+    public FrameType readHeader(ReadableByteChannel in) throws IOException {
+        header.clear();
+        readFully(in, header, "frame " + framesRead);
+        header.flip();
+        int code = Short.toUnsignedInt(header.getShort(0));
+        flags = Short.toUnsignedInt(header.getShort(2));
+        a = header.getLong(8);
+        b = header.getLong(16);
+        length = header.getLong(24);
+        expectedCrc = header.getInt(32);
+        type = FrameType.of(code);
+        if (type == null && (flags & FLAG_SKIPPABLE) == 0) {
+            throw new WireFormatException("frame " + framesRead + " has type " + code + ", unknown to wire format version "
+                    + StreamHeader.VERSION + " and not skippable");
+        }
+        if (header.getInt(4) != 0 || header.getInt(36) != 0 || (flags & ~FLAG_SKIPPABLE) != 0) {
+            throw new WireFormatException("frame " + framesRead + " (" + type + ") has reserved bits set");
+        }
+        if (length < 0 || length > maxPayload) {
+            throw new WireFormatException("frame " + framesRead + " (" + type + ") announces " + length + " bytes; the limit is " + maxPayload);
+        }
+        crc.reset();
+        header.position(0).limit(32);
+        crc.update(header);
+        framesRead++;
+        return type;
+    }
+
+    /** Reads {@code dst.remaining()} payload bytes of the current frame into {@code dst} and adds them to the CRC. */
+    public void readPayload(ReadableByteChannel in, ByteBuffer dst) throws IOException {
+        int p = dst.position();
+        readFully(in, dst, "frame " + (framesRead - 1) + " (" + type + ") payload");
+        int end = dst.position();
+        dst.position(p);
+        crc.update(dst);
+        dst.position(end);
+    }
+
+    /** After the whole payload: the frame is good only if the CRC32C matches. */
+    public void verify() {
+        if ((int) crc.getValue() != expectedCrc) {
+            throw new WireFormatException("frame " + (framesRead - 1) + " (" + type + ", a=0x" + Long.toHexString(a) + ", "
+                    + length + " bytes) fails its CRC32C");
+        }
+    }
+
+    public FrameType type() { return type; }
+
+    public long a() { return a; }
+
+    public long b() { return b; }
+
+    public long length() { return length; }
+
+    public long framesRead() { return framesRead; }
+
+    /** Reads until {@code dst} is full; a stream that ends first is a clear error, not a hang. */
+    static void readFully(ReadableByteChannel in, ByteBuffer dst, String what) throws IOException {
+        while (dst.hasRemaining()) {
+            if (in.read(dst) < 0) throw new EOFException("the stream ended inside " + what + " (" + dst.remaining() + " bytes missing)");
+        }
+    }
+}

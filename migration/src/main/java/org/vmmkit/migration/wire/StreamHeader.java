@@ -1,0 +1,124 @@
+package org.vmmkit.migration.wire;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.ReadableByteChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.zip.CRC32C;
+
+/**
+ * The first bytes of a migration stream: what the source is, so the destination can refuse an
+ * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
+ */
+public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
+
+    /** "VMMKITMG" as little-endian bytes. */
+    public static final long MAGIC = 0x474D54494B4D4D56L;
+    public static final int VERSION = 1;
+    static final int FIXED = 32, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
+
+    /** A RAM range of the source's guest physical address space. */
+    public record Range(long guestAddress, long size) {}
+
+    /** A migrating device: the id its chunks carry and its name. */
+    public record Device(int id, String name) {}
+
+    public StreamHeader {
+        memory = List.copyOf(memory);
+        devices = List.copyOf(devices);
+    }
+
+    public ByteBuffer encode() {
+        int size = FIXED + 16 * memory.size() + 4;
+        for (Device d : devices) size += 8 + pad8(d.name().getBytes(StandardCharsets.UTF_8).length);
+        ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
+        b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus);
+        for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
+        for (Device d : devices) {
+            byte[] name = d.name().getBytes(StandardCharsets.UTF_8);
+            b.putInt(d.id()).putInt(name.length).put(name);
+            for (int i = name.length; i < pad8(name.length); i++) b.put((byte) 0);
+        }
+        CRC32C crc = new CRC32C();
+        crc.update(b.array(), 0, b.position());
+        b.putInt((int) crc.getValue());
+        return b.flip();
+    }
+
+    private static int pad8(int n) {
+        return (n + 7) & ~7;
+    }
+
+    /** Reads and checks a header: magic, version, size bounds, CRC32C, counts. */
+    public static StreamHeader read(ReadableByteChannel in) throws IOException {
+        ByteBuffer fixed = ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN);
+        FrameCodec.readFully(in, fixed, "the stream header");
+        fixed.flip();
+        long magic = fixed.getLong();
+        if (magic != MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
+        int version = fixed.getInt();
+        if (version != VERSION) {
+            throw new WireFormatException("the stream has wire format version " + version + "; this destination reads version "
+                    + VERSION + " only");
+        }
+        int size = fixed.getInt();
+        if (size < FIXED + 4 || size > MAX_BYTES) throw new WireFormatException("stream header size " + size + " is out of bounds");
+        ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
+        b.put(fixed.flip());
+        FrameCodec.readFully(in, b, "the stream header");
+        CRC32C crc = new CRC32C();
+        crc.update(b.array(), 0, size - 4);
+        if ((int) crc.getValue() != b.getInt(size - 4)) throw new WireFormatException("stream header CRC32C mismatch");
+        b.position(16);
+        int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt();
+        if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || devices < 0 || devices > MAX_DEVICES
+                || vcpus < 0 || vcpus > 1024) {
+            throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + devices
+                    + " devices, " + vcpus + " vCPUs");
+        }
+        try {
+            List<Range> memory = new ArrayList<>();
+            for (int i = 0; i < regions; i++) memory.add(new Range(b.getLong(), b.getLong()));
+            List<Device> devs = new ArrayList<>();
+            for (int i = 0; i < devices; i++) {
+                int id = b.getInt(), len = b.getInt();
+                if (len < 0 || len > MAX_NAME) throw new WireFormatException("stream header: device name of " + len + " bytes");
+                byte[] name = new byte[len];
+                b.get(name);
+                b.position(b.position() + pad8(len) - len);
+                devs.add(new Device(id, new String(name, StandardCharsets.UTF_8)));
+            }
+            if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
+            return new StreamHeader(version, pageSize, memory, devs, vcpus);
+        } catch (java.nio.BufferUnderflowException e) {
+            throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
+        }
+    }
+
+    /**
+     * Whether a VM with this layout (the destination's own) can take the stream: same page size, same RAM
+     * ranges, same devices by id and name, same vCPU count. Names the first difference.
+     */
+    public void checkCompatibleWith(StreamHeader local) {
+        if (pageSize != local.pageSize) throw new WireFormatException("page size " + pageSize + " here " + local.pageSize);
+        if (!memory.equals(local.memory)) {
+            throw new WireFormatException("memory layout differs: the source has " + describe(memory) + ", this VM " + describe(local.memory));
+        }
+        if (!devices.equals(local.devices)) {
+            throw new WireFormatException("devices differ: the source has " + devices + ", this VM " + local.devices);
+        }
+        if (vcpus != local.vcpus) throw new WireFormatException("the source has " + vcpus + " vCPUs, this VM " + local.vcpus);
+    }
+
+    private static String describe(List<Range> ranges) {
+        StringBuilder s = new StringBuilder("[");
+        for (Range r : ranges) {
+            if (s.length() > 1) s.append(", ");
+            s.append("0x").append(Long.toHexString(r.guestAddress())).append("+").append(r.size() >> 20).append("M");
+        }
+        return s.append(']').toString();
+    }
+}

@@ -1,0 +1,170 @@
+package org.vmmkit.migration.wire;
+
+import java.io.EOFException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.List;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class WireFormatTest {
+    @TempDir Path dir;
+
+    private static final StreamHeader SOURCE = new StreamHeader(StreamHeader.VERSION, 4096,
+            List.of(new StreamHeader.Range(0, 3L << 30), new StreamHeader.Range(4L << 30, 1L << 30)),
+            List.of(new StreamHeader.Device(0, "emulated-gpu0"), new StreamHeader.Device(1, "nic")), 2);
+
+    private FileChannel channel(String name) throws Exception {
+        return FileChannel.open(dir.resolve(name), StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+    }
+
+    private FileChannel withBytes(ByteBuffer bytes) throws Exception {
+        FileChannel ch = channel("s" + System.nanoTime());
+        while (bytes.hasRemaining()) ch.write(bytes);
+        return ch.position(0);
+    }
+
+    @Test
+    void theStreamHeaderRoundTripsAndMatchesAnEqualVm() throws Exception {
+        try (FileChannel ch = withBytes(SOURCE.encode())) {
+            StreamHeader read = StreamHeader.read(ch);
+            assertEquals(SOURCE, read);
+            read.checkCompatibleWith(SOURCE);
+        }
+    }
+
+    @Test
+    void aDestinationRefusesAVersionItDoesNotKnow() throws Exception {
+        ByteBuffer b = SOURCE.encode();
+        b.order(ByteOrder.LITTLE_ENDIAN).putInt(8, 2);
+        try (FileChannel ch = withBytes(b)) {
+            WireFormatException e = assertThrows(WireFormatException.class, () -> StreamHeader.read(ch));
+            assertTrue(e.getMessage().contains("version 2; this destination reads version 1 only"), e.getMessage());
+        }
+    }
+
+    @Test
+    void aForeignOrDamagedHeaderIsRefused() throws Exception {
+        ByteBuffer b = SOURCE.encode();
+        b.put(0, (byte) 'X');
+        try (FileChannel ch = withBytes(b)) {
+            assertTrue(assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage().contains("magic"));
+        }
+        ByteBuffer c = SOURCE.encode();
+        c.put(40, (byte) (c.get(40) ^ 1));
+        try (FileChannel ch = withBytes(c)) {
+            assertTrue(assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage().contains("CRC32C"));
+        }
+        ByteBuffer d = SOURCE.encode();
+        d.limit(d.limit() - 7);
+        try (FileChannel ch = withBytes(d)) {
+            assertTrue(assertThrows(EOFException.class, () -> StreamHeader.read(ch)).getMessage().contains("stream header"));
+        }
+    }
+
+    @Test
+    void anIncompatibleVmIsNamedBeforeAnythingIsWritten() {
+        StreamHeader small = new StreamHeader(1, 4096, List.of(new StreamHeader.Range(0, 1L << 30)), SOURCE.devices(), 2);
+        WireFormatException e = assertThrows(WireFormatException.class, () -> SOURCE.checkCompatibleWith(small));
+        assertTrue(e.getMessage().contains("memory layout differs") && e.getMessage().contains("0x100000000+1024M"), e.getMessage());
+        StreamHeader otherDevices = new StreamHeader(1, 4096, SOURCE.memory(), List.of(new StreamHeader.Device(0, "emulated-gpu0")), 2);
+        assertTrue(assertThrows(WireFormatException.class, () -> SOURCE.checkCompatibleWith(otherDevices)).getMessage()
+                .contains("devices differ"));
+    }
+
+    @Test
+    void framesRoundTripWithTheirCrc() throws Exception {
+        ByteBuffer pages = ByteBuffer.allocateDirect(8192);
+        for (int i = 0; i < 8192; i++) pages.put(i, (byte) i);
+        ByteBuffer part1 = ByteBuffer.allocateDirect(100), part2 = ByteBuffer.allocateDirect(28);
+        FrameCodec out = new FrameCodec(1 << 20), in = new FrameCodec(1 << 20);
+        try (FileChannel ch = channel("frames")) {
+            out.write(ch, FrameType.RAM, 0x200000, 2, pages, null);
+            out.write(ch, FrameType.ZERO_RUN, 0x400000, 512, null, null);
+            out.write(ch, FrameType.DEVICE_CHUNK, 1, 7, part1, part2);
+            out.write(ch, FrameType.COMPLETE, 3, 0, null, null);
+            ch.position(0);
+            assertEquals(FrameType.RAM, in.readHeader(ch));
+            assertEquals(0x200000, in.a());
+            assertEquals(2, in.b());
+            ByteBuffer got = ByteBuffer.allocateDirect((int) in.length());
+            in.readPayload(ch, got);
+            in.verify();
+            assertEquals(pages.flip(), got.flip());
+            assertEquals(FrameType.ZERO_RUN, in.readHeader(ch));
+            assertEquals(0, in.length());
+            in.verify();
+            assertEquals(FrameType.DEVICE_CHUNK, in.readHeader(ch));
+            assertEquals(128, in.length());
+            in.readPayload(ch, ByteBuffer.allocateDirect(128));
+            in.verify();
+            assertEquals(FrameType.COMPLETE, in.readHeader(ch));
+            in.verify();
+            assertEquals(4, in.framesRead());
+        }
+    }
+
+    @Test
+    void aFlippedPayloadBitFailsTheCrc() throws Exception {
+        FrameCodec out = new FrameCodec(1 << 20), in = new FrameCodec(1 << 20);
+        try (FileChannel ch = channel("flip")) {
+            out.write(ch, FrameType.RAM, 0x1000, 1, ByteBuffer.allocateDirect(4096), null);
+            ch.write(ByteBuffer.wrap(new byte[] {1}), FrameCodec.HEADER + 100);
+            ch.position(0);
+            in.readHeader(ch);
+            in.readPayload(ch, ByteBuffer.allocateDirect(4096));
+            WireFormatException e = assertThrows(WireFormatException.class, in::verify);
+            assertTrue(e.getMessage().contains("frame 0 (RAM, a=0x1000, 4096 bytes) fails its CRC32C"), e.getMessage());
+        }
+    }
+
+    private static ByteBuffer rawHeader(int type, int flags, long length) {
+        ByteBuffer h = ByteBuffer.allocate(FrameCodec.HEADER).order(ByteOrder.LITTLE_ENDIAN);
+        h.putShort((short) type).putShort((short) flags).putInt(0).putLong(0).putLong(0).putLong(length).putInt(0).putInt(0);
+        return h.flip();
+    }
+
+    @Test
+    void anUnknownFrameTypeIsRefusedUnlessSkippable() throws Exception {
+        try (FileChannel ch = withBytes(rawHeader(30, 0, 0))) {
+            WireFormatException e = assertThrows(WireFormatException.class, () -> new FrameCodec(1 << 20).readHeader(ch));
+            assertTrue(e.getMessage().contains("type 30, unknown"), e.getMessage());
+        }
+        try (FileChannel ch = withBytes(rawHeader(30, FrameCodec.FLAG_SKIPPABLE, 0))) {
+            assertEquals(null, new FrameCodec(1 << 20).readHeader(ch));
+        }
+    }
+
+    @Test
+    void anAnnouncedLengthOverTheLimitIsRefusedBeforeAnyPayloadIsRead() throws Exception {
+        try (FileChannel ch = withBytes(rawHeader(FrameType.RAM.code(), 0, Long.MAX_VALUE))) {
+            WireFormatException e = assertThrows(WireFormatException.class, () -> new FrameCodec(64L << 20).readHeader(ch));
+            assertTrue(e.getMessage().contains("announces " + Long.MAX_VALUE + " bytes"), e.getMessage());
+        }
+        try (FileChannel ch = withBytes(rawHeader(FrameType.RAM.code(), 4, 0))) {
+            assertTrue(assertThrows(WireFormatException.class, () -> new FrameCodec(1 << 20).readHeader(ch)).getMessage()
+                    .contains("reserved bits"));
+        }
+    }
+
+    @Test
+    void aStreamCutInsideAFrameIsAnEofNotAHang() throws Exception {
+        FrameCodec out = new FrameCodec(1 << 20), in = new FrameCodec(1 << 20);
+        try (FileChannel ch = channel("cut")) {
+            out.write(ch, FrameType.RAM, 0x1000, 1, ByteBuffer.allocateDirect(4096), null);
+            ch.truncate(FrameCodec.HEADER + 1000);
+            ch.position(0);
+            in.readHeader(ch);
+            EOFException e = assertThrows(EOFException.class, () -> in.readPayload(ch, ByteBuffer.allocateDirect(4096)));
+            assertTrue(e.getMessage().contains("frame 0 (RAM) payload") && e.getMessage().contains("3096 bytes missing"), e.getMessage());
+        }
+    }
+}
