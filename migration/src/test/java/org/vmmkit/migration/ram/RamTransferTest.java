@@ -1,0 +1,186 @@
+package org.vmmkit.migration.ram;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.dirty.DirtyBitmap;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.StreamHeader;
+import org.vmmkit.migration.wire.WireFormatException;
+
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** RAM over loopback TCP: every page arrives, zero pages as addresses only, nothing written outside RAM. */
+@Timeout(60)
+class RamTransferTest {
+    private static final long MIB = 1 << 20, PAGE = 4096;
+
+    private static StreamHeader headerOf(GuestMemory memory) {
+        List<StreamHeader.Range> ranges = new ArrayList<>();
+        for (GuestRegion r : memory.regions()) ranges.add(new StreamHeader.Range(r.guestAddress(), r.size()));
+        return new StreamHeader(StreamHeader.VERSION, (int) PAGE, ranges, List.of(), 1);
+    }
+
+    /** Random pages, with every 5th page and one 2 MiB stretch left zero. */
+    private static long fill(GuestMemory memory) {
+        SplittableRandom random = new SplittableRandom(9);
+        long zero = 0;
+        for (GuestRegion r : memory.regions()) {
+            for (long p = 0; p < r.size() / PAGE; p++) {
+                boolean leaveZero = p % 5 == 0 || (p >= 1000 && p < 1512);
+                if (leaveZero) {
+                    zero++;
+                    continue;
+                }
+                for (long o = 0; o < PAGE; o += 8) r.host().set(JAVA_LONG, p * PAGE + o, random.nextLong());
+            }
+        }
+        return zero;
+    }
+
+    @Test
+    void everyPageArrivesAndZeroPagesTravelAsAddresses() throws Exception {
+        try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            long zeroPages = fill(source);
+            for (GuestRegion r : destination.regions()) r.host().fill((byte) 0xAB); // stale content to be overwritten
+            CompletableFuture<long[]> received = CompletableFuture.supplyAsync(() -> {
+                try (SocketChannel in = server.accept()) {
+                    StreamHeader.read(in).checkCompatibleWith(headerOf(destination));
+                    FrameCodec codec = new FrameCodec(64 * MIB);
+                    RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+                    while (true) {
+                        FrameType t = codec.readHeader(in);
+                        if (t == FrameType.COMPLETE) {
+                            codec.verify();
+                            return new long[] {receiver.ramPages(), receiver.zeroPages()};
+                        }
+                        receiver.apply(in, codec);
+                    }
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                var header = headerOf(source).encode();
+                while (header.hasRemaining()) out.write(header);
+                FrameCodec codec = new FrameCodec(64 * MIB);
+                RamSender sender = new RamSender(new MemoryViews(source), codec, 256);
+                for (GuestRegion r : source.regions()) {
+                    try (DirtyBitmap all = new DirtyBitmap(r.size() / PAGE)) {
+                        all.setAll();
+                        sender.send(out, r, all);
+                    }
+                }
+                codec.write(out, FrameType.COMPLETE, sender.frames(), 0, null, null);
+                long[] counts = received.get(30, TimeUnit.SECONDS);
+                assertEquals(zeroPages, sender.zeroPages());
+                assertEquals(64 * MIB / PAGE - zeroPages, sender.ramPages());
+                assertEquals(sender.ramPages(), counts[0]);
+                assertEquals(sender.zeroPages(), counts[1]);
+            }
+            for (int i = 0; i < source.regions().size(); i++) {
+                assertEquals(-1, source.regions().get(i).host().mismatch(destination.regions().get(i).host()), "region " + i);
+            }
+        }
+    }
+
+    @Test
+    void aFrameOutsideTheDestinationsRamIsRefusedAndNothingIsWritten() throws Exception {
+        try (GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            destination.regions().get(0).host().fill((byte) 0x11);
+            CompletableFuture<Throwable> received = CompletableFuture.supplyAsync(() -> {
+                try (SocketChannel in = server.accept()) {
+                    FrameCodec codec = new FrameCodec(64 * MIB);
+                    RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+                    codec.readHeader(in);
+                    receiver.apply(in, codec);
+                    return null;
+                } catch (Throwable t) {
+                    return t;
+                }
+            });
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                // 16 pages starting 8 pages before the end of RAM: the tail lies outside.
+                var payload = java.nio.ByteBuffer.allocateDirect((int) (16 * PAGE));
+                new FrameCodec(64 * MIB).write(out, FrameType.RAM, 16 * MIB - 8 * PAGE, 16, payload, null);
+                Throwable t = received.get(30, TimeUnit.SECONDS);
+                assertTrue(t instanceof WireFormatException && t.getMessage().contains("targets memory this VM does not have"),
+                        String.valueOf(t));
+            }
+            var ram = destination.regions().get(0).host();
+            for (long o = 0; o < ram.byteSize(); o += 4096) assertEquals(0x11, ram.get(java.lang.foreign.ValueLayout.JAVA_BYTE, o));
+        }
+    }
+
+    /** A channel that takes every byte and keeps none: isolates the sender's own allocation from a channel's. */
+    private static final class Discard implements java.nio.channels.GatheringByteChannel {
+        long bytes;
+
+        public long write(java.nio.ByteBuffer[] srcs, int offset, int length) {
+            long n = 0;
+            for (int i = offset; i < offset + length; i++) {
+                n += srcs[i].remaining();
+                srcs[i].position(srcs[i].limit());
+            }
+            bytes += n;
+            return n;
+        }
+
+        public long write(java.nio.ByteBuffer[] srcs) {
+            return write(srcs, 0, srcs.length);
+        }
+
+        public int write(java.nio.ByteBuffer src) {
+            int n = src.remaining();
+            src.position(src.limit());
+            bytes += n;
+            return n;
+        }
+
+        public boolean isOpen() {
+            return true;
+        }
+
+        public void close() {
+        }
+    }
+
+    @Test
+    void sendingAGenerationAllocatesNothing() throws Exception {
+        com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+             DirtyBitmap bitmap = new DirtyBitmap(16 * MIB / PAGE)) {
+            fill(source);
+            for (long p = 0; p < bitmap.pages(); p += 3) bitmap.set(p); // many short runs, zero and not
+            GuestRegion region = source.regions().get(0);
+            RamSender sender = new RamSender(new MemoryViews(source), new FrameCodec(64 * MIB), 256);
+            Discard sink = new Discard();
+            for (int warm = 0; warm < 20; warm++) sender.send(sink, region, bitmap);
+            long overhead = -(threads.getCurrentThreadAllocatedBytes() - threads.getCurrentThreadAllocatedBytes());
+            long start = threads.getCurrentThreadAllocatedBytes();
+            long framesBefore = sender.frames();
+            sender.send(sink, region, bitmap);
+            long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
+            assertTrue(sender.frames() - framesBefore > 1000);
+            assertEquals(0, allocated, "bytes allocated sending " + (sender.frames() - framesBefore) + " frames");
+        }
+    }
+}
