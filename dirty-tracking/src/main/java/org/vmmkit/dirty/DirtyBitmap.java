@@ -81,6 +81,24 @@ public final class DirtyBitmap implements AutoCloseable {
         WORD.getAndBitwiseOr(words, lastWord << 3, tailMask);
     }
 
+    /** Unmarks {@code [first, first + count)}. Not atomic against concurrent {@link #set}. */
+    public void clearRange(long first, long count) {
+        if (count == 0) return;
+        check(first);
+        check(first + count - 1);
+        long end = first + count;
+        long w = first >>> 6, lastWord = (end - 1) >>> 6;
+        long headMask = -1L << (first & 63);
+        long tailMask = -1L >>> (63 - ((end - 1) & 63));
+        if (w == lastWord) {
+            words.set(JAVA_LONG, w << 3, words.get(JAVA_LONG, w << 3) & ~(headMask & tailMask));
+            return;
+        }
+        words.set(JAVA_LONG, w << 3, words.get(JAVA_LONG, w << 3) & ~headMask);
+        for (long i = w + 1; i < lastWord; i++) words.set(JAVA_LONG, i << 3, 0L);
+        words.set(JAVA_LONG, lastWord << 3, words.get(JAVA_LONG, lastWord << 3) & ~tailMask);
+    }
+
     /** Marks every page. */
     public void setAll() {
         setRange(0, pages);

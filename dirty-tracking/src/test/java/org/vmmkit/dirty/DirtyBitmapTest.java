@@ -58,6 +58,22 @@ class DirtyBitmapTest {
     }
 
     @Test
+    void clearRangeUnmarksExactlyTheRange() {
+        Random r = new Random(2);
+        for (int t = 0; t < 500; t++) {
+            long pages = 1 + r.nextInt(1000);
+            long first = r.nextInt((int) pages);
+            long count = r.nextInt((int) (pages - first) + 1);
+            try (DirtyBitmap b = new DirtyBitmap(pages)) {
+                b.setAll();
+                b.clearRange(first, count);
+                assertEquals(pages - count, b.count());
+                for (long p = 0; p < pages; p++) assertEquals(!(p >= first && p < first + count), b.test(p));
+            }
+        }
+    }
+
+    @Test
     void orFromAKernelBufferDropsBitsPastTheEnd() {
         try (DirtyBitmap b = new DirtyBitmap(70); Arena arena = Arena.ofConfined()) {
             MemorySegment kernel = arena.allocate(16, 8);

@@ -14,15 +14,47 @@ import org.vmmkit.migration.wire.WireFormatException;
  * Applies RAM and ZERO_RUN frames to the destination's guest memory. The range of a frame is checked against
  * the destination's own layout (inside one region, page-aligned, the payload the size the page count says)
  * before a byte is read into it; the payload is read straight into guest memory, then its CRC is checked.
+ *
+ * <p>Torn pages: while the source's vCPUs run (pre-copy), a page can change between the sender's CRC and
+ * the kernel's copy, so a RAM payload may fail its CRC without anything being wrong: the guest wrote the
+ * page, the source's dirty log has it, and a later round resends it. With {@link #allowTorn} on, such pages
+ * are marked torn instead of failing; an intact frame for the same pages clears the mark; {@link #checkNoTornPages}
+ * (at COMPLETE) fails naming any page still torn. With it off (stop-and-copy: nothing can change) a
+ * mismatch is fatal at once.
  */
 public final class RamReceiver {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
 
     private final MemoryViews views;
-    private long ramPages, zeroPages;
+    private final org.vmmkit.dirty.DirtyBitmap[] torn;
+    private boolean allowTorn;
+    private long ramPages, zeroPages, tornFrames;
 
     public RamReceiver(MemoryViews views) {
         this.views = views;
+        this.torn = new org.vmmkit.dirty.DirtyBitmap[views.memory().regions().size()];
+        for (GuestRegion r : views.memory().regions()) torn[r.index()] = new org.vmmkit.dirty.DirtyBitmap(r.size() / PAGE);
+    }
+
+    /** Pre-copy (true): a RAM payload that fails its CRC marks its pages torn. Stop-and-copy (false): it is fatal. */
+    public void allowTorn(boolean allow) {
+        this.allowTorn = allow;
+    }
+
+    /** Fails naming the first pages still torn: each must have come again intact before the stream completes. */
+    public void checkNoTornPages() {
+        for (GuestRegion r : views.memory().regions()) {
+            long page = torn[r.index()].nextSet(0);
+            if (page >= 0) {
+                throw new WireFormatException(torn[r.index()].count() + " pages of " + r + " arrived torn and never intact, the first at 0x"
+                        + Long.toHexString(r.guestAddress() + page * PAGE));
+            }
+        }
+    }
+
+    /** RAM frames whose payload failed its CRC while torn pages were allowed. */
+    public long tornFrames() {
+        return tornFrames;
     }
 
     /** Applies the frame whose header {@code codec} just read (RAM or ZERO_RUN). */
@@ -47,6 +79,7 @@ public final class RamReceiver {
         if (type == FrameType.ZERO_RUN) {
             region.host().asSlice(offset, bytes).fill((byte) 0);
             codec.verify();
+            clearTorn(region, offset / PAGE, pages);
             zeroPages += pages;
             return;
         }
@@ -55,8 +88,19 @@ public final class RamReceiver {
                     + " crosses a 1 GiB view boundary (the sender never does)");
         }
         codec.readPayload(in, views.view(region, offset, bytes));
-        codec.verify();
+        if (codec.payloadIntact()) {
+            clearTorn(region, offset / PAGE, pages);
+        } else if (allowTorn) {
+            torn[region.index()].setRange(offset / PAGE, pages);
+            tornFrames++;
+        } else {
+            codec.verify(); // throws, naming the frame
+        }
         ramPages += pages;
+    }
+
+    private void clearTorn(GuestRegion region, long firstPage, long pages) {
+        if (tornFrames > 0) torn[region.index()].clearRange(firstPage, pages); // nothing to clear until a frame tore
     }
 
     public long ramPages() { return ramPages; }

@@ -10,7 +10,9 @@ import java.util.zip.CRC32C;
 
 /**
  * Frames of wire format version 1: a 40-byte little-endian header (type, flags, {@code a}, {@code b},
- * payload length, CRC32C of header and payload) and the payload. One codec per channel and thread: its
+ * payload length, CRC32C of the payload, CRC32C of the header) and the payload. The header CRC is
+ * checked before any field is used; the payload CRC separately, because a RAM page sent while the guest
+ * runs may change between the CRC and the send (a torn page, which pre-copy resends anyway). One codec per channel and thread: its
  * header buffer, CRC and gather array are reused, so writing and reading a frame allocates nothing. The
  * payload is written straight from its own buffers (views of guest RAM or a device's data section) with
  * one gathering write.
@@ -41,15 +43,17 @@ public final class FrameCodec {
     public void write(GatheringByteChannel out, FrameType type, long a, long b, ByteBuffer payload1, ByteBuffer payload2)
             throws IOException {
         long length = (payload1 == null ? 0 : payload1.remaining()) + (payload2 == null ? 0 : payload2.remaining());
+        crc.reset();
+        if (payload1 != null) crcOf(payload1);
+        if (payload2 != null) crcOf(payload2);
         header.clear();
-        header.putShort((short) type.code()).putShort((short) 0).putInt(0).putLong(a).putLong(b).putLong(length);
+        header.putShort((short) type.code()).putShort((short) 0).putInt(0).putLong(a).putLong(b).putLong(length)
+                .putInt((int) crc.getValue());
         crc.reset();
         header.flip();
         crc.update(header);
-        if (payload1 != null) crcOf(payload1);
-        if (payload2 != null) crcOf(payload2);
-        header.limit(HEADER).position(32);
-        header.putInt((int) crc.getValue()).putInt(0);
+        header.limit(HEADER).position(36);
+        header.putInt((int) crc.getValue());
         header.flip();
         int n = 0;
         gather[n++] = header;
@@ -74,6 +78,13 @@ public final class FrameCodec {
         header.clear();
         readFully(in, header, "frame " + framesRead);
         header.flip();
+        crc.reset();
+        header.limit(36);
+        crc.update(header);
+        header.limit(HEADER);
+        if ((int) crc.getValue() != header.getInt(36)) {
+            throw new WireFormatException("frame " + framesRead + " header fails its CRC32C: the stream is corrupt");
+        }
         int code = Short.toUnsignedInt(header.getShort(0));
         flags = Short.toUnsignedInt(header.getShort(2));
         a = header.getLong(8);
@@ -85,15 +96,13 @@ public final class FrameCodec {
             throw new WireFormatException("frame " + framesRead + " has type " + code + ", unknown to wire format version "
                     + StreamHeader.VERSION + " and not skippable");
         }
-        if (header.getInt(4) != 0 || header.getInt(36) != 0 || (flags & ~FLAG_SKIPPABLE) != 0) {
+        if (header.getInt(4) != 0 || (flags & ~FLAG_SKIPPABLE) != 0) {
             throw new WireFormatException("frame " + framesRead + " (" + type + ") has reserved bits set");
         }
         if (length < 0 || length > maxPayload) {
             throw new WireFormatException("frame " + framesRead + " (" + type + ") announces " + length + " bytes; the limit is " + maxPayload);
         }
         crc.reset();
-        header.position(0).limit(32);
-        crc.update(header);
         framesRead++;
         return type;
     }
@@ -108,11 +117,16 @@ public final class FrameCodec {
         dst.position(end);
     }
 
-    /** After the whole payload: the frame is good only if the CRC32C matches. */
+    /** After the whole payload: whether its CRC32C matches. */
+    public boolean payloadIntact() {
+        return (int) crc.getValue() == expectedCrc;
+    }
+
+    /** After the whole payload: the frame is good only if the payload CRC32C matches. */
     public void verify() {
-        if ((int) crc.getValue() != expectedCrc) {
+        if (!payloadIntact()) {
             throw new WireFormatException("frame " + (framesRead - 1) + " (" + type + ", a=0x" + Long.toHexString(a) + ", "
-                    + length + " bytes) fails its CRC32C");
+                    + length + " bytes) payload fails its CRC32C");
         }
     }
 

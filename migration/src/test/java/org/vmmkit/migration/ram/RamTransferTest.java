@@ -130,6 +130,47 @@ class RamTransferTest {
         }
     }
 
+    @Test
+    void aPageTornInPreCopyMustArriveIntactLaterAndIsFatalInStopAndCopy() throws Exception {
+        try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(4 * MIB));
+             GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(4 * MIB));
+             java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(java.nio.file.Files.createTempFile("torn", ".bin"),
+                     java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE,
+                     java.nio.file.StandardOpenOption.DELETE_ON_CLOSE)) {
+            fill(source);
+            GuestRegion region = source.regions().get(0);
+            FrameCodec out = new FrameCodec(64 * MIB);
+            MemoryViews views = new MemoryViews(source);
+            // Frame 0: pages 8..11, then the "guest" changes page 9 after the CRC: simulated by changing the stream.
+            out.write(ch, FrameType.RAM, 8 * PAGE, 4, views.view(region, 8 * PAGE, 4 * PAGE), null);
+            ch.write(java.nio.ByteBuffer.wrap(new byte[] {42}), FrameCodec.HEADER + PAGE + 17);
+            long afterFirst = ch.size();
+            // Frame 1: the same pages again, intact (the next round resends what the guest dirtied).
+            out.write(ch, FrameType.RAM, 8 * PAGE, 4, views.view(region, 8 * PAGE, 4 * PAGE), null);
+            ch.position(0);
+            FrameCodec in = new FrameCodec(64 * MIB);
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+            receiver.allowTorn(true);
+            in.readHeader(ch);
+            receiver.apply(ch, in);
+            assertEquals(1, receiver.tornFrames());
+            WireFormatException e = assertThrows(WireFormatException.class, receiver::checkNoTornPages);
+            assertTrue(e.getMessage().contains("4 pages") && e.getMessage().contains("0x8000"), e.getMessage());
+            in.readHeader(ch);
+            receiver.apply(ch, in);
+            receiver.checkNoTornPages();
+            assertEquals(-1, region.host().asSlice(8 * PAGE, 4 * PAGE).mismatch(destination.regions().get(0).host().asSlice(8 * PAGE, 4 * PAGE)));
+            // In stop-and-copy the same torn frame is fatal at once.
+            ch.position(0);
+            FrameCodec again = new FrameCodec(64 * MIB);
+            RamReceiver strict = new RamReceiver(new MemoryViews(destination));
+            again.readHeader(ch);
+            WireFormatException fatal = assertThrows(WireFormatException.class, () -> strict.apply(ch, again));
+            assertTrue(fatal.getMessage().contains("payload fails its CRC32C"), fatal.getMessage());
+            assertTrue(afterFirst > 0);
+        }
+    }
+
     /** A channel that takes every byte and keeps none: isolates the sender's own allocation from a channel's. */
     private static final class Discard implements java.nio.channels.GatheringByteChannel {
         long bytes;

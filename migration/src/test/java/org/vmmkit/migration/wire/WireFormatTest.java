@@ -122,14 +122,28 @@ class WireFormatTest {
             in.readHeader(ch);
             in.readPayload(ch, ByteBuffer.allocateDirect(4096));
             WireFormatException e = assertThrows(WireFormatException.class, in::verify);
-            assertTrue(e.getMessage().contains("frame 0 (RAM, a=0x1000, 4096 bytes) fails its CRC32C"), e.getMessage());
+            assertTrue(e.getMessage().contains("frame 0 (RAM, a=0x1000, 4096 bytes) payload fails its CRC32C"), e.getMessage());
         }
     }
 
+    /** A hand-made frame header with a correct header CRC, to test what the reader does with its fields. */
     private static ByteBuffer rawHeader(int type, int flags, long length) {
         ByteBuffer h = ByteBuffer.allocate(FrameCodec.HEADER).order(ByteOrder.LITTLE_ENDIAN);
-        h.putShort((short) type).putShort((short) flags).putInt(0).putLong(0).putLong(0).putLong(length).putInt(0).putInt(0);
+        h.putShort((short) type).putShort((short) flags).putInt(0).putLong(0).putLong(0).putLong(length).putInt(0);
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(h.array(), 0, 36);
+        h.putInt((int) crc.getValue());
         return h.flip();
+    }
+
+    @Test
+    void aCorruptHeaderIsRefusedBeforeAnyFieldIsUsed() throws Exception {
+        ByteBuffer h = rawHeader(FrameType.RAM.code(), 0, 4096);
+        h.put(8, (byte) 0x40); // the address
+        try (FileChannel ch = withBytes(h)) {
+            WireFormatException e = assertThrows(WireFormatException.class, () -> new FrameCodec(1 << 20).readHeader(ch));
+            assertTrue(e.getMessage().contains("frame 0 header fails its CRC32C"), e.getMessage());
+        }
     }
 
     @Test
