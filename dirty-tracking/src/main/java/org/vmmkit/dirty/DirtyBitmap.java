@@ -63,26 +63,17 @@ public final class DirtyBitmap implements AutoCloseable {
         return (words.get(JAVA_LONG, (page >>> 6) << 3) & (1L << (page & 63))) != 0;
     }
 
-    /** Marks {@code [first, first + count)}. */
+    /** Marks {@code [first, first + count)}; the partial words at either end are updated atomically. */
     public void setRange(long first, long count) {
-        if (count == 0) return;
-        check(first);
-        check(first + count - 1);
-        long end = first + count;
-        long w = first >>> 6, lastWord = (end - 1) >>> 6;
-        long headMask = -1L << (first & 63);
-        long tailMask = -1L >>> (63 - ((end - 1) & 63));
-        if (w == lastWord) {
-            WORD.getAndBitwiseOr(words, w << 3, headMask & tailMask);
-            return;
-        }
-        WORD.getAndBitwiseOr(words, w << 3, headMask);
-        for (long i = w + 1; i < lastWord; i++) words.set(JAVA_LONG, i << 3, -1L);
-        WORD.getAndBitwiseOr(words, lastWord << 3, tailMask);
+        applyRange(first, count, true);
     }
 
     /** Unmarks {@code [first, first + count)}. Not atomic against concurrent {@link #set}. */
     public void clearRange(long first, long count) {
+        applyRange(first, count, false);
+    }
+
+    private void applyRange(long first, long count, boolean set) {
         if (count == 0) return;
         check(first);
         check(first + count - 1);
@@ -91,12 +82,17 @@ public final class DirtyBitmap implements AutoCloseable {
         long headMask = -1L << (first & 63);
         long tailMask = -1L >>> (63 - ((end - 1) & 63));
         if (w == lastWord) {
-            words.set(JAVA_LONG, w << 3, words.get(JAVA_LONG, w << 3) & ~(headMask & tailMask));
+            edge(w, headMask & tailMask, set);
             return;
         }
-        words.set(JAVA_LONG, w << 3, words.get(JAVA_LONG, w << 3) & ~headMask);
-        for (long i = w + 1; i < lastWord; i++) words.set(JAVA_LONG, i << 3, 0L);
-        words.set(JAVA_LONG, lastWord << 3, words.get(JAVA_LONG, lastWord << 3) & ~tailMask);
+        edge(w, headMask, set);
+        for (long i = w + 1; i < lastWord; i++) words.set(JAVA_LONG, i << 3, set ? -1L : 0L);
+        edge(lastWord, tailMask, set);
+    }
+
+    private void edge(long word, long mask, boolean set) {
+        if (set) WORD.getAndBitwiseOr(words, word << 3, mask);
+        else words.set(JAVA_LONG, word << 3, words.get(JAVA_LONG, word << 3) & ~mask);
     }
 
     /** Marks every page. */
