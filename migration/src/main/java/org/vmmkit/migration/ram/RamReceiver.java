@@ -1,7 +1,10 @@
 package org.vmmkit.migration.ram;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.channels.ReadableByteChannel;
+import java.util.zip.CRC32C;
 
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestMemoryException;
@@ -17,8 +20,9 @@ import org.vmmkit.migration.wire.WireFormatException;
  *
  * <p>Torn pages: while the source's vCPUs run (pre-copy), a page can change between the sender's CRC and
  * the kernel's copy, so a RAM payload may fail its CRC without anything being wrong: the guest wrote the
- * page, the source's dirty log has it, and a later round resends it. With {@link #allowTorn} on, such pages
- * are marked torn instead of failing; an intact frame for the same pages clears the mark; {@link #checkNoTornPages}
+ * page, the source's dirty log has it, and a later round resends it. Each RAM frame carries a CRC32C per
+ * page, so exactly the pages that changed are known. With {@link #allowTorn} on, such pages are marked torn
+ * instead of failing; an intact frame for the same pages clears the mark; {@link #checkNoTornPages}
  * (at COMPLETE) fails naming any page still torn. With it off (stop-and-copy: nothing can change) a
  * mismatch is fatal at once.
  */
@@ -28,6 +32,8 @@ public final class RamReceiver {
     private final MemoryViews views;
     private final org.vmmkit.dirty.DirtyBitmap[] torn;
     private boolean allowTorn;
+    private ByteBuffer table = ByteBuffer.allocateDirect(4096).order(ByteOrder.LITTLE_ENDIAN);
+    private final CRC32C pageCrc = new CRC32C();
     private long ramPages, zeroPages, tornFrames;
 
     public RamReceiver(MemoryViews views) {
@@ -62,8 +68,8 @@ public final class RamReceiver {
         FrameType type = codec.type();
         long gpa = codec.a(), pages = codec.b();
         long bytes = pages * PAGE;
-        if (pages <= 0 || pages > Long.MAX_VALUE / PAGE || gpa % PAGE != 0
-                || codec.length() != (type == FrameType.RAM ? bytes : 0)) {
+        if (pages <= 0 || pages > Long.MAX_VALUE / (PAGE + 4) || gpa % PAGE != 0
+                || codec.length() != (type == FrameType.RAM ? bytes + 4 * pages : 0)) {
             throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") at 0x" + Long.toHexString(gpa)
                     + " with " + pages + " pages and " + codec.length() + " payload bytes is malformed");
         }
@@ -87,15 +93,27 @@ public final class RamReceiver {
             throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (RAM) at 0x" + Long.toHexString(gpa)
                     + " crosses a 1 GiB view boundary (the sender never does)");
         }
-        codec.readPayload(in, views.view(region, offset, bytes));
-        if (codec.payloadIntact()) {
-            clearTorn(region, offset / PAGE, pages);
-        } else if (allowTorn) {
-            torn[region.index()].setRange(offset / PAGE, pages);
-            tornFrames++;
-        } else {
-            codec.verify(); // throws, naming the frame
+        codec.readPayloadUnchecked(in, views.view(region, offset, bytes));
+        if (table.capacity() < 4 * pages) table = ByteBuffer.allocateDirect((int) (4 * pages)).order(ByteOrder.LITTLE_ENDIAN);
+        table.clear().limit((int) (4 * pages));
+        codec.readPayload(in, table);
+        codec.verify(); // the table's own CRC: a damaged table is a corrupt stream
+        long firstPage = offset / PAGE;
+        boolean anyTorn = false;
+        for (int i = 0; i < pages; i++) {
+            pageCrc.reset();
+            pageCrc.update(views.view(region, offset + i * PAGE, PAGE));
+            if ((int) pageCrc.getValue() == table.getInt(4 * i)) {
+                if (tornFrames > 0) torn[region.index()].clearRange(firstPage + i, 1);
+            } else if (allowTorn) {
+                torn[region.index()].set(firstPage + i);
+                anyTorn = true;
+            } else {
+                throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (RAM): the page at 0x"
+                        + Long.toHexString(gpa + i * PAGE) + " fails its CRC32C");
+            }
         }
+        if (anyTorn) tornFrames++;
         ramPages += pages;
     }
 

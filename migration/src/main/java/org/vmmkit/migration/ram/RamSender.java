@@ -3,7 +3,10 @@ package org.vmmkit.migration.ram;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.channels.GatheringByteChannel;
+import java.util.zip.CRC32C;
 
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
@@ -16,7 +19,8 @@ import org.vmmkit.migration.wire.FrameType;
  * Sends the dirty pages of one generation as frames: the bitmap's runs, cut at {@code maxFramePages} and at
  * 1 GiB view boundaries; within a run, zero pages (found at send time with {@code MemorySegment.mismatch}
  * against a zero page) go as ZERO_RUN frames of addresses only, the rest as RAM frames written straight
- * from guest memory. Allocates nothing per frame.
+ * from guest memory, followed by a CRC32C per page (so a receiver can tell which page a running guest
+ * changed mid-send). Allocates nothing per frame.
  */
 public final class RamSender {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -24,39 +28,56 @@ public final class RamSender {
     private final MemoryViews views;
     private final FrameCodec codec;
     private final DirtyRunCursor cursor;
+    private final long maxFramePages;
+    private final ByteBuffer crcTable;
+    private final CRC32C pageCrc = new CRC32C();
     private final MemorySegment zeroPage = Arena.ofAuto().allocate(PAGE, PAGE);
     private long ramPages, zeroPages, frames;
 
     public RamSender(MemoryViews views, FrameCodec codec, long maxFramePages) {
         this.views = views;
         this.codec = codec;
-        this.cursor = new DirtyRunCursor(Math.min(maxFramePages, MemoryViews.VIEW_BYTES / PAGE));
+        this.maxFramePages = Math.min(maxFramePages, MemoryViews.VIEW_BYTES / PAGE);
+        this.cursor = new DirtyRunCursor(this.maxFramePages);
+        this.crcTable = ByteBuffer.allocateDirect((int) (this.maxFramePages * 4)).order(ByteOrder.LITTLE_ENDIAN);
     }
 
     /** Sends every page marked in {@code bitmap} of {@code region}. */
     public void send(GatheringByteChannel out, GuestRegion region, DirtyBitmap bitmap) throws IOException {
         cursor.reset(bitmap);
-        while (cursor.next()) {
-            long page = cursor.start(), end = cursor.start() + cursor.length();
-            while (page < end) {
-                // Never cross a view boundary within one frame.
-                long viewEnd = page + MemoryViews.bytesToViewEnd(page * PAGE) / PAGE;
-                long stop = Math.min(end, viewEnd);
-                boolean zero = isZero(region, page);
-                long runEnd = page + 1;
-                while (runEnd < stop && isZero(region, runEnd) == zero) runEnd++;
-                long gpa = region.guestAddress() + page * PAGE;
-                long pages = runEnd - page;
-                if (zero) {
-                    codec.write(out, FrameType.ZERO_RUN, gpa, pages, null, null);
-                    zeroPages += pages;
-                } else {
-                    codec.write(out, FrameType.RAM, gpa, pages, views.view(region, page * PAGE, pages * PAGE), null);
-                    ramPages += pages;
+        while (cursor.next()) sendRun(out, region, cursor.start(), cursor.length());
+    }
+
+    /**
+     * Sends pages {@code [firstPage, firstPage + count)} of {@code region} (page numbers within the region):
+     * frames of at most {@code maxFramePages}, never across a view boundary, zero and non-zero pages apart.
+     */
+    public void sendRun(GatheringByteChannel out, GuestRegion region, long firstPage, long count) throws IOException {
+        long page = firstPage, end = firstPage + count;
+        while (page < end) {
+            long viewEnd = page + MemoryViews.bytesToViewEnd(page * PAGE) / PAGE;
+            long stop = Math.min(Math.min(end, viewEnd), page + maxFramePages);
+            boolean zero = isZero(region, page);
+            long runEnd = page + 1;
+            while (runEnd < stop && isZero(region, runEnd) == zero) runEnd++;
+            long gpa = region.guestAddress() + page * PAGE;
+            long pages = runEnd - page;
+            if (zero) {
+                codec.write(out, FrameType.ZERO_RUN, gpa, pages, null, null);
+                zeroPages += pages;
+            } else {
+                crcTable.clear();
+                for (long p = page; p < runEnd; p++) {
+                    pageCrc.reset();
+                    pageCrc.update(views.view(region, p * PAGE, PAGE));
+                    crcTable.putInt((int) pageCrc.getValue());
                 }
-                frames++;
-                page = runEnd;
+                crcTable.flip();
+                codec.writeWithTable(out, FrameType.RAM, gpa, pages, views.view(region, page * PAGE, pages * PAGE), crcTable);
+                ramPages += pages;
             }
+            frames++;
+            page = runEnd;
         }
     }
 

@@ -42,9 +42,23 @@ public final class FrameCodec {
     /** Writes a frame with up to two payload buffers (read from position to limit; positions advance). */
     public void write(GatheringByteChannel out, FrameType type, long a, long b, ByteBuffer payload1, ByteBuffer payload2)
             throws IOException {
+        write(out, type, a, b, payload1, payload2, false);
+    }
+
+    /**
+     * Writes a frame whose payload CRC covers only {@code table}, the second buffer: a RAM frame, whose
+     * table holds a CRC32C per page of {@code data} (so the data is read once for its CRCs).
+     */
+    public void writeWithTable(GatheringByteChannel out, FrameType type, long a, long b, ByteBuffer data, ByteBuffer table)
+            throws IOException {
+        write(out, type, a, b, data, table, true);
+    }
+
+    private void write(GatheringByteChannel out, FrameType type, long a, long b, ByteBuffer payload1, ByteBuffer payload2,
+                       boolean tableOnly) throws IOException {
         long length = (payload1 == null ? 0 : payload1.remaining()) + (payload2 == null ? 0 : payload2.remaining());
         crc.reset();
-        if (payload1 != null) crcOf(payload1);
+        if (payload1 != null && !tableOnly) crcOf(payload1);
         if (payload2 != null) crcOf(payload2);
         header.clear();
         header.putShort((short) type.code()).putShort((short) 0).putInt(0).putLong(a).putLong(b).putLong(length)
@@ -115,6 +129,11 @@ public final class FrameCodec {
         dst.position(p);
         crc.update(dst);
         dst.position(end);
+    }
+
+    /** Reads payload bytes into {@code dst} without adding them to the payload CRC (RAM data: the table covers it). */
+    public void readPayloadUnchecked(ReadableByteChannel in, ByteBuffer dst) throws IOException {
+        readFully(in, dst, "frame " + (framesRead - 1) + " (" + type + ") payload");
     }
 
     /** After the whole payload: whether its CRC32C matches. */

@@ -1,0 +1,43 @@
+package org.vmmkit.migration.pipeline;
+
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.vfio.migration.DeviceChunk;
+
+/**
+ * One slot of the transfer ring, allocated once and reused: what the sender is to write next. It points
+ * at the data (a run of guest pages, or a device chunk in the device's data section); it never holds a copy.
+ */
+public final class ChunkDescriptor {
+    enum Kind { RAM, DEVICE, CONTROL }
+
+    Kind kind;
+    GuestRegion region;
+    long firstPage, pages;
+    DeviceChunk chunk;
+    FrameType control;
+    long a, b;
+
+    void ram(GuestRegion region, long firstPage, long pages) {
+        this.kind = Kind.RAM;
+        this.region = region;
+        this.firstPage = firstPage;
+        this.pages = pages;
+        this.chunk = null;
+    }
+
+    void device(DeviceChunk chunk) {
+        this.kind = Kind.DEVICE;
+        this.chunk = chunk;
+        this.region = null;
+    }
+
+    void control(FrameType type, long a, long b) {
+        this.kind = Kind.CONTROL;
+        this.control = type;
+        this.a = a;
+        this.b = b;
+        this.region = null;
+        this.chunk = null;
+    }
+}
