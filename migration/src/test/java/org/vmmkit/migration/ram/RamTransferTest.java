@@ -217,13 +217,23 @@ class RamTransferTest {
             RamSender sender = new RamSender(new MemoryViews(source), new FrameCodec(64 * MIB), 256);
             Discard sink = new Discard();
             for (int warm = 0; warm < 20; warm++) sender.send(sink, region, bitmap);
+            // Five measured sends of ~1366 frames each. Per-frame allocation would show in every one of them;
+            // a deoptimization can materialize a few objects that escape analysis had removed, once. So: at
+            // least one send allocates exactly nothing, and all five together far less than a byte a frame.
             long overhead = -(threads.getCurrentThreadAllocatedBytes() - threads.getCurrentThreadAllocatedBytes());
-            long start = threads.getCurrentThreadAllocatedBytes();
             long framesBefore = sender.frames();
-            sender.send(sink, region, bitmap);
-            long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
-            assertTrue(sender.frames() - framesBefore > 1000);
-            assertEquals(0, allocated, "bytes allocated sending " + (sender.frames() - framesBefore) + " frames");
+            long min = Long.MAX_VALUE, total = 0;
+            for (int round = 0; round < 5; round++) {
+                long start = threads.getCurrentThreadAllocatedBytes();
+                sender.send(sink, region, bitmap);
+                long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
+                min = Math.min(min, allocated);
+                total += allocated;
+            }
+            long frames = sender.frames() - framesBefore;
+            assertTrue(frames > 5000, "frames " + frames);
+            assertEquals(0, min, "a steady-state send of " + frames / 5 + " frames allocates nothing");
+            assertTrue(total < 1024, total + " bytes over " + frames + " frames");
         }
     }
 }
