@@ -17,6 +17,7 @@ public final class ChunkDescriptor {
     DeviceChunk chunk;
     FrameType control;
     long a, b;
+    java.nio.ByteBuffer payload; // small control payloads only (vCPU state); null for none
 
     void ram(GuestRegion region, long firstPage, long pages) {
         this.kind = Kind.RAM;
@@ -32,11 +33,12 @@ public final class ChunkDescriptor {
         this.region = null;
     }
 
-    void control(FrameType type, long a, long b) {
+    void control(FrameType type, long a, long b, java.nio.ByteBuffer payload) {
         this.kind = Kind.CONTROL;
         this.control = type;
         this.a = a;
         this.b = b;
+        this.payload = payload;
         this.region = null;
         this.chunk = null;
     }

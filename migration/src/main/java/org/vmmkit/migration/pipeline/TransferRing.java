@@ -107,10 +107,15 @@ public final class TransferRing implements AutoCloseable {
 
     /** Queues a frame without payload (END_OF_ROUND, COMPLETE, ...). */
     public void publishControl(FrameType type, long a, long b) {
+        publishControl(type, a, b, null);
+    }
+
+    /** Queues a frame with a small payload the caller hands over (vCPU state); may be null. */
+    public void publishControl(FrameType type, long a, long b, ByteBuffer payload) {
         check();
         long seq = ring.next();
         try {
-            ring.get(seq).control(type, a, b);
+            ring.get(seq).control(type, a, b, payload);
         } finally {
             ring.publish(seq);
         }
@@ -127,6 +132,17 @@ public final class TransferRing implements AutoCloseable {
         }
         check();
     }
+
+    /** RAM and zero pages written; read after {@link #awaitSent} (its barrier makes them visible). */
+    public long ramPages() {
+        return ramPagesSent;
+    }
+
+    public long zeroPages() {
+        return zeroPagesSent;
+    }
+
+    private volatile long ramPagesSent, zeroPagesSent;
 
     public long framesWritten() {
         return framesWritten;
@@ -171,6 +187,8 @@ public final class TransferRing implements AutoCloseable {
                         long before = ram.frames();
                         ram.sendRun(out, d.region, d.firstPage, d.pages);
                         framesWritten += ram.frames() - before;
+                        ramPagesSent = ram.ramPages();
+                        zeroPagesSent = ram.zeroPages();
                     }
                     d.region = null;
                 }
@@ -195,9 +213,10 @@ public final class TransferRing implements AutoCloseable {
                 }
                 case CONTROL -> {
                     if (failure == null) {
-                        codec.write(out, d.control, d.a, d.b, null, null);
+                        codec.write(out, d.control, d.a, d.b, d.payload, null);
                         framesWritten++;
                     }
+                    d.payload = null;
                 }
             }
         }

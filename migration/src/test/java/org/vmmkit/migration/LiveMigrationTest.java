@@ -1,0 +1,108 @@
+package org.vmmkit.migration;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.kvm.Kvm;
+import org.vmmkit.core.kvm.RequiresKvm;
+import org.vmmkit.core.kvm.Vm;
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.dirty.KvmDirtyLog;
+import org.vmmkit.dirty.VfioIommuDirtyPages;
+import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** A real KVM guest dirtying memory and an emulated device doing DMA, migrated live in one process over loopback TCP. */
+@RequiresKvm
+@Timeout(120)
+class LiveMigrationTest {
+    private static final long MIB = 1 << 20;
+
+    static byte[] digest(GuestMemory memory) {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            for (GuestRegion r : memory.regions()) sha.update(r.host().asByteBuffer());
+            return sha.digest();
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    @Test
+    void aRunningGuestAndItsDeviceMigrateLiveAndContinue() throws Exception {
+        DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 32 * MIB, 0, 100_000);
+        DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
+        EmulatedMigratableDevice.Config deviceConfig = EmulatedMigratableDevice.Config.defaults("emulated-gpu0")
+                .withMemory(16 * MIB).withOpsPerSecond(5_000);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam);
+             EmulatedMigratableDevice a = new EmulatedMigratableDevice(deviceConfig, 1);
+             EmulatedMigratableDevice b = new EmulatedMigratableDevice(deviceConfig, 2).recordDigestOnResume();
+             V1DeviceMigration aMigration = V1DeviceMigration.open(a, 0, V1DeviceMigration.Options.DEFAULT);
+             V1DeviceMigration bMigration = V1DeviceMigration.open(b, 0, V1DeviceMigration.Options.DEFAULT);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            onSource.install(sourceRam, source.createVcpu());
+            destination.createVcpu();
+            EmulatedVfioContainer container = new EmulatedVfioContainer("emulated-container", 4096, EmulatedVfioContainer.Tracking.PRECISE);
+            container.mapDma(0, sourceRam.regions().get(0).host(), true, true);
+            a.attachDma(container, 40 * MIB, 8 * MIB); // DMA into guest RAM outside the workload's range
+            source.start(onSource);
+            assertTrue(onSource.awaitPasses(2, Duration.ofSeconds(30)), "the source guest runs");
+
+            AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
+            MigrationDestination incoming = new MigrationDestination(destination, List.of(bMigration), onDestination,
+                    () -> destinationDigest.set(digest(destinationRam)));
+            CompletableFuture<Void> received = CompletableFuture.runAsync(() -> {
+                try (SocketChannel in = server.accept()) {
+                    incoming.receive(in);
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            KvmDirtyLog kvmLog = new KvmDirtyLog(source);
+            MigrationStats stats;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                MigrationSource migration = new MigrationSource(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)),
+                        List.of(aMigration), MigrationSettings.DEFAULT);
+                stats = migration.migrate(out);
+                received.get(30, TimeUnit.SECONDS);
+            } finally {
+                kvmLog.close();
+            }
+            System.out.println("live migration: " + stats);
+            // The source stays paused after the handover: its memory and device are what they were at the pause.
+            long passesAtPause = DirtyingWorkload.passesDone(sourceRam);
+            assertArrayEquals(digest(sourceRam), destinationDigest.get(), "guest memory at resume equals the source's at pause");
+            assertArrayEquals(a.stateDigest(), b.digestAtResume(), "device state at resume equals the source's at stop");
+            assertTrue(onDestination.awaitPasses(passesAtPause + 2, Duration.ofSeconds(30)),
+                    "the guest's pass counter continues past " + passesAtPause + " on the destination");
+            assertNull(destination.failure());
+            assertEquals("completed", stats.status());
+            assertTrue(stats.downtimeMillis() <= MigrationSettings.DEFAULT.downtimeLimit().toMillis(),
+                    "downtime " + stats.downtimeMillis() + " ms");
+            assertTrue(a.dmaWrites() > 0, "the device did DMA during the migration");
+            assertEquals(List.of(), a.misuse());
+            assertEquals(List.of(), b.misuse());
+        }
+    }
+}
