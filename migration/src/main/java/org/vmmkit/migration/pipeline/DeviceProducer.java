@@ -37,10 +37,14 @@ public final class DeviceProducer {
     public void awaitRelease() {
         int spins = 0;
         while (device.chunkOut()) {
-            if (ring.failure() != null) throw new IllegalStateException("the migration sender failed", ring.failure());
+            if (ring.failure() != null) throw senderFailed();
             if (++spins < 100) Thread.onSpinWait();
             else LockSupport.parkNanos(20_000);
         }
-        if (ring.failure() != null) throw new IllegalStateException("the migration sender failed", ring.failure());
+        if (ring.failure() != null) throw senderFailed();
+    }
+
+    private IllegalStateException senderFailed() {
+        return new IllegalStateException("the migration sender failed: " + ring.failure(), ring.failure());
     }
 }

@@ -1,0 +1,117 @@
+package org.vmmkit.migration;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.kvm.Kvm;
+import org.vmmkit.core.kvm.RequiresKvm;
+import org.vmmkit.core.kvm.Vm;
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.dirty.KvmDirtyLog;
+import org.vmmkit.dirty.VfioIommuDirtyPages;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.StreamHeader;
+import org.vmmkit.vfio.migration.DeviceState;
+import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The connection cut at each phase: the source rolls back and its guest keeps running with its memory intact. */
+@RequiresKvm
+@Timeout(120)
+class RollbackTest {
+    private static final long MIB = 1 << 20;
+
+    enum Cut { IN_SETUP, MID_ROUND, IN_STOP_AND_COPY, BEFORE_THE_ACKNOWLEDGEMENT }
+
+    /** A destination that reads the stream and closes the connection at {@code cut}. */
+    private static void cuttingDestination(ServerSocketChannel server, Cut cut) {
+        try (SocketChannel in = server.accept()) {
+            if (cut == Cut.IN_SETUP) return;
+            StreamHeader.read(in);
+            new FrameCodec(1 << 20).write(in, FrameType.READY, 0, 0, null, null);
+            FrameCodec codec = new FrameCodec(1L << 30);
+            ByteBuffer scratch = ByteBuffer.allocateDirect(8 << 20);
+            long frames = 0;
+            while (true) {
+                FrameType t = codec.readHeader(in);
+                for (long left = codec.length(); left > 0; ) {
+                    scratch.clear().limit((int) Math.min(left, scratch.capacity()));
+                    codec.readPayloadUnchecked(in, scratch);
+                    left -= scratch.position();
+                }
+                frames++;
+                if (cut == Cut.MID_ROUND && frames == 20) return;
+                if (cut == Cut.IN_STOP_AND_COPY && t == FrameType.VCPU_STATE) return;
+                if (cut == Cut.BEFORE_THE_ACKNOWLEDGEMENT && t == FrameType.COMPLETE) return;
+            }
+        } catch (Exception e) {
+            // the source may cut first; nothing to report from here
+        }
+    }
+
+    @ParameterizedTest(name = "connection cut {0}")
+    @EnumSource(Cut.class)
+    void theSourceGuestKeepsRunningWithItsMemoryIntact(Cut cut) throws Exception {
+        DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 16 * MIB, 0, 100_000);
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory ram = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
+             Vm vm = kvm.createVm(ram);
+             EmulatedMigratableDevice device = new EmulatedMigratableDevice(EmulatedMigratableDevice.Config.defaults("gpu0")
+                     .withMemory(4 * MIB).withOpsPerSecond(5_000), 1);
+             V1DeviceMigration deviceMigration = V1DeviceMigration.open(device, 0, V1DeviceMigration.Options.DEFAULT);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            workload.install(ram, vm.createVcpu());
+            EmulatedVfioContainer container = new EmulatedVfioContainer("c", 4096, EmulatedVfioContainer.Tracking.PRECISE);
+            container.mapDma(0, ram.regions().get(0).host(), true, true);
+            device.attachDma(container, 24 * MIB, 4 * MIB);
+            vm.start(workload);
+            assertTrue(workload.awaitPasses(1, Duration.ofSeconds(30)));
+            CompletableFuture<Void> destination = CompletableFuture.runAsync(() -> cuttingDestination(server, cut));
+            KvmDirtyLog log = new KvmDirtyLog(vm);
+            MigrationException failure;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                MigrationSource source = new MigrationSource(vm, List.of(log, new VfioIommuDirtyPages(container, ram)),
+                        List.of(deviceMigration), MigrationSettings.DEFAULT);
+                failure = assertThrows(MigrationException.class, () -> source.migrate(out));
+            } finally {
+                log.close();
+            }
+            destination.get(30, TimeUnit.SECONDS);
+            System.out.println(cut + ": " + failure.getMessage());
+            assertTrue(failure.getMessage().contains("rolled back"), failure.getMessage());
+            // The guest keeps running ...
+            long passes = workload.passesReported();
+            assertTrue(workload.awaitPasses(passes + 3, Duration.ofSeconds(30)), "the source guest runs after the rollback");
+            assertEquals(DeviceState.RUNNING.bits(), device.currentState().bits(), "the device runs again");
+            assertTrue(!vm.dirtyLogging(), "dirty logging is off again");
+            // ... with its memory intact: paused, every page holds pass P or P+1 of its own counter.
+            vm.pause();
+            long done = DirtyingWorkload.passesDone(ram);
+            for (long i = 0; i < settings.pages(); i++) {
+                long v = ram.readLong(settings.pageAddress(i));
+                boolean ok = v == DirtyingWorkload.expectedValue(i, done) || v == DirtyingWorkload.expectedValue(i, done + 1);
+                assertTrue(ok, "page " + i + " holds 0x" + Long.toHexString(v) + " after " + done + " passes");
+            }
+            vm.resume();
+            assertEquals(List.of(), device.misuse());
+        }
+    }
+}
