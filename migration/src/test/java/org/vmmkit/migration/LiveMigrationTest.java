@@ -47,6 +47,48 @@ class LiveMigrationTest {
     }
 
     @Test
+    void aWorkloadThatCannotConvergeStopsAtTheIterationCapAndSaysSo() throws Exception {
+        // Flat out over 32 MiB against a 0 ms downtime limit: no round can get under it.
+        DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 32 * MIB, 0, 0);
+        DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
+        MigrationSettings capped = new MigrationSettings(Duration.ZERO, 3, 16, 256, 1024);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            onSource.install(sourceRam, source.createVcpu());
+            destination.createVcpu();
+            source.start(onSource);
+            assertTrue(onSource.awaitPasses(2, Duration.ofSeconds(30)));
+            AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
+            MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
+                    () -> destinationDigest.set(digest(destinationRam)));
+            CompletableFuture<Void> received = CompletableFuture.runAsync(() -> {
+                try (SocketChannel in = server.accept()) {
+                    incoming.receive(in);
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            KvmDirtyLog kvmLog = new KvmDirtyLog(source);
+            MigrationStats stats;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                stats = new MigrationSource(source, List.of(kvmLog), List.of(), capped).migrate(out);
+                received.get(30, TimeUnit.SECONDS);
+            } finally {
+                kvmLog.close();
+            }
+            System.out.println("capped migration: " + stats);
+            assertTrue(stats.stoppedByIterationCap(), "the stats say the cap ended pre-copy");
+            assertEquals(3, stats.rounds());
+            assertArrayEquals(digest(sourceRam), destinationDigest.get());
+            long passesAtPause = DirtyingWorkload.passesDone(sourceRam);
+            assertTrue(onDestination.awaitPasses(passesAtPause + 2, Duration.ofSeconds(30)));
+        }
+    }
+
+    @Test
     void aRunningGuestAndItsDeviceMigrateLiveAndContinue() throws Exception {
         DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 32 * MIB, 0, 100_000);
         DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
