@@ -35,6 +35,7 @@ import org.vmmkit.vfio.migration.V1DeviceMigration;
  */
 public final class MigrationSource {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
 
     private final Vm vm;
     private final GuestMemory memory;
@@ -59,8 +60,35 @@ public final class MigrationSource {
         return new StreamHeader(StreamHeader.VERSION, (int) PAGE, ranges, devs, vcpus);
     }
 
+    private volatile boolean cancelled;
+    private volatile SocketChannel active;
+
+    /**
+     * Cancels the migration from any thread: it is rolled back like a failure. The connection is closed,
+     * which ends a blocked write or read at once (a destination that stopped answering cannot hold the
+     * source); no ABANDON is written, since the sender thread may be in the middle of a frame, and the
+     * destination treats the cut stream as incomplete and does not start.
+     */
+    public void cancel() {
+        cancelled = true;
+        SocketChannel channel = active;
+        if (channel != null) {
+            try {
+                channel.close();
+            } catch (IOException ignored) {
+                // closing is all that is needed; a failure to close changes nothing here
+            }
+        }
+    }
+
+    private void checkCancelled() {
+        if (cancelled) throw new java.util.concurrent.CancellationException("cancelled");
+    }
+
     /** Migrates over {@code channel}; returns the statistics once the destination runs, or throws after rolling back. */
     public MigrationStats migrate(SocketChannel channel) throws MigrationException {
+        active = channel;
+        if (cancelled) cancel();
         long start = System.nanoTime();
         String phase = "setup";
         boolean paused = false, saving = false;
@@ -84,6 +112,7 @@ public final class MigrationSource {
 
             phase = "pre-copy";
             while (true) {
+                checkCancelled();
                 rounds++;
                 long roundStart = System.nanoTime();
                 long bytesBefore = sentBytes(ring);
@@ -113,14 +142,18 @@ public final class MigrationSource {
                 // found, at this rate) plus every device's pending bytes, at the bandwidth just measured.
                 long pendingDevices = 0;
                 for (V1DeviceMigration d : devices) pendingDevices += d.pendingBytes();
-                expected = (long) ((dirty * PAGE + pendingDevices) / bytesPerNano / 1e6);
-                if (expected <= settings.downtimeLimit().toMillis()) break;
+                long expectedMicros = (long) ((dirty * PAGE + pendingDevices) / bytesPerNano / 1e3);
+                expected = expectedMicros / 1000;
+                LOG.log(System.Logger.Level.DEBUG, "round {0}: {1} dirty pages, {2} bytes in {3} us, {4} bytes pending on devices, expected downtime {5} us",
+                        rounds, dirty, bytes, roundNanos / 1000, pendingDevices, expectedMicros);
+                if (expectedMicros <= settings.downtimeLimit().toNanos() / 1000) break;
                 if (rounds >= settings.maxIterations()) {
                     capped = true;
                     break;
                 }
             }
 
+            checkCancelled();
             phase = "stop-and-copy";
             pauseStart = System.nanoTime();
             vm.pause();
@@ -147,7 +180,10 @@ public final class MigrationSource {
                     transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped);
         } catch (Throwable failure) {
             String rollback = rollBack(saving, paused, tracker);
-            throw new MigrationException("migration failed in " + phase + ": " + failure.getMessage() + "; " + rollback, failure);
+            String where = phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s") + " (expected downtime "
+                    + expected + " ms)" : "");
+            if (cancelled) throw new MigrationException("migration cancelled in " + where + "; " + rollback, failure);
+            throw new MigrationException("migration failed in " + where + ": " + failure.getMessage() + "; " + rollback, failure);
         } finally {
             if (ring != null) ring.close();
             tracker.close();

@@ -6,9 +6,8 @@ import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.time.Duration;
-import java.util.List;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.List;
 
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -66,6 +65,85 @@ class RollbackTest {
         }
     }
 
+    enum CancelAt { IN_PRE_COPY, WHILE_THE_DESTINATION_HANGS_BEFORE_ITS_ACKNOWLEDGEMENT }
+
+    /** A destination that takes everything and never answers the COMPLETE: only a cancel ends the wait. */
+    private static void silentDestination(ServerSocketChannel server, java.util.concurrent.CountDownLatch completeSeen) {
+        try (SocketChannel in = server.accept()) {
+            StreamHeader.read(in);
+            new FrameCodec(1 << 20).write(in, FrameType.READY, 0, 0, null, null);
+            FrameCodec codec = new FrameCodec(1L << 30);
+            ByteBuffer scratch = ByteBuffer.allocateDirect(8 << 20);
+            while (true) {
+                FrameType t = codec.readHeader(in);
+                for (long left = codec.length(); left > 0; ) {
+                    scratch.clear().limit((int) Math.min(left, scratch.capacity()));
+                    codec.readPayloadUnchecked(in, scratch);
+                    left -= scratch.position();
+                }
+                if (t == FrameType.COMPLETE) completeSeen.countDown();
+            }
+        } catch (Exception e) {
+            // ends when the source closes the connection
+        }
+    }
+
+    @ParameterizedTest(name = "cancelled {0}")
+    @EnumSource(CancelAt.class)
+    void aCancelledMigrationRollsBackAndNeverHangs(CancelAt when) throws Exception {
+        DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 16 * MIB, 0, 0); // flat out
+        DirtyingWorkload workload = new DirtyingWorkload(settings);
+        // In pre-copy: a device whose workload keeps dirtying its 16 MiB, one chunk a round, against a 0 ms
+        // limit, so pending device data never runs out and pre-copy is still going when the cancel comes.
+        // Before the acknowledgement: two rounds, then the handover to a destination that never answers.
+        MigrationSettings settingsForCase = when == CancelAt.IN_PRE_COPY
+                ? new MigrationSettings(java.time.Duration.ZERO, 1_000_000, 1, 256, 1024)
+                : new MigrationSettings(java.time.Duration.ZERO, 2, 16, 256, 1024);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory ram = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
+             Vm vm = kvm.createVm(ram);
+             EmulatedMigratableDevice device = new EmulatedMigratableDevice(EmulatedMigratableDevice.Config.defaults("gpu0")
+                     .withMemory(16 * MIB).withOpsPerSecond(20_000), 1);
+             V1DeviceMigration deviceMigration = V1DeviceMigration.open(device, 0, V1DeviceMigration.Options.DEFAULT);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            workload.install(ram, vm.createVcpu());
+            vm.start(workload);
+            assertTrue(workload.awaitPasses(1, Duration.ofSeconds(30)));
+            java.util.concurrent.CountDownLatch completeSeen = new java.util.concurrent.CountDownLatch(1);
+            // Own threads, not the common pool: on 2 cores its single worker would be taken by the destination.
+            Thread destination = Thread.ofPlatform().start(() -> silentDestination(server, completeSeen));
+            KvmDirtyLog log = new KvmDirtyLog(vm);
+            MigrationSource source = new MigrationSource(vm, List.of(log), List.of(deviceMigration), settingsForCase);
+            Thread canceller = Thread.ofPlatform().start(() -> {
+                try {
+                    if (when == CancelAt.IN_PRE_COPY) Thread.sleep(300);
+                    else completeSeen.await(30, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                source.cancel();
+            });
+            long t0 = System.nanoTime();
+            MigrationException failure;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                failure = assertThrows(MigrationException.class, () -> source.migrate(out));
+            } finally {
+                log.close();
+            }
+            canceller.join(30_000);
+            destination.join(30_000);
+            System.out.println(when + ": " + failure.getMessage());
+            assertTrue(failure.getMessage().startsWith("migration cancelled in " + (when == CancelAt.IN_PRE_COPY ? "pre-copy" : "handover")),
+                    failure.getMessage());
+            assertTrue(System.nanoTime() - t0 < 30_000_000_000L, "no hang");
+            long passes = workload.passesReported();
+            assertTrue(workload.awaitPasses(passes + 3, Duration.ofSeconds(30)), "the source guest runs after the cancel");
+            assertTrue(!vm.dirtyLogging(), "dirty logging is off again");
+            assertEquals(DeviceState.RUNNING.bits(), device.currentState().bits(), "the device runs again");
+            assertEquals(List.of(), device.misuse());
+        }
+    }
+
     @ParameterizedTest(name = "connection cut {0}")
     @EnumSource(Cut.class)
     void theSourceGuestKeepsRunningWithItsMemoryIntact(Cut cut) throws Exception {
@@ -84,7 +162,7 @@ class RollbackTest {
             device.attachDma(container, 24 * MIB, 4 * MIB);
             vm.start(workload);
             assertTrue(workload.awaitPasses(1, Duration.ofSeconds(30)));
-            CompletableFuture<Void> destination = CompletableFuture.runAsync(() -> cuttingDestination(server, cut));
+            Thread destination = Thread.ofPlatform().start(() -> cuttingDestination(server, cut));
             KvmDirtyLog log = new KvmDirtyLog(vm);
             MigrationException failure;
             try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
@@ -94,7 +172,7 @@ class RollbackTest {
             } finally {
                 log.close();
             }
-            destination.get(30, TimeUnit.SECONDS);
+            destination.join(30_000);
             System.out.println(cut + ": " + failure.getMessage());
             assertTrue(failure.getMessage().contains("rolled back"), failure.getMessage());
             // The guest keeps running ...
