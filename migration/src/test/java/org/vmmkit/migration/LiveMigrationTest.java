@@ -7,8 +7,6 @@ import java.nio.channels.SocketChannel;
 import java.security.MessageDigest;
 import java.time.Duration;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.jupiter.api.Test;
@@ -46,6 +44,31 @@ class LiveMigrationTest {
         }
     }
 
+    /**
+     * Runs {@code incoming} on its own thread (not the common pool: on 2 cores its single worker may be taken)
+     * and migrates {@code source} to it over loopback; returns the source's statistics once both ends are done.
+     */
+    private static MigrationStats migrate(Vm source, List<org.vmmkit.dirty.DirtySource> dirty, List<V1DeviceMigration> devices,
+                                          MigrationSettings settings, MigrationDestination incoming) throws Exception {
+        try (ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            AtomicReference<Throwable> destinationFailure = new AtomicReference<>();
+            Thread destination = Thread.ofPlatform().name("destination").start(() -> {
+                try (SocketChannel in = server.accept()) {
+                    incoming.receive(in);
+                } catch (Throwable t) {
+                    destinationFailure.set(t);
+                }
+            });
+            MigrationStats stats;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                stats = new MigrationSource(source, dirty, devices, settings).migrate(out);
+            }
+            destination.join(30_000);
+            assertNull(destinationFailure.get(), "the destination failed");
+            return stats;
+        }
+    }
+
     @Test
     void aWorkloadThatCannotConvergeStopsAtTheIterationCapAndSaysSo() throws Exception {
         // Flat out over 32 MiB against a 0 ms downtime limit: no round can get under it.
@@ -55,8 +78,7 @@ class LiveMigrationTest {
         try (Kvm kvm = Kvm.open();
              GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
              GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
-             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam);
-             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam)) {
             onSource.install(sourceRam, source.createVcpu());
             destination.createVcpu();
             source.start(onSource);
@@ -64,18 +86,10 @@ class LiveMigrationTest {
             AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
             MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
                     () -> destinationDigest.set(digest(destinationRam)));
-            CompletableFuture<Void> received = CompletableFuture.runAsync(() -> {
-                try (SocketChannel in = server.accept()) {
-                    incoming.receive(in);
-                } catch (Exception e) {
-                    throw new RuntimeException(e);
-                }
-            });
             KvmDirtyLog kvmLog = new KvmDirtyLog(source);
             MigrationStats stats;
-            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
-                stats = new MigrationSource(source, List.of(kvmLog), List.of(), capped).migrate(out);
-                received.get(30, TimeUnit.SECONDS);
+            try {
+                stats = migrate(source, List.of(kvmLog), List.of(), capped, incoming);
             } finally {
                 kvmLog.close();
             }
@@ -101,8 +115,7 @@ class LiveMigrationTest {
              EmulatedMigratableDevice a = new EmulatedMigratableDevice(deviceConfig, 1);
              EmulatedMigratableDevice b = new EmulatedMigratableDevice(deviceConfig, 2).recordDigestOnResume();
              V1DeviceMigration aMigration = V1DeviceMigration.open(a, 0, V1DeviceMigration.Options.DEFAULT);
-             V1DeviceMigration bMigration = V1DeviceMigration.open(b, 0, V1DeviceMigration.Options.DEFAULT);
-             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+             V1DeviceMigration bMigration = V1DeviceMigration.open(b, 0, V1DeviceMigration.Options.DEFAULT)) {
             onSource.install(sourceRam, source.createVcpu());
             destination.createVcpu();
             EmulatedVfioContainer container = new EmulatedVfioContainer("emulated-container", 4096, EmulatedVfioContainer.Tracking.PRECISE);
@@ -114,20 +127,11 @@ class LiveMigrationTest {
             AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
             MigrationDestination incoming = new MigrationDestination(destination, List.of(bMigration), onDestination,
                     () -> destinationDigest.set(digest(destinationRam)));
-            CompletableFuture<Void> received = CompletableFuture.runAsync(() -> {
-                try (SocketChannel in = server.accept()) {
-                    incoming.receive(in);
-                } catch (Exception e) {
-                    throw new RuntimeException(e);
-                }
-            });
             KvmDirtyLog kvmLog = new KvmDirtyLog(source);
             MigrationStats stats;
-            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
-                MigrationSource migration = new MigrationSource(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)),
-                        List.of(aMigration), MigrationSettings.DEFAULT);
-                stats = migration.migrate(out);
-                received.get(30, TimeUnit.SECONDS);
+            try {
+                stats = migrate(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)), List.of(aMigration),
+                        MigrationSettings.DEFAULT, incoming);
             } finally {
                 kvmLog.close();
             }

@@ -39,6 +39,15 @@ class RollbackTest {
 
     enum Cut { IN_SETUP, MID_ROUND, IN_STOP_AND_COPY, BEFORE_THE_ACKNOWLEDGEMENT }
 
+    /** Reads past the payload of the frame whose header {@code codec} just read. */
+    private static void skipPayload(FrameCodec codec, SocketChannel in, ByteBuffer scratch) throws java.io.IOException {
+        for (long left = codec.length(); left > 0; ) {
+            scratch.clear().limit((int) Math.min(left, scratch.capacity()));
+            codec.readPayloadUnchecked(in, scratch);
+            left -= scratch.position();
+        }
+    }
+
     /** A destination that reads the stream and closes the connection at {@code cut}. */
     private static void cuttingDestination(ServerSocketChannel server, Cut cut) {
         try (SocketChannel in = server.accept()) {
@@ -50,11 +59,7 @@ class RollbackTest {
             long frames = 0;
             while (true) {
                 FrameType t = codec.readHeader(in);
-                for (long left = codec.length(); left > 0; ) {
-                    scratch.clear().limit((int) Math.min(left, scratch.capacity()));
-                    codec.readPayloadUnchecked(in, scratch);
-                    left -= scratch.position();
-                }
+                skipPayload(codec, in, scratch);
                 frames++;
                 if (cut == Cut.MID_ROUND && frames == 20) return;
                 if (cut == Cut.IN_STOP_AND_COPY && t == FrameType.VCPU_STATE) return;
@@ -76,11 +81,7 @@ class RollbackTest {
             ByteBuffer scratch = ByteBuffer.allocateDirect(8 << 20);
             while (true) {
                 FrameType t = codec.readHeader(in);
-                for (long left = codec.length(); left > 0; ) {
-                    scratch.clear().limit((int) Math.min(left, scratch.capacity()));
-                    codec.readPayloadUnchecked(in, scratch);
-                    left -= scratch.position();
-                }
+                skipPayload(codec, in, scratch);
                 if (t == FrameType.COMPLETE) completeSeen.countDown();
             }
         } catch (Exception e) {
