@@ -104,7 +104,7 @@ public final class MigrationSource {
             tracker.start();
             saving = true;
             for (V1DeviceMigration d : devices) d.startPrecopy();
-            ring = new TransferRing(settings.ringSize(), channel, new MemoryViews(memory), settings.maxFramePages());
+            ring = new TransferRing(settings.ringSize(), channel, new MemoryViews(memory), settings.maxFramePages(), settings.maxBandwidth());
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
             List<DeviceProducer> deviceProducers = new ArrayList<>();
             for (V1DeviceMigration d : devices) deviceProducers.add(new DeviceProducer(d, ring));

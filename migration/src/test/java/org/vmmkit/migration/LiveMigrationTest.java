@@ -25,6 +25,7 @@ import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -66,6 +67,41 @@ class LiveMigrationTest {
             destination.join(30_000);
             assertNull(destinationFailure.get(), "the destination failed");
             return stats;
+        }
+    }
+
+    @Test
+    void aBandwidthCapHoldsTheSendRate() throws Exception {
+        long cap = 40L << 20; // 40 MiB/s: the first round (24 MiB of random content, 16 MiB dirtied) takes ~1 s
+        DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 16 * MIB, 0, 2_000);
+        DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
+        try (Kvm kvm = Kvm.open();
+             GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
+             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam)) {
+            onSource.install(sourceRam, source.createVcpu());
+            // Random content everywhere else, so the cap is measured on real RAM frames, not zero runs.
+            java.util.SplittableRandom random = new java.util.SplittableRandom(4);
+            for (long a = 40 * MIB; a < 64 * MIB; a += 8) sourceRam.writeLong(a, random.nextLong());
+            destination.createVcpu();
+            source.start(onSource);
+            assertTrue(onSource.awaitPasses(1, Duration.ofSeconds(30)));
+            AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
+            MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
+                    () -> destinationDigest.set(digest(destinationRam)));
+            KvmDirtyLog kvmLog = new KvmDirtyLog(source);
+            MigrationStats stats;
+            try {
+                stats = migrate(source, List.of(kvmLog), List.of(), MigrationSettings.DEFAULT.withMaxBandwidth(cap), incoming);
+            } finally {
+                kvmLog.close();
+            }
+            System.out.println("capped at 40 MiB/s: " + stats);
+            double bytesPerSecond = stats.transferredBytes() / (stats.totalMillis() / 1000.0);
+            assertTrue(bytesPerSecond <= cap * 1.10, "sent at " + (long) bytesPerSecond + " B/s over a cap of " + cap);
+            assertTrue(stats.totalMillis() >= 500, "a capped migration of this size cannot take " + stats.totalMillis() + " ms");
+            assertFalse(stats.stoppedByIterationCap(), "2000 pages/s under a 40 MiB/s cap converges: " + stats);
+            assertArrayEquals(digest(sourceRam), destinationDigest.get());
         }
     }
 

@@ -35,15 +35,17 @@ import org.vmmkit.vfio.migration.DeviceChunk;
  * sees its chunk released and then reads {@link #failure()} sees the failure.
  */
 public final class TransferRing implements AutoCloseable {
+    private static final long RAM_PAGE = org.vmmkit.core.memory.GuestMemory.PAGE_SIZE;
     private final RingBuffer<ChunkDescriptor> ring;
     private final BatchEventProcessor<ChunkDescriptor> processor;
     private final Thread sender;
     private volatile Throwable failure;
     private long framesWritten, deviceBytes, deviceChunks;
 
-    public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages, WaitStrategy wait) {
+    public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages, WaitStrategy wait,
+                        long maxBandwidth) {
         this.ring = RingBuffer.createMultiProducer(ChunkDescriptor::new, size, wait);
-        Sender handler = new Sender(out, views, maxFramePages);
+        Sender handler = new Sender(out, views, maxFramePages, maxBandwidth);
         this.processor = new BatchEventProcessorBuilder().build(ring, ring.newBarrier(), handler);
         processor.setExceptionHandler(new ExceptionHandler<>() {
             public void handleEventException(Throwable ex, long sequence, ChunkDescriptor event) {
@@ -64,7 +66,12 @@ public final class TransferRing implements AutoCloseable {
 
     /** With a blocking wait strategy: on 2 cores a spinning sender would take the producers' core. */
     public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages) {
-        this(size, out, views, maxFramePages, new BlockingWaitStrategy());
+        this(size, out, views, maxFramePages, new BlockingWaitStrategy(), 0);
+    }
+
+    /** As above, with a bandwidth cap in bytes per second (0 = unlimited). */
+    public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
+        this(size, out, views, maxFramePages, new BlockingWaitStrategy(), maxBandwidth);
     }
 
     private void fail(Throwable t) {
@@ -174,9 +181,32 @@ public final class TransferRing implements AutoCloseable {
         /** ByteBuffer views of device data sections, made once per segment (a few per device). */
         private final IdentityHashMap<MemorySegment, ByteBuffer> deviceViews = new IdentityHashMap<>();
 
-        Sender(GatheringByteChannel out, MemoryViews views, long maxFramePages) {
+        private final long nanosPerByte100; // 100 x nanoseconds per byte at the cap; 0 = no cap
+        private long paceStart, paceBytes;
+
+        Sender(GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
             this.out = out;
             this.ram = new RamSender(views, codec, maxFramePages);
+            this.nanosPerByte100 = maxBandwidth == 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
+        }
+
+        /**
+         * Holds the send rate under the cap: after {@code bytes} more, waits until the schedule of the cap
+         * catches up. A sender that fell more than 100 ms behind (a stall) restarts the schedule rather than
+         * bursting to catch up.
+         */
+        private void pace(long bytes) {
+            if (nanosPerByte100 == 0) return;
+            long now = System.nanoTime();
+            if (paceStart == 0) paceStart = now;
+            paceBytes += bytes;
+            long due = paceStart + paceBytes * nanosPerByte100 / 100;
+            if (now - due > 100_000_000L) {
+                paceStart = now;
+                paceBytes = 0;
+            } else if (due > now) {
+                LockSupport.parkNanos(due - now);
+            }
         }
 
         @Override
@@ -185,10 +215,12 @@ public final class TransferRing implements AutoCloseable {
                 case RAM -> {
                     if (failure == null) {
                         long before = ram.frames();
+                        long pagesBefore = ram.ramPages();
                         ram.sendRun(out, d.region, d.firstPage, d.pages);
                         framesWritten += ram.frames() - before;
                         ramPagesSent = ram.ramPages();
                         zeroPagesSent = ram.zeroPages();
+                        pace((ram.ramPages() - pagesBefore) * (RAM_PAGE + 4) + (ram.frames() - before) * FrameCodec.HEADER);
                     }
                     d.region = null;
                 }
@@ -203,6 +235,7 @@ public final class TransferRing implements AutoCloseable {
                             framesWritten++;
                             deviceBytes += c.length();
                             deviceChunks++;
+                            pace(c.length() + FrameCodec.HEADER);
                         }
                     } catch (IOException | RuntimeException e) {
                         fail(e); // recorded before the release below
