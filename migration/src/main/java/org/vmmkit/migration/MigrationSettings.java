@@ -2,28 +2,44 @@ package org.vmmkit.migration;
 
 import java.time.Duration;
 
+import org.vmmkit.migration.wire.StreamHeader;
+
 /**
  * How a migration runs: the downtime it may cost, the pre-copy round cap, how many chunks a device may
- * send per round, the RAM frame size, the ring size, and the bandwidth cap in bytes per second (0 =
- * unlimited). (Several channels come later.)
+ * send per round, the RAM frame size, the ring size, the bandwidth cap in bytes per second (0 = unlimited)
+ * and the number of connections (RAM spread over all of them; device data and control in order on the first).
  */
 public record MigrationSettings(Duration downtimeLimit, int maxIterations, int deviceChunksPerRound, long maxFramePages,
-                                int ringSize, long maxBandwidth) {
-    public static final MigrationSettings DEFAULT = new MigrationSettings(Duration.ofMillis(300), 30, 16, 256, 1024, 0);
+                                int ringSize, long maxBandwidth, int channels) {
+    public static final MigrationSettings DEFAULT = new MigrationSettings(Duration.ofMillis(300), 30, 16, 256, 1024, 0, 1);
 
     public MigrationSettings(Duration downtimeLimit, int maxIterations, int deviceChunksPerRound, long maxFramePages, int ringSize) {
-        this(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, 0);
-    }
-
-    public MigrationSettings withMaxBandwidth(long bytesPerSecond) {
-        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, bytesPerSecond);
+        this(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, 0, 1);
     }
 
     public MigrationSettings {
         if (downtimeLimit.isNegative() || maxIterations < 1 || deviceChunksPerRound < 1 || maxFramePages < 1
-                || Integer.bitCount(ringSize) != 1 || maxBandwidth < 0) {
-            throw new IllegalArgumentException("bad migration settings: " + downtimeLimit + ", " + maxIterations + " rounds, "
-                    + deviceChunksPerRound + " chunks a round, " + maxFramePages + " pages a frame, ring " + ringSize);
+                || Integer.bitCount(ringSize) != 1 || maxBandwidth < 0 || channels < 1 || channels > StreamHeader.MAX_CHANNELS) {
+            throw new IllegalArgumentException("bad migration settings: downtime limit " + downtimeLimit + ", " + maxIterations + " rounds, "
+                    + deviceChunksPerRound + " chunks a round, " + maxFramePages + " pages a frame, ring " + ringSize
+                    + " (a power of two), max bandwidth " + maxBandwidth + ", " + channels + " channels (1 to "
+                    + StreamHeader.MAX_CHANNELS + ")");
         }
+    }
+
+    public MigrationSettings withDowntimeLimit(Duration limit) {
+        return new MigrationSettings(limit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels);
+    }
+
+    public MigrationSettings withMaxIterations(int rounds) {
+        return new MigrationSettings(downtimeLimit, rounds, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels);
+    }
+
+    public MigrationSettings withMaxBandwidth(long bytesPerSecond) {
+        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, bytesPerSecond, channels);
+    }
+
+    public MigrationSettings withChannels(int count) {
+        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, count);
     }
 }

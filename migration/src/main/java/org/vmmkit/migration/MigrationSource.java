@@ -2,6 +2,7 @@ package org.vmmkit.migration;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.net.SocketAddress;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -61,18 +62,24 @@ public final class MigrationSource {
     }
 
     private volatile boolean cancelled;
-    private volatile SocketChannel active;
+    private volatile List<SocketChannel> active = List.of();
+
+    // Live statistics: written by the migrating thread, read by stats() from any thread.
+    private volatile String status = "none";
+    private volatile long startNanos, setupNanos, expectedMicros, rounds, dirtyRate, roundRemaining, roundSentAtStart;
+    private volatile boolean capped;
+    private volatile TransferRing liveRing;
+    private volatile MigrationStats finalStats;
 
     /**
-     * Cancels the migration from any thread: it is rolled back like a failure. The connection is closed,
+     * Cancels the migration from any thread: it is rolled back like a failure. The connections are closed,
      * which ends a blocked write or read at once (a destination that stopped answering cannot hold the
-     * source); no ABANDON is written, since the sender thread may be in the middle of a frame, and the
+     * source); no ABANDON is written, since a sender thread may be in the middle of a frame, and the
      * destination treats the cut stream as incomplete and does not start.
      */
     public void cancel() {
         cancelled = true;
-        SocketChannel channel = active;
-        if (channel != null) {
+        for (SocketChannel channel : active) {
             try {
                 channel.close();
             } catch (IOException ignored) {
@@ -85,39 +92,121 @@ public final class MigrationSource {
         if (cancelled) throw new java.util.concurrent.CancellationException("cancelled");
     }
 
-    /** Migrates over {@code channel}; returns the statistics once the destination runs, or throws after rolling back. */
+    /**
+     * The statistics now, from any thread: live while the migration runs (its status, rounds, bytes sent,
+     * what the current round still has to send, the expected downtime), final once it ended.
+     */
+    public MigrationStats stats() {
+        MigrationStats done = finalStats;
+        if (done != null) return done;
+        String now = status;
+        if (now.equals("none")) return MigrationStats.none();
+        TransferRing ring = liveRing;
+        long total = System.nanoTime() - startNanos;
+        long sent = ring == null ? 0 : ring.bytesWritten();
+        long remaining = Math.max(0, roundRemaining - (sent - roundSentAtStart));
+        return new MigrationStats(now, total / 1_000_000, setupNanos / 1_000_000, 0, expectedMicros / 1000, sent, remaining, rounds,
+                ring == null ? 0 : ring.ramPages(), ring == null ? 0 : ring.zeroPages(), ring == null ? 0 : ring.deviceBytes(), dirtyRate,
+                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
+    }
+
+    private List<MigrationStats.DeviceStats> deviceStats() {
+        List<MigrationStats.DeviceStats> out = new ArrayList<>();
+        for (V1DeviceMigration d : devices) out.add(new MigrationStats.DeviceStats(d.deviceName(), d.bytesSaved(), d.chunksSaved()));
+        return out;
+    }
+
+    /**
+     * Connects {@code settings.channels()} times to {@code destination} (the first connection first, so the
+     * destination accepts it first), migrates, and closes the connections.
+     */
+    public MigrationStats migrate(SocketAddress destination) throws MigrationException {
+        List<SocketChannel> channels = new ArrayList<>();
+        try {
+            try {
+                for (int i = 0; i < settings.channels(); i++) channels.add(SocketChannel.open(destination));
+            } catch (IOException e) {
+                throw new MigrationException("connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
+                        + ") failed: " + e.getMessage() + "; nothing was changed", e);
+            }
+            return migrate(channels);
+        } finally {
+            for (SocketChannel c : channels) {
+                try {
+                    c.close();
+                } catch (IOException ignored) {
+                    // the migration's outcome is decided; closing cannot change it
+                }
+            }
+        }
+    }
+
+    /** Migrates over one connection (settings with one channel). */
     public MigrationStats migrate(SocketChannel channel) throws MigrationException {
-        active = channel;
+        return migrate(List.of(channel));
+    }
+
+    /**
+     * Migrates over {@code channels} (as many as the settings say; the first carries the header, device
+     * data, control and the return path); returns the statistics once the destination runs, or throws after
+     * rolling back.
+     */
+    public MigrationStats migrate(List<SocketChannel> channels) throws MigrationException {
+        if (channels.size() != settings.channels()) {
+            throw new IllegalArgumentException(channels.size() + " connections for a migration set to " + settings.channels() + " channels");
+        }
+        SocketChannel channel = channels.get(0);
+        active = List.copyOf(channels);
         if (cancelled) cancel();
         long start = System.nanoTime();
+        startNanos = start;
+        status = "setup";
         String phase = "setup";
+        MigrationEvents.Phase phaseEvent = new MigrationEvents.Phase();
+        phaseEvent.begin();
         boolean paused = false, saving = false;
-        long pauseStart = 0, setupNanos = 0, expected = 0, rounds = 0, lastDirtyRate = 0;
-        boolean capped = false;
+        long pauseStart = 0;
         FrameCodec back = new FrameCodec(1 << 20);
         DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
         TransferRing ring = null;
         try {
-            ByteBuffer header = headerOf(memory, devices, vm.vcpus().size()).encode();
+            long streamId = new java.security.SecureRandom().nextLong();
+            ByteBuffer header = headerOf(memory, devices, vm.vcpus().size()).withChannels(channels.size(), streamId).encode();
             while (header.hasRemaining()) channel.write(header);
+            FrameCodec hello = new FrameCodec(0);
+            for (int i = 1; i < channels.size(); i++) hello.write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
             expectFromDestination(channel, back, FrameType.READY, "setup");
             tracker.start();
             saving = true;
             for (V1DeviceMigration d : devices) d.startPrecopy();
-            ring = new TransferRing(settings.ringSize(), channel, new MemoryViews(memory), settings.maxFramePages(), settings.maxBandwidth());
+            ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(), settings.maxBandwidth());
+            liveRing = ring;
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
             List<DeviceProducer> deviceProducers = new ArrayList<>();
             for (V1DeviceMigration d : devices) deviceProducers.add(new DeviceProducer(d, ring));
             setupNanos = System.nanoTime() - start;
-
+            phaseEvent = endPhase(phaseEvent, phase, "done");
             phase = "pre-copy";
+            status = "active";
+
+            // The dirty rate and the bandwidth are measured over windows of at least 100 ms (a round can
+            // last under a millisecond once pre-copy has caught up, and one such round says little).
+            long windowStart = System.nanoTime(), windowDirty = 0, windowBytes = 0, windowBytesStart = 0;
+            double bytesPerNano = 0;
             while (true) {
                 checkCancelled();
-                rounds++;
+                long round = rounds + 1;
+                MigrationEvents.Round roundEvent = new MigrationEvents.Round();
+                roundEvent.begin();
                 long roundStart = System.nanoTime();
-                long bytesBefore = sentBytes(ring);
+                long bytesBefore = ring.bytesWritten();
                 tracker.sync();
                 long dirty = tracker.dirtyPages();
+                long pendingBefore = 0;
+                for (V1DeviceMigration d : devices) pendingBefore += d.pendingBytes();
+                roundSentAtStart = bytesBefore;
+                roundRemaining = dirty * PAGE + pendingBefore;
+                rounds = round;
                 List<Thread> threads = new ArrayList<>();
                 List<Throwable> deviceErrors = new java.util.concurrent.CopyOnWriteArrayList<>();
                 for (DeviceProducer p : deviceProducers) {
@@ -132,56 +221,88 @@ public final class MigrationSource {
                 producer.publish(tracker);
                 for (Thread t : threads) t.join();
                 if (!deviceErrors.isEmpty()) throw deviceErrors.get(0);
-                ring.publishControl(FrameType.END_OF_ROUND, rounds, 0);
+                ring.publishControl(FrameType.END_OF_ROUND, round, 0);
                 ring.awaitSent(60, TimeUnit.SECONDS);
-                long roundNanos = Math.max(1, System.nanoTime() - roundStart);
-                long bytes = sentBytes(ring) - bytesBefore;
-                double bytesPerNano = Math.max(bytes, 1) / (double) roundNanos;
-                lastDirtyRate = (long) (dirty * 1e9 / roundNanos);
-                // Stopping now would send what was dirtied during this round (about as much as this round
-                // found, at this rate) plus every device's pending bytes, at the bandwidth just measured.
+                long now = System.nanoTime();
+                long roundNanos = Math.max(1, now - roundStart);
+                long bytes = ring.bytesWritten() - bytesBefore;
+                windowDirty += dirty;
+                if (bytesPerNano == 0 || now - windowStart >= 100_000_000L) {
+                    long windowNanos = Math.max(1, now - windowStart);
+                    dirtyRate = (long) (windowDirty * 1e9 / windowNanos);
+                    windowBytes = ring.bytesWritten() - windowBytesStart;
+                    bytesPerNano = Math.max(windowBytes, 1) / (double) windowNanos;
+                    windowStart = now;
+                    windowDirty = 0;
+                    windowBytesStart = ring.bytesWritten();
+                }
+                // Stopping now would send what the guest dirties in a round like this one (at the measured
+                // dirty rate, and no less than this round found) plus every device's pending bytes, at the
+                // measured bandwidth.
                 long pendingDevices = 0;
                 for (V1DeviceMigration d : devices) pendingDevices += d.pendingBytes();
-                long expectedMicros = (long) ((dirty * PAGE + pendingDevices) / bytesPerNano / 1e3);
-                expected = expectedMicros / 1000;
+                long nextDirty = Math.max(dirty, (long) (dirtyRate * (roundNanos / 1e9)));
+                long micros = (long) ((nextDirty * PAGE + pendingDevices) / Math.max(bytesPerNano, Math.max(bytes, 1) / (double) roundNanos) / 1e3);
+                expectedMicros = micros;
+                roundEvent.round = round;
+                roundEvent.dirtyPages = dirty;
+                roundEvent.bytes = bytes;
+                roundEvent.devicePending = pendingDevices;
+                roundEvent.expectedDowntime = micros;
+                roundEvent.commit();
                 LOG.log(System.Logger.Level.DEBUG, "round {0}: {1} dirty pages, {2} bytes in {3} us, {4} bytes pending on devices, expected downtime {5} us",
-                        rounds, dirty, bytes, roundNanos / 1000, pendingDevices, expectedMicros);
-                if (expectedMicros <= settings.downtimeLimit().toNanos() / 1000) break;
-                if (rounds >= settings.maxIterations()) {
+                        round, dirty, bytes, roundNanos / 1000, pendingDevices, micros);
+                if (micros <= settings.downtimeLimit().toNanos() / 1000) break;
+                if (round >= settings.maxIterations()) {
                     capped = true;
                     break;
                 }
             }
 
             checkCancelled();
+            phaseEvent = endPhase(phaseEvent, phase, capped ? "iteration cap" : "converged");
             phase = "stop-and-copy";
+            status = "device";
             pauseStart = System.nanoTime();
             vm.pause();
             paused = true;
             for (V1DeviceMigration d : devices) d.enterStopAndCopy();
             tracker.sync();
+            roundSentAtStart = ring.bytesWritten();
+            roundRemaining = tracker.dirtyPages() * PAGE;
             producer.publish(tracker);
             for (int i = 0; i < devices.size(); i++) {
                 if (deviceProducers.get(i).drain(0) != 0) throw new IllegalStateException("device " + devices.get(i).deviceName() + " still has data");
                 devices.get(i).transition(DeviceState.STOP);
             }
             for (Vcpu v : vm.vcpus()) ring.publishControl(FrameType.VCPU_STATE, v.id(), 0, ByteBuffer.wrap(v.state().toBytes()));
-            ring.publishControl(FrameType.COMPLETE, ring.framesWritten(), 0);
+            ring.publishComplete();
             ring.awaitSent(60, TimeUnit.SECONDS);
 
+            phaseEvent = endPhase(phaseEvent, phase, "sent");
             phase = "handover";
             expectFromDestination(channel, back, FrameType.ACK_COMPLETE, "handover");
             long downtime = System.nanoTime() - pauseStart;
             tracker.stop();
+            endPhase(phaseEvent, phase, "acknowledged");
             long total = System.nanoTime() - start;
-            long transferred = sentBytes(ring);
-            return new MigrationStats("completed", total / 1_000_000, setupNanos / 1_000_000, downtime / 1_000_000, expected, transferred,
-                    rounds, ring.ramPages(), ring.zeroPages(), ring.deviceBytes(), lastDirtyRate,
-                    transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped);
+            long transferred = ring.bytesWritten();
+            MigrationStats stats = new MigrationStats("completed", total / 1_000_000, setupNanos / 1_000_000, downtime / 1_000_000,
+                    expectedMicros / 1000, transferred, 0, rounds, ring.ramPages(), ring.zeroPages(), ring.deviceBytes(), dirtyRate,
+                    transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
+            finalStats = stats;
+            return stats;
         } catch (Throwable failure) {
             String rollback = rollBack(saving, paused, tracker);
-            String where = phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s") + " (expected downtime "
-                    + expected + " ms)" : "");
+            long done = rounds;
+            String where = phase + (done > 0 ? " after " + done + " round" + (done == 1 ? "" : "s") + " (expected downtime "
+                    + expectedMicros / 1000 + " ms)" : "");
+            endPhase(phaseEvent, phase, cancelled ? "cancelled" : "failed");
+            MigrationStats live = stats();
+            finalStats = new MigrationStats(cancelled ? "cancelled" : "failed", live.totalMillis(), live.setupMillis(), 0,
+                    live.expectedDowntimeMillis(), live.transferredBytes(), live.remainingBytes(), live.rounds(), live.ramPages(),
+                    live.zeroPages(), live.deviceBytes(), live.dirtyPagesRate(), live.throughputMbps(), live.stoppedByIterationCap(),
+                    live.devices());
             if (cancelled) throw new MigrationException("migration cancelled in " + where + "; " + rollback, failure);
             throw new MigrationException("migration failed in " + where + ": " + failure.getMessage() + "; " + rollback, failure);
         } finally {
@@ -190,8 +311,14 @@ public final class MigrationSource {
         }
     }
 
-    private static long sentBytes(TransferRing ring) {
-        return (ring.ramPages() * (PAGE + 4)) + ring.deviceBytes() + ring.framesWritten() * FrameCodec.HEADER;
+    /** Commits the event of the phase that ends; returns the next phase's event, begun. */
+    private static MigrationEvents.Phase endPhase(MigrationEvents.Phase event, String phase, String outcome) {
+        event.phase = phase;
+        event.outcome = outcome;
+        event.commit();
+        MigrationEvents.Phase next = new MigrationEvents.Phase();
+        next.begin();
+        return next;
     }
 
     /** Reads the destination's answer: the expected type, or an ERROR whose reason is thrown. */

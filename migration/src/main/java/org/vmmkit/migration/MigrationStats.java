@@ -1,11 +1,31 @@
 package org.vmmkit.migration;
 
+import java.util.List;
+
 /**
- * What a finished (or failed) migration reports, in QEMU's query-migrate vocabulary: status, total time,
- * setup time, downtime (pause to the destination's acknowledgement), the expected downtime at the last
- * round, bytes transferred, rounds (dirty syncs), zero pages, the dirty page rate and the throughput, and
- * whether the last round was reached by the iteration cap rather than the downtime limit.
+ * A migration's statistics, in QEMU's query-migrate vocabulary, as a snapshot: taken live from
+ * {@link MigrationSource#stats()} while it runs, or returned when it completes. {@code status} is one of
+ * {@code none, setup, active, device, completed, failed, cancelled} ({@code device}: vCPUs paused, the
+ * stop-and-copy and the handover). Times in milliseconds; the downtime runs from the pause to the
+ * destination's acknowledgement that its VM runs; {@code remainingBytes} is what the current round still
+ * has to send (its dirty pages plus the devices' pending bytes at the round's start, less what was sent);
+ * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
+ * by {@code max-iterations} rather than the downtime limit.
  */
 public record MigrationStats(String status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
-                             long transferredBytes, long rounds, long ramPages, long zeroPages, long deviceBytes,
-                             long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap) {}
+                             long transferredBytes, long remainingBytes, long rounds, long ramPages, long zeroPages,
+                             long deviceBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
+                             List<DeviceStats> devices) {
+
+    /** One device's share: the bytes and chunks of device state it sent. */
+    public record DeviceStats(String name, long bytes, long chunks) {}
+
+    public MigrationStats {
+        devices = List.copyOf(devices);
+    }
+
+    /** The stats of a migration that has not started. */
+    public static MigrationStats none() {
+        return new MigrationStats("none", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of());
+    }
+}

@@ -45,29 +45,55 @@ class LiveMigrationTest {
         }
     }
 
+    /** What the helper saw: the final statistics and the live snapshots polled while the migration ran. */
+    record Outcome(MigrationStats stats, List<MigrationStats> live) {}
+
     /**
-     * Runs {@code incoming} on its own thread (not the common pool: on 2 cores its single worker may be taken)
-     * and migrates {@code source} to it over loopback; returns the source's statistics once both ends are done.
+     * Runs {@code incoming} on its own thread (not the common pool: on 2 cores its single worker may be taken),
+     * accepting as many connections as the settings' channels, and migrates {@code source} to it over
+     * loopback while a third thread polls the live statistics; returns them once both ends are done.
      */
-    private static MigrationStats migrate(Vm source, List<org.vmmkit.dirty.DirtySource> dirty, List<V1DeviceMigration> devices,
-                                          MigrationSettings settings, MigrationDestination incoming) throws Exception {
+    static Outcome migrateWatched(Vm source, List<org.vmmkit.dirty.DirtySource> dirty, List<V1DeviceMigration> devices,
+                                  MigrationSettings settings, MigrationDestination incoming) throws Exception {
         try (ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
             AtomicReference<Throwable> destinationFailure = new AtomicReference<>();
             Thread destination = Thread.ofPlatform().name("destination").start(() -> {
-                try (SocketChannel in = server.accept()) {
-                    incoming.receive(in);
+                try {
+                    incoming.receive(server, Duration.ofSeconds(30));
                 } catch (Throwable t) {
                     destinationFailure.set(t);
                 }
             });
+            MigrationSource migration = new MigrationSource(source, dirty, devices, settings);
+            List<MigrationStats> live = new java.util.concurrent.CopyOnWriteArrayList<>();
+            java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
+            Thread watcher = Thread.ofPlatform().name("stats-watcher").start(() -> {
+                while (!done.get()) {
+                    live.add(migration.stats());
+                    java.util.concurrent.locks.LockSupport.parkNanos(2_000_000);
+                }
+            });
             MigrationStats stats;
-            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
-                stats = new MigrationSource(source, dirty, devices, settings).migrate(out);
+            try {
+                stats = migration.migrate(server.getLocalAddress());
+            } catch (MigrationException e) {
+                destination.join(30_000);
+                if (destinationFailure.get() != null) e.addSuppressed(destinationFailure.get());
+                throw e;
+            } finally {
+                done.set(true);
+                watcher.join();
             }
             destination.join(30_000);
             assertNull(destinationFailure.get(), "the destination failed");
-            return stats;
+            assertEquals(stats, migration.stats(), "after the end, stats() gives the final statistics");
+            return new Outcome(stats, live);
         }
+    }
+
+    private static MigrationStats migrate(Vm source, List<org.vmmkit.dirty.DirtySource> dirty, List<V1DeviceMigration> devices,
+                                          MigrationSettings settings, MigrationDestination incoming) throws Exception {
+        return migrateWatched(source, dirty, devices, settings, incoming).stats();
     }
 
     @Test
@@ -140,6 +166,33 @@ class LiveMigrationTest {
 
     @Test
     void aRunningGuestAndItsDeviceMigrateLiveAndContinue() throws Exception {
+        MigrationStats stats = migrateGuestAndDevice(MigrationSettings.DEFAULT);
+        assertEquals(1, stats.devices().size());
+        assertTrue(stats.devices().get(0).bytes() > 16 * MIB && stats.devices().get(0).chunks() > 16, stats.devices().toString());
+    }
+
+    @Test
+    void overTwoChannelsToo() throws Exception {
+        migrateGuestAndDevice(MigrationSettings.DEFAULT.withChannels(2));
+    }
+
+    /** Reads the JFR events the source recorded in {@code recording}. */
+    private static List<jdk.jfr.consumer.RecordedEvent> events(jdk.jfr.Recording recording) throws Exception {
+        java.nio.file.Path file = java.nio.file.Files.createTempFile("migration", ".jfr");
+        try {
+            recording.dump(file);
+            return jdk.jfr.consumer.RecordingFile.readAllEvents(file);
+        } finally {
+            java.nio.file.Files.deleteIfExists(file);
+        }
+    }
+
+    /**
+     * The must-show migration: a guest rewriting 32 MiB at 100k pages/s and an emulated device doing DMA and
+     * changing its state migrate live with {@code settings}; memory, device state, the guest's counter, the
+     * downtime, the live statistics and the JFR events are checked.
+     */
+    private MigrationStats migrateGuestAndDevice(MigrationSettings migrationSettings) throws Exception {
         DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 32 * MIB, 0, 100_000);
         DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
         EmulatedMigratableDevice.Config deviceConfig = EmulatedMigratableDevice.Config.defaults("emulated-gpu0")
@@ -164,14 +217,21 @@ class LiveMigrationTest {
             MigrationDestination incoming = new MigrationDestination(destination, List.of(bMigration), onDestination,
                     () -> destinationDigest.set(digest(destinationRam)));
             KvmDirtyLog kvmLog = new KvmDirtyLog(source);
-            MigrationStats stats;
-            try {
-                stats = migrate(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)), List.of(aMigration),
-                        MigrationSettings.DEFAULT, incoming);
+            Outcome outcome;
+            List<jdk.jfr.consumer.RecordedEvent> events;
+            try (jdk.jfr.Recording recording = new jdk.jfr.Recording()) {
+                recording.enable("org.vmmkit.migration.Phase");
+                recording.enable("org.vmmkit.migration.Round");
+                recording.start();
+                outcome = migrateWatched(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)), List.of(aMigration),
+                        migrationSettings, incoming);
+                recording.stop();
+                events = events(recording);
             } finally {
                 kvmLog.close();
             }
-            System.out.println("live migration: " + stats);
+            MigrationStats stats = outcome.stats();
+            System.out.println("live migration over " + migrationSettings.channels() + " channel(s): " + stats);
             // The source stays paused after the handover: its memory and device are what they were at the pause.
             long passesAtPause = DirtyingWorkload.passesDone(sourceRam);
             assertArrayEquals(digest(sourceRam), destinationDigest.get(), "guest memory at resume equals the source's at pause");
@@ -185,6 +245,21 @@ class LiveMigrationTest {
             assertTrue(a.dmaWrites() > 0, "the device did DMA during the migration");
             assertEquals(List.of(), a.misuse());
             assertEquals(List.of(), b.misuse());
+
+            // Live statistics: seen while it ran, never going backwards.
+            List<MigrationStats> live = outcome.live();
+            assertTrue(live.stream().anyMatch(s -> s.status().equals("active") && s.transferredBytes() > 0), "a live snapshot in pre-copy");
+            for (int i = 1; i < live.size(); i++) {
+                assertTrue(live.get(i).transferredBytes() >= live.get(i - 1).transferredBytes(), "transferred never shrinks");
+                assertTrue(live.get(i).rounds() >= live.get(i - 1).rounds(), "rounds never shrink");
+            }
+            // JFR: one event per phase, one per round.
+            List<String> phases = events.stream().filter(e -> e.getEventType().getName().equals("org.vmmkit.migration.Phase"))
+                    .map(e -> e.getString("phase") + ":" + e.getString("outcome")).toList();
+            assertEquals(List.of("setup:done", "pre-copy:converged", "stop-and-copy:sent", "handover:acknowledged"), phases);
+            long roundEvents = events.stream().filter(e -> e.getEventType().getName().equals("org.vmmkit.migration.Round")).count();
+            assertEquals(stats.rounds(), roundEvents);
+            return stats;
         }
     }
 }

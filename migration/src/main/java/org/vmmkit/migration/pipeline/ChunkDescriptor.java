@@ -12,6 +12,7 @@ public final class ChunkDescriptor {
     enum Kind { RAM, DEVICE, CONTROL }
 
     Kind kind;
+    int channel; // the channel whose sender writes it; TransferRing.ALL_CHANNELS for every one
     GuestRegion region;
     long firstPage, pages;
     DeviceChunk chunk;
@@ -19,8 +20,9 @@ public final class ChunkDescriptor {
     long a, b;
     java.nio.ByteBuffer payload; // small control payloads only (vCPU state); null for none
 
-    void ram(GuestRegion region, long firstPage, long pages) {
+    void ram(GuestRegion region, long firstPage, long pages, int channel) {
         this.kind = Kind.RAM;
+        this.channel = channel;
         this.region = region;
         this.firstPage = firstPage;
         this.pages = pages;
@@ -29,12 +31,14 @@ public final class ChunkDescriptor {
 
     void device(DeviceChunk chunk) {
         this.kind = Kind.DEVICE;
+        this.channel = 0;
         this.chunk = chunk;
         this.region = null;
     }
 
-    void control(FrameType type, long a, long b, java.nio.ByteBuffer payload) {
+    void control(FrameType type, long a, long b, java.nio.ByteBuffer payload, int channel) {
         this.kind = Kind.CONTROL;
+        this.channel = channel;
         this.control = type;
         this.a = a;
         this.b = b;

@@ -4,7 +4,9 @@ import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.GatheringByteChannel;
+import java.util.ArrayList;
 import java.util.IdentityHashMap;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
@@ -24,8 +26,9 @@ import org.vmmkit.vfio.migration.DeviceChunk;
 
 /**
  * The transfer ring: a Disruptor ring of pre-allocated {@link ChunkDescriptor}s with several producers
- * (the memory scanner, one per device) and one sender thread that writes each descriptor as frames, straight
- * from guest RAM or a device's data section, with gathering writes. A device chunk is released right after
+ * (the memory scanner, one per device) and one sender thread per channel that writes the descriptors of its
+ * channel as frames, straight from guest RAM or a device's data section, with gathering writes (every sender
+ * sees every slot and skips the others' — the ring is gated by all of them). A device chunk is released right after
  * its frame is written (or at once, if the sender has failed), which lets its producer read
  * {@code pending_bytes} again.
  *
@@ -36,18 +39,29 @@ import org.vmmkit.vfio.migration.DeviceChunk;
  */
 public final class TransferRing implements AutoCloseable {
     private static final long RAM_PAGE = org.vmmkit.core.memory.GuestMemory.PAGE_SIZE;
-    private final RingBuffer<ChunkDescriptor> ring;
-    private final BatchEventProcessor<ChunkDescriptor> processor;
-    private final Thread sender;
-    private volatile Throwable failure;
-    private long framesWritten, deviceBytes, deviceChunks;
+    /** RAM is spread over the channels in blocks of this many bytes of guest physical address space. */
+    public static final long CHANNEL_BLOCK = 1L << 20;
+    static final int ALL_CHANNELS = -1;
 
-    public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages, WaitStrategy wait,
+    private final RingBuffer<ChunkDescriptor> ring;
+    private final List<BatchEventProcessor<ChunkDescriptor>> processors = new ArrayList<>();
+    private final List<Sender> senders = new ArrayList<>();
+    private final List<Thread> threads = new ArrayList<>();
+    private final int channels;
+    private volatile Throwable failure;
+
+    /**
+     * A ring writing to {@code channels}: RAM spread over all of them by guest address (a block of
+     * {@link #CHANNEL_BLOCK} always on the same channel, so a page's copies arrive in order), device chunks
+     * and control frames in order on the first; one sender thread per channel, each paced at its share of
+     * {@code maxBandwidth} (bytes per second, 0 = unlimited).
+     */
+    public TransferRing(int size, List<? extends GatheringByteChannel> channels, MemoryViews views, long maxFramePages, WaitStrategy wait,
                         long maxBandwidth) {
+        if (channels.isEmpty()) throw new IllegalArgumentException("a transfer ring needs a channel");
+        this.channels = channels.size();
         this.ring = RingBuffer.createMultiProducer(ChunkDescriptor::new, size, wait);
-        Sender handler = new Sender(out, views, maxFramePages, maxBandwidth);
-        this.processor = new BatchEventProcessorBuilder().build(ring, ring.newBarrier(), handler);
-        processor.setExceptionHandler(new ExceptionHandler<>() {
+        ExceptionHandler<ChunkDescriptor> onFailure = new ExceptionHandler<>() {
             public void handleEventException(Throwable ex, long sequence, ChunkDescriptor event) {
                 fail(ex);
             }
@@ -59,19 +73,30 @@ public final class TransferRing implements AutoCloseable {
             public void handleOnShutdownException(Throwable ex) {
                 fail(ex);
             }
-        });
-        ring.addGatingSequences(processor.getSequence());
-        this.sender = Thread.ofPlatform().name("migration-sender").daemon().start(processor);
+        };
+        for (int i = 0; i < channels.size(); i++) {
+            // MemoryViews are stateful: one per sender thread.
+            MemoryViews own = i == 0 ? views : new MemoryViews(views.memory());
+            Sender handler = new Sender(i, channels.get(i), own, maxFramePages, maxBandwidth / channels.size());
+            BatchEventProcessor<ChunkDescriptor> processor = new BatchEventProcessorBuilder().build(ring, ring.newBarrier(), handler);
+            processor.setExceptionHandler(onFailure);
+            ring.addGatingSequences(processor.getSequence());
+            senders.add(handler);
+            processors.add(processor);
+        }
+        for (int i = 0; i < processors.size(); i++) {
+            threads.add(Thread.ofPlatform().name("migration-sender-" + i).daemon().start(processors.get(i)));
+        }
     }
 
-    /** With a blocking wait strategy: on 2 cores a spinning sender would take the producers' core. */
+    /** One channel, a blocking wait strategy (on 2 cores a spinning sender would take the producers' core), no cap. */
     public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages) {
-        this(size, out, views, maxFramePages, new BlockingWaitStrategy(), 0);
+        this(size, List.of(out), views, maxFramePages, new BlockingWaitStrategy(), 0);
     }
 
-    /** As above, with a bandwidth cap in bytes per second (0 = unlimited). */
-    public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
-        this(size, out, views, maxFramePages, new BlockingWaitStrategy(), maxBandwidth);
+    /** Blocking wait strategy; a bandwidth cap in bytes per second over all channels (0 = unlimited). */
+    public TransferRing(int size, List<? extends GatheringByteChannel> channels, MemoryViews views, long maxFramePages, long maxBandwidth) {
+        this(size, channels, views, maxFramePages, new BlockingWaitStrategy(), maxBandwidth);
     }
 
     private void fail(Throwable t) {
@@ -87,18 +112,29 @@ public final class TransferRing implements AutoCloseable {
         if (failure != null) throw new IllegalStateException("the migration sender failed: " + failure, failure);
     }
 
-    /** Queues pages {@code [firstPage, firstPage + pages)} of a region. */
+    /** The channel that carries the page at {@code guestAddress}. */
+    public int channelOf(long guestAddress) {
+        return channels == 1 ? 0 : (int) ((guestAddress / CHANNEL_BLOCK) % channels);
+    }
+
+    /** Queues pages {@code [firstPage, firstPage + pages)} of a region, cut where the channel changes. */
     public void publishRam(GuestRegion region, long firstPage, long pages) {
         check();
-        long seq = ring.next();
-        try {
-            ring.get(seq).ram(region, firstPage, pages);
-        } finally {
-            ring.publish(seq);
+        long page = firstPage, end = firstPage + pages;
+        while (page < end) {
+            long gpa = region.guestAddress() + page * RAM_PAGE;
+            long stop = channels == 1 ? end : Math.min(end, page + (CHANNEL_BLOCK - gpa % CHANNEL_BLOCK) / RAM_PAGE);
+            long seq = ring.next();
+            try {
+                ring.get(seq).ram(region, page, stop - page, channelOf(gpa));
+            } finally {
+                ring.publish(seq);
+            }
+            page = stop;
         }
     }
 
-    /** Queues a device chunk; the sender releases it after writing it. */
+    /** Queues a device chunk on the first channel; its sender releases it after writing it. */
     public void publishDevice(DeviceChunk chunk) {
         if (failure != null) {
             chunk.release();
@@ -112,82 +148,117 @@ public final class TransferRing implements AutoCloseable {
         }
     }
 
-    /** Queues a frame without payload (END_OF_ROUND, COMPLETE, ...). */
+    /** Queues a frame without payload (END_OF_ROUND, ...) on the first channel. */
     public void publishControl(FrameType type, long a, long b) {
         publishControl(type, a, b, null);
     }
 
-    /** Queues a frame with a small payload the caller hands over (vCPU state); may be null. */
+    /** Queues a frame with a small payload the caller hands over (vCPU state; may be null) on the first channel. */
     public void publishControl(FrameType type, long a, long b, ByteBuffer payload) {
+        publish(type, a, b, payload, 0);
+    }
+
+    /**
+     * Queues COMPLETE on every channel, each with {@code a} = the frames that channel carried before it; the
+     * first channel's goes last in its order, so the destination can wait for the others when it reads it.
+     */
+    public void publishComplete() {
+        publish(FrameType.COMPLETE, 0, 0, null, ALL_CHANNELS);
+    }
+
+    private void publish(FrameType type, long a, long b, ByteBuffer payload, int channel) {
         check();
         long seq = ring.next();
         try {
-            ring.get(seq).control(type, a, b, payload);
+            ring.get(seq).control(type, a, b, payload, channel);
         } finally {
             ring.publish(seq);
         }
     }
 
-    /** Waits until everything published so far is written (or the sender failed, which is thrown). */
+    /** Waits until everything published so far is written on every channel (or a sender failed, which is thrown). */
     public void awaitSent(long timeout, TimeUnit unit) {
         long target = ring.getCursor();
         long deadline = System.nanoTime() + unit.toNanos(timeout);
-        while (processor.getSequence().get() < target) {
-            check();
-            if (System.nanoTime() > deadline) throw new IllegalStateException("the sender did not drain the ring within " + timeout + " " + unit);
-            LockSupport.parkNanos(50_000);
+        for (BatchEventProcessor<ChunkDescriptor> p : processors) {
+            while (p.getSequence().get() < target) {
+                check();
+                if (System.nanoTime() > deadline) throw new IllegalStateException("the sender did not drain the ring within " + timeout + " " + unit);
+                LockSupport.parkNanos(50_000);
+            }
         }
         check();
     }
 
-    /** RAM and zero pages written; read after {@link #awaitSent} (its barrier makes them visible). */
+    public int channels() {
+        return channels;
+    }
+
+    /** RAM pages written so far, on every channel (readable from any thread, as are the counters below). */
     public long ramPages() {
-        return ramPagesSent;
+        long n = 0;
+        for (Sender s : senders) n += s.ramPages;
+        return n;
     }
 
     public long zeroPages() {
-        return zeroPagesSent;
+        long n = 0;
+        for (Sender s : senders) n += s.zeroPages;
+        return n;
     }
 
-    private volatile long ramPagesSent, zeroPagesSent;
-
     public long framesWritten() {
-        return framesWritten;
+        long n = 0;
+        for (Sender s : senders) n += s.frames;
+        return n;
+    }
+
+    /** Bytes written to the channels so far: frame headers, RAM pages with their CRCs, device chunks, control payloads. */
+    public long bytesWritten() {
+        long n = 0;
+        for (Sender s : senders) n += s.bytes;
+        return n;
     }
 
     public long deviceBytes() {
-        return deviceBytes;
+        return senders.get(0).deviceBytes;
     }
 
     public long deviceChunks() {
-        return deviceChunks;
+        return senders.get(0).deviceChunks;
     }
 
     @Override
     public void close() {
-        processor.halt();
-        try {
-            sender.join(TimeUnit.SECONDS.toMillis(10));
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        for (BatchEventProcessor<ChunkDescriptor> p : processors) p.halt();
+        for (Thread t : threads) {
+            try {
+                t.join(TimeUnit.SECONDS.toMillis(10));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
         }
     }
 
-    /** The one thread that writes to the channel. */
+    /** The one thread that writes to one channel; it skips the descriptors of the other channels. */
     private final class Sender implements EventHandler<ChunkDescriptor> {
+        private final int index;
         private final GatheringByteChannel out;
         private final FrameCodec codec = new FrameCodec(Long.MAX_VALUE);
         private final RamSender ram;
         /** ByteBuffer views of device data sections, made once per segment (a few per device). */
         private final IdentityHashMap<MemorySegment, ByteBuffer> deviceViews = new IdentityHashMap<>();
-
         private final long nanosPerByte100; // 100 x nanoseconds per byte at the cap; 0 = no cap
         private long paceStart, paceBytes;
+        // Written by this sender only; volatile so that stats can be read live from any thread.
+        volatile long ramPages, zeroPages, frames, bytes, deviceBytes, deviceChunks;
 
-        Sender(GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
+        Sender(int index, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
+            this.index = index;
             this.out = out;
             this.ram = new RamSender(views, codec, maxFramePages);
-            this.nanosPerByte100 = maxBandwidth == 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
+            this.nanosPerByte100 = maxBandwidth <= 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
         }
 
         /**
@@ -211,16 +282,18 @@ public final class TransferRing implements AutoCloseable {
 
         @Override
         public void onEvent(ChunkDescriptor d, long sequence, boolean endOfBatch) throws IOException {
+            if (d.channel != index && d.channel != ALL_CHANNELS) return;
             switch (d.kind) {
                 case RAM -> {
                     if (failure == null) {
-                        long before = ram.frames();
-                        long pagesBefore = ram.ramPages();
+                        long framesBefore = ram.frames(), pagesBefore = ram.ramPages();
                         ram.sendRun(out, d.region, d.firstPage, d.pages);
-                        framesWritten += ram.frames() - before;
-                        ramPagesSent = ram.ramPages();
-                        zeroPagesSent = ram.zeroPages();
-                        pace((ram.ramPages() - pagesBefore) * (RAM_PAGE + 4) + (ram.frames() - before) * FrameCodec.HEADER);
+                        long sent = (ram.ramPages() - pagesBefore) * (RAM_PAGE + 4) + (ram.frames() - framesBefore) * FrameCodec.HEADER;
+                        frames += ram.frames() - framesBefore;
+                        ramPages = ram.ramPages();
+                        zeroPages = ram.zeroPages();
+                        bytes += sent;
+                        pace(sent);
                     }
                     d.region = null;
                 }
@@ -232,9 +305,10 @@ public final class TransferRing implements AutoCloseable {
                             ByteBuffer view = deviceViews.computeIfAbsent(c.base(), MemorySegment::asByteBuffer);
                             view.limit((int) (c.offset() + c.length())).position((int) c.offset());
                             codec.write(out, FrameType.DEVICE_CHUNK, c.deviceId(), c.sequence(), view, null);
-                            framesWritten++;
+                            frames++;
                             deviceBytes += c.length();
                             deviceChunks++;
+                            bytes += c.length() + FrameCodec.HEADER;
                             pace(c.length() + FrameCodec.HEADER);
                         }
                     } catch (IOException | RuntimeException e) {
@@ -246,10 +320,13 @@ public final class TransferRing implements AutoCloseable {
                 }
                 case CONTROL -> {
                     if (failure == null) {
-                        codec.write(out, d.control, d.a, d.b, d.payload, null);
-                        framesWritten++;
+                        long length = d.payload == null ? 0 : d.payload.remaining();
+                        codec.write(out, d.control, d.control == FrameType.COMPLETE ? frames : d.a, d.b,
+                                d.channel == ALL_CHANNELS ? null : d.payload, null);
+                        frames++;
+                        bytes += length + FrameCodec.HEADER;
                     }
-                    d.payload = null;
+                    if (d.channel != ALL_CHANNELS) d.payload = null;
                 }
             }
         }

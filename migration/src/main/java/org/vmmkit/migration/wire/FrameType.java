@@ -18,6 +18,8 @@ public enum FrameType {
     COMPLETE(7),
     /** The source gives up; {@code payload} = the reason (UTF-8). The destination discards everything. */
     ABANDON(8),
+    /** The first frame of every channel but the first: {@code a} = the stream id of the header, {@code b} = the channel's index (1, 2, ...). */
+    CHANNEL(9),
     // Return path, destination to source.
     /** The destination accepted the stream header and is ready. */
     READY(16),

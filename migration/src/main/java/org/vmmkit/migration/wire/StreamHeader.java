@@ -13,12 +13,14 @@ import java.util.zip.CRC32C;
  * The first bytes of a migration stream: what the source is, so the destination can refuse an
  * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
  */
-public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
+public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus, int channels,
+                           long streamId) {
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
-    public static final int VERSION = 1;
-    static final int FIXED = 32, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
+    public static final int VERSION = 2;
+    public static final int MAX_CHANNELS = 16;
+    static final int FIXED = 48, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
 
     /** A RAM range of the source's guest physical address space. */
     public record Range(long guestAddress, long size) {}
@@ -31,11 +33,22 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         devices = List.copyOf(devices);
     }
 
+    /** A header for one channel. */
+    public StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
+        this(version, pageSize, memory, devices, vcpus, 1, 0);
+    }
+
+    /** The same header for a stream of {@code channels} connections named {@code streamId}. */
+    public StreamHeader withChannels(int channels, long streamId) {
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId);
+    }
+
     public ByteBuffer encode() {
         int size = FIXED + 16 * memory.size() + 4;
         for (Device d : devices) size += 8 + pad8(d.name().getBytes(StandardCharsets.UTF_8).length);
         ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
-        b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus);
+        b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus)
+                .putInt(channels).putInt(0).putLong(streamId);
         for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
         for (Device d : devices) {
             byte[] name = d.name().getBytes(StandardCharsets.UTF_8);
@@ -73,11 +86,13 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         crc.update(b.array(), 0, size - 4);
         if ((int) crc.getValue() != b.getInt(size - 4)) throw new WireFormatException("stream header CRC32C mismatch");
         b.position(16);
-        int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt();
+        int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt(), channels = b.getInt(),
+                reserved = b.getInt();
+        long streamId = b.getLong();
         if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || devices < 0 || devices > MAX_DEVICES
-                || vcpus < 0 || vcpus > 1024) {
+                || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || reserved != 0) {
             throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + devices
-                    + " devices, " + vcpus + " vCPUs");
+                    + " devices, " + vcpus + " vCPUs, " + channels + " channels, reserved " + reserved);
         }
         try {
             List<Range> memory = new ArrayList<>();
@@ -92,7 +107,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
                 devs.add(new Device(id, new String(name, StandardCharsets.UTF_8)));
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
-            return new StreamHeader(version, pageSize, memory, devs, vcpus);
+            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId);
         } catch (java.nio.BufferUnderflowException e) {
             throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
         }
@@ -100,7 +115,8 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
 
     /**
      * Whether a VM with this layout (the destination's own) can take the stream: same page size, same RAM
-     * ranges, same devices by id and name, same vCPU count. Names the first difference.
+     * ranges, same devices by id and name, same vCPU count (the channels are the stream's, not the VM's).
+     * Names the first difference.
      */
     public void checkCompatibleWith(StreamHeader local) {
         if (pageSize != local.pageSize) throw new WireFormatException("page size " + pageSize + " here " + local.pageSize);

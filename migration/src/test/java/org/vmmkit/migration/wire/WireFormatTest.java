@@ -20,7 +20,7 @@ class WireFormatTest {
 
     private static final StreamHeader SOURCE = new StreamHeader(StreamHeader.VERSION, 4096,
             List.of(new StreamHeader.Range(0, 3L << 30), new StreamHeader.Range(4L << 30, 1L << 30)),
-            List.of(new StreamHeader.Device(0, "emulated-gpu0"), new StreamHeader.Device(1, "nic")), 2);
+            List.of(new StreamHeader.Device(0, "emulated-gpu0"), new StreamHeader.Device(1, "nic")), 2).withChannels(3, 0x1234_5678_9abcL);
 
     private FileChannel channel(String name) throws Exception {
         return FileChannel.open(dir.resolve(name), StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
@@ -44,10 +44,10 @@ class WireFormatTest {
     @Test
     void aDestinationRefusesAVersionItDoesNotKnow() throws Exception {
         ByteBuffer b = SOURCE.encode();
-        b.order(ByteOrder.LITTLE_ENDIAN).putInt(8, 2);
+        b.order(ByteOrder.LITTLE_ENDIAN).putInt(8, StreamHeader.VERSION + 1);
         try (FileChannel ch = withBytes(b)) {
             WireFormatException e = assertThrows(WireFormatException.class, () -> StreamHeader.read(ch));
-            assertTrue(e.getMessage().contains("version 2; this destination reads version 1 only"), e.getMessage());
+            assertTrue(e.getMessage().contains("version " + (StreamHeader.VERSION + 1) + "; this destination reads version " + StreamHeader.VERSION + " only"), e.getMessage());
         }
     }
 

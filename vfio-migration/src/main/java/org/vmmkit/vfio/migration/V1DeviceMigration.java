@@ -284,11 +284,28 @@ public final class V1DeviceMigration implements AutoCloseable {
     /** 001b → 100b. */
     public void startResume() {
         sequence = 0;
+        targetOffset = -1;
         transition(DeviceState.RESUMING);
     }
 
-    /** Resume steps a, b, c for one chunk, exactly as the source produced it. */
+    /** Resume steps a, b, c for one chunk, exactly as the source produced it (a copy into the data section). */
     public void loadChunk(MemorySegment data) {
+        chunkTarget(data.byteSize()).copyFrom(data);
+        commitChunk(data.byteSize());
+    }
+
+    private long targetOffset = -1, targetSize;
+    private boolean targetStaged;
+
+    /**
+     * Resume steps a and b, for a caller that fills the data section itself (a network receiver reading
+     * straight into it): reads {@code data_offset}, checks that {@code size} bytes fit there, and returns where
+     * to put them — the mmap'd data section at {@code data_offset} when it is mapped there (no copy), otherwise
+     * a staging buffer that {@link #commitChunk} writes to the region. Nothing is consumed until
+     * {@link #commitChunk}: a chunk that fails its check after filling the target is never committed.
+     */
+    public MemorySegment chunkTarget(long size) {
+        if (targetOffset >= 0) throw new IllegalStateException("device " + deviceName() + ": chunk " + sequence + " was not committed");
         long offset;
         try {
             offset = region.readDataOffset();
@@ -296,18 +313,30 @@ public final class V1DeviceMigration implements AutoCloseable {
             throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": reading data_offset for chunk "
                     + sequence + " failed: " + e.errnoName(), e);
         }
-        checkChunk("data_offset (resume)", offset, data.byteSize());
+        checkChunk("data_offset (resume)", offset, size);
+        MemorySegment view = region.mapped(offset, size);
+        targetStaged = view == null;
+        targetOffset = offset;
+        targetSize = size;
+        return targetStaged ? buffer(size) : view;
+    }
+
+    /** Resume step c for the chunk {@link #chunkTarget} placed: the staged bytes to the region if any, then {@code data_size}. */
+    public void commitChunk(long size) {
+        if (targetOffset < 0 || size != targetSize) {
+            throw new IllegalStateException("device " + deviceName() + ": commit of " + size + " bytes without a matching chunkTarget");
+        }
+        long offset = targetOffset;
+        targetOffset = -1;
         try {
-            MemorySegment view = region.mapped(offset, data.byteSize());
-            if (view != null) view.copyFrom(data);
-            else region.write(offset, data);
-            region.writeDataSize(data.byteSize());
+            if (targetStaged) region.write(offset, buffer(size));
+            region.writeDataSize(size);
         } catch (SysException e) {
-            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": loading chunk " + sequence + " (" + data.byteSize()
+            throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": loading chunk " + sequence + " (" + size
                     + " bytes at data_offset 0x" + Long.toHexString(offset) + ") failed: " + e.getMessage(), e);
         }
         sequence++;
-        bytesLoaded += data.byteSize();
+        bytesLoaded += size;
         chunksLoaded++;
     }
 
@@ -318,6 +347,7 @@ public final class V1DeviceMigration implements AutoCloseable {
 
     /** A resume that will not complete: the device must not run with partial state, so it is reset. */
     public String abortResume() {
+        targetOffset = -1;
         return resetFromError();
     }
 

@@ -304,6 +304,34 @@ class ProtocolRulesTest {
     }
 
     @Test
+    void aReceiverFillsTheMappedDataSectionInPlaceOrAStagingBufferOtherwise() throws Exception {
+        List<MemorySegment> stream = saveEverything(device, migration);
+        byte[] expected = device.stateDigest();
+        for (DataSection section : new DataSection[] {DataSection.MMAP, DataSection.TRAPPED}) {
+            try (EmulatedMigratableDevice b = new EmulatedMigratableDevice(Config.defaults("dev1").withMemory(4L << 20).withOpsPerSecond(0)
+                    .with(section), 8);
+                 V1DeviceMigration dst = V1DeviceMigration.open(b, 0, V1DeviceMigration.Options.DEFAULT)) {
+                dst.startResume();
+                for (MemorySegment chunk : stream) {
+                    MemorySegment target = dst.chunkTarget(chunk.byteSize());
+                    MemorySegment inSection = dst.region().mapped(dst.region().readDataOffset(), chunk.byteSize());
+                    if (section == DataSection.MMAP) {
+                        assertEquals(inSection.address(), target.address(), "the target is the mmap'd data section at data_offset");
+                    } else {
+                        assertEquals(null, inSection, "a trapped section has no mapping: the target is a staging buffer");
+                    }
+                    assertThrows(IllegalStateException.class, () -> dst.chunkTarget(1), "one chunk at a time");
+                    target.copyFrom(chunk);
+                    dst.commitChunk(chunk.byteSize());
+                }
+                dst.completeResume();
+                assertTrue(java.util.Arrays.equals(expected, b.stateDigest()), section + ": state equal after resume");
+                assertEquals(List.of(), b.misuse());
+            }
+        }
+    }
+
+    @Test
     void aResumeWithoutItsFinalChunkDoesNotRunAndIsReset() throws Exception {
         List<MemorySegment> stream = saveEverything(device, migration);
         try (EmulatedMigratableDevice b = new EmulatedMigratableDevice(Config.defaults("dev1").withMemory(4L << 20).withOpsPerSecond(0), 8);
