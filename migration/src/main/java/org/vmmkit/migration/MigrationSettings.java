@@ -39,6 +39,10 @@ public record MigrationSettings(Duration downtimeLimit, int maxIterations, int d
         return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, bytesPerSecond, channels);
     }
 
+    public MigrationSettings withDeviceChunksPerRound(int chunks) {
+        return new MigrationSettings(downtimeLimit, maxIterations, chunks, maxFramePages, ringSize, maxBandwidth, channels);
+    }
+
     public MigrationSettings withChannels(int count) {
         return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, count);
     }

@@ -126,6 +126,7 @@ public final class MigrationSource {
             try {
                 for (int i = 0; i < settings.channels(); i++) channels.add(SocketChannel.open(destination));
             } catch (IOException e) {
+                finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
                 throw new MigrationException("connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
                         + ") failed: " + e.getMessage() + "; nothing was changed", e);
             }
@@ -160,6 +161,7 @@ public final class MigrationSource {
         if (cancelled) cancel();
         long start = System.nanoTime();
         startNanos = start;
+        phaseStartNanos = start;
         status = "setup";
         String phase = "setup";
         MigrationEvents.Phase phaseEvent = new MigrationEvents.Phase();
@@ -311,11 +313,18 @@ public final class MigrationSource {
         }
     }
 
-    /** Commits the event of the phase that ends; returns the next phase's event, begun. */
-    private static MigrationEvents.Phase endPhase(MigrationEvents.Phase event, String phase, String outcome) {
+    private long phaseStartNanos;
+
+    /** Commits the event of the phase that ends and logs it (INFO: a line per phase); returns the next phase's event, begun. */
+    private MigrationEvents.Phase endPhase(MigrationEvents.Phase event, String phase, String outcome) {
         event.phase = phase;
         event.outcome = outcome;
         event.commit();
+        long now = System.nanoTime();
+        TransferRing ring = liveRing;
+        LOG.log(System.Logger.Level.INFO, "migration {0}: {1} in {2} ms (round {3}, {4} bytes sent, expected downtime {5} us)", phase, outcome,
+                (now - phaseStartNanos) / 1_000_000, rounds, ring == null ? 0 : ring.bytesWritten(), expectedMicros);
+        phaseStartNanos = now;
         MigrationEvents.Phase next = new MigrationEvents.Phase();
         next.begin();
         return next;

@@ -82,7 +82,12 @@ public final class RamSender {
     }
 
     private boolean isZero(GuestRegion region, long page) {
-        return MemorySegment.mismatch(region.host(), page * PAGE, page * PAGE + PAGE, zeroPage, 0, PAGE) < 0;
+        return isZeroPage(region.host(), page * PAGE, zeroPage);
+    }
+
+    /** Whether the page at {@code offset} of {@code memory} is all zeros: a vectorized compare against {@code zeroPage}. */
+    public static boolean isZeroPage(MemorySegment memory, long offset, MemorySegment zeroPage) {
+        return MemorySegment.mismatch(memory, offset, offset + PAGE, zeroPage, 0, PAGE) < 0;
     }
 
     public long ramPages() { return ramPages; }

@@ -13,7 +13,9 @@ import java.util.Map;
  * The parsed config: one file of {@code key = value} lines (Java properties style: {@code #} comments,
  * dotted keys such as {@code vm.memory}), then {@code key=value} overrides from the command line.
  * Only keys in the given schema are accepted; an unknown or repeated key, or a value its key cannot
- * parse, is a {@link ConfigException} naming the key, the file and the line.
+ * parse, is a {@link ConfigException} naming the key, the file and the line. A schema key may have one
+ * {@code <name>} segment ({@code device.<name>.migratable}): it stands for any name of letters, digits,
+ * {@code -} and {@code _}, so a section can hold several named items ({@link #names}).
  */
 public final class Config {
     private final Map<String, ConfigKey<?>> schema = new LinkedHashMap<>();
@@ -62,8 +64,28 @@ public final class Config {
         return config;
     }
 
-    private void set(String key, String value, String where) {
+    private static final String NAME = "<name>";
+    private static final java.util.regex.Pattern NAME_PATTERN = java.util.regex.Pattern.compile("[A-Za-z0-9_-]+");
+
+    /** The schema key {@code key} is an instance of: itself, or a {@code <name>} key it matches; null if none. */
+    private ConfigKey<?> schemaKey(String key) {
         ConfigKey<?> k = schema.get(key);
+        if (k != null) return k;
+        for (ConfigKey<?> candidate : schema.values()) {
+            String n = candidate.name();
+            int at = n.indexOf(NAME);
+            if (at < 0) continue;
+            String prefix = n.substring(0, at), suffix = n.substring(at + NAME.length());
+            if (key.length() > prefix.length() + suffix.length() && key.startsWith(prefix) && key.endsWith(suffix)
+                    && NAME_PATTERN.matcher(key.substring(prefix.length(), key.length() - suffix.length())).matches()) {
+                return candidate;
+            }
+        }
+        return null;
+    }
+
+    private void set(String key, String value, String where) {
+        ConfigKey<?> k = schemaKey(key);
         if (k == null) throw new ConfigException(where + ": unknown key '" + key + "'" + suggestion(key));
         try {
             k.parse(value);
@@ -111,6 +133,41 @@ public final class Config {
         } catch (IllegalArgumentException e) {
             throw new ConfigException("bad default '" + v + "' for key '" + key.name() + "': " + e.getMessage());
         }
+    }
+
+    /** The value of a {@code <name>} key for one name: as set, or its default. */
+    public <T> T get(ConfigKey<T> key, String name) {
+        if (schema.get(key.name()) != key || !key.name().contains(NAME)) {
+            throw new IllegalArgumentException("not a <name> key of this config's schema: " + key.name());
+        }
+        String actual = key.name().replace(NAME, name);
+        String v = values.getOrDefault(actual, key.defaultValue());
+        try {
+            return key.parse(v);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException("bad default '" + v + "' for key '" + actual + "': " + e.getMessage());
+        }
+    }
+
+    /** The names set under {@code section} ({@code device} for {@code device.<name>.*} keys), in the order first seen. */
+    public List<String> names(String section) {
+        java.util.LinkedHashSet<String> names = new java.util.LinkedHashSet<>();
+        String prefix = section + ".";
+        for (String key : values.keySet()) {
+            if (!key.startsWith(prefix) || schema.containsKey(key)) continue;
+            ConfigKey<?> k = schemaKey(key);
+            if (k == null || !k.name().startsWith(prefix + NAME)) continue;
+            String rest = key.substring(prefix.length());
+            names.add(rest.substring(0, rest.length() - (k.name().length() - prefix.length() - NAME.length())));
+        }
+        return new ArrayList<>(names);
+    }
+
+    /** An error about one name's value of a {@code <name>} key. */
+    public ConfigException invalid(ConfigKey<?> key, String name, String why) {
+        String actual = key.name().replace(NAME, name);
+        String where = origins.getOrDefault(actual, "default");
+        return new ConfigException(where + ": key '" + actual + "' = '" + values.getOrDefault(actual, key.defaultValue()) + "': " + why);
     }
 
     /** An error about a key's value that only makes sense with other keys (a range outside memory, ...). */

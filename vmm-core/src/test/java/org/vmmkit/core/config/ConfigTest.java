@@ -77,6 +77,27 @@ class ConfigTest {
     }
 
     @Test
+    void namedKeysHoldSeveralItemsOfASection() throws Exception {
+        ConfigKey<Boolean> migratable = ConfigKey.flag("device.<name>.migratable", "true", "test");
+        ConfigKey<Long> memory = ConfigKey.size("device.<name>.memory", "16M", "test");
+        List<ConfigKey<?>> keys = List.of(VmmConfig.MEMORY, migratable, memory);
+        Config c = Config.load(keys, file("device.gpu0.memory = 64M", "device.nic-1.migratable = false", "vm.memory = 1G"),
+                List.of("device.gpu0.migratable=true"));
+        assertEquals(List.of("gpu0", "nic-1"), c.names("device"));
+        assertEquals(64L << 20, c.get(memory, "gpu0"));
+        assertEquals(16L << 20, c.get(memory, "nic-1"), "an unset name takes the default");
+        assertEquals(false, c.get(migratable, "nic-1"));
+        assertEquals(true, c.get(migratable, "gpu0"));
+        ConfigException e = assertThrows(ConfigException.class, () -> Config.load(keys, file("device.gpu0.migratabel = true"), List.of()));
+        assertTrue(e.getMessage().contains("unknown key 'device.gpu0.migratabel'"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> Config.load(keys, file("device.gpu/0.memory = 1M"), List.of()));
+        assertTrue(e.getMessage().contains("unknown key 'device.gpu/0.memory'"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> Config.load(keys, file("device.gpu0.memory = big"), List.of()));
+        assertTrue(e.getMessage().contains("bad value 'big' for key 'device.gpu0.memory'"), e.getMessage());
+        assertTrue(c.invalid(memory, "gpu0", "too big").getMessage().contains("line 1: key 'device.gpu0.memory' = '64M': too big"));
+    }
+
+    @Test
     void readmeTableListsEveryKeyWithItsDefault() throws Exception {
         Path readme = Path.of("..", "README.md");
         String text = Files.readString(readme);

@@ -1,0 +1,162 @@
+package org.vmmkit.bench;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.migration.pipeline.TransferRing;
+import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.ram.RamReceiver;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+
+/**
+ * Guest RAM through the whole send pipeline over loopback TCP, end to end: 4 GiB of random content
+ * published as descriptors on the {@link TransferRing}, written by its sender thread(s) over
+ * {@code channels} connections (RAM spread by 1 MiB block, as in a migration) and applied by one
+ * {@link RamReceiver} thread per connection; the op returns when every receiver has its COMPLETE. Baseline
+ * in the same run: {@code rawBlast}, the same bytes from the same memory written to one socket and read
+ * into the same destination memory with no framing, in 1 GiB writes ({@code rawBlast}) and in 1 MiB writes
+ * ({@code rawBlast1M}).
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.SingleShotTime)
+@OutputTimeUnit(TimeUnit.MILLISECONDS)
+@Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "-Xmx1g"})
+@Warmup(iterations = 2)
+@Measurement(iterations = 5)
+public class PipelineMigrationBenchmark {
+    private static final long SIZE = 4L << 30, PAGE = 4096, RUN = 256;
+
+    @Param({"1", "2"})
+    public int channels;
+
+    private GuestMemory source, destination;
+    private ServerSocketChannel server;
+    private final List<SocketChannel> outs = new ArrayList<>();
+    private SocketChannel rawOut;
+    private final Semaphore pipelineDone = new Semaphore(0), rawDone = new Semaphore(0);
+    private TransferRing ring;
+    private MemoryViews sourceViews;
+    private volatile Throwable receiverFailure;
+
+    @Setup(Level.Trial)
+    public void setUp() throws Exception {
+        source = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
+        destination = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
+        GuestRegion r = source.regions().get(0);
+        SplittableRandom random = new SplittableRandom(1);
+        for (long o = 0; o < SIZE; o += 8) r.host().set(java.lang.foreign.ValueLayout.JAVA_LONG, o, random.nextLong());
+        server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+        for (int i = 0; i < channels; i++) {
+            outs.add(SocketChannel.open(server.getLocalAddress()));
+            SocketChannel in = server.accept();
+            Thread.ofPlatform().daemon().name("receiver-" + i).start(() -> receive(in));
+        }
+        rawOut = SocketChannel.open(server.getLocalAddress());
+        SocketChannel rawIn = server.accept();
+        Thread.ofPlatform().daemon().name("raw-receiver").start(() -> receiveRaw(rawIn));
+        sourceViews = new MemoryViews(source);
+        ring = new TransferRing(1024, outs, new MemoryViews(source), RUN, 0);
+    }
+
+    private void receive(SocketChannel in) {
+        try {
+            FrameCodec codec = new FrameCodec(64L << 20);
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+            while (true) {
+                if (codec.readHeader(in) == FrameType.COMPLETE) {
+                    codec.verify();
+                    pipelineDone.release();
+                } else {
+                    receiver.apply(in, codec);
+                }
+            }
+        } catch (Throwable t) {
+            receiverFailure = t;
+            pipelineDone.release(channels);
+        }
+    }
+
+    private void receiveRaw(SocketChannel in) {
+        try {
+            MemoryViews views = new MemoryViews(destination);
+            GuestRegion r = destination.regions().get(0);
+            while (true) {
+                for (long o = 0; o < SIZE; o += MemoryViews.VIEW_BYTES) {
+                    ByteBuffer v = views.view(r, o, MemoryViews.VIEW_BYTES);
+                    while (v.hasRemaining()) if (in.read(v) < 0) return;
+                }
+                rawDone.release();
+            }
+        } catch (Throwable t) {
+            receiverFailure = t;
+            rawDone.release();
+        }
+    }
+
+    @Benchmark
+    public long pipeline() throws Exception {
+        GuestRegion r = source.regions().get(0);
+        for (long page = 0; page < SIZE / PAGE; page += RUN) ring.publishRam(r, page, RUN);
+        ring.publishComplete();
+        ring.awaitSent(120, TimeUnit.SECONDS);
+        pipelineDone.acquire(channels);
+        if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
+        return ring.ramPages();
+    }
+
+    /** The baseline: 1 GiB writes. */
+    @Benchmark
+    public long rawBlast() throws Exception {
+        return blast(MemoryViews.VIEW_BYTES);
+    }
+
+    /** The baseline in 1 MiB writes, the size of the pipeline's frames. */
+    @Benchmark
+    public long rawBlast1M() throws Exception {
+        return blast(1L << 20);
+    }
+
+    private long blast(long writeSize) throws Exception {
+        GuestRegion r = source.regions().get(0);
+        for (long o = 0; o < SIZE; o += writeSize) {
+            ByteBuffer v = sourceViews.view(r, o, writeSize);
+            while (v.hasRemaining()) rawOut.write(v);
+        }
+        rawDone.acquire();
+        if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
+        return SIZE;
+    }
+
+    @TearDown(Level.Trial)
+    public void tearDown() throws IOException {
+        ring.close();
+        for (SocketChannel c : outs) c.close();
+        rawOut.close();
+        server.close();
+    }
+}

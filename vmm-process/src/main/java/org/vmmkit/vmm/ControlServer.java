@@ -1,0 +1,161 @@
+package org.vmmkit.vmm;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.Channels;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParseException;
+import com.google.gson.JsonParser;
+import org.vmmkit.core.config.Units;
+import org.vmmkit.migration.MigrationSettings;
+
+/**
+ * The control endpoint of a vmm process, in the spirit of QMP: a Unix domain socket taking one JSON
+ * object per line, {@code {"execute": NAME, "arguments": {...}}}, and answering one line,
+ * {@code {"return": ...}} or {@code {"error": {"class": ..., "desc": ...}}}. Commands: query-status,
+ * query-migrate, query-guest, migrate, migrate-cancel, quit (README lists them).
+ */
+public final class ControlServer implements AutoCloseable {
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
+    static final Gson GSON = new GsonBuilder().serializeNulls().disableHtmlEscaping().create();
+
+    private final Path path;
+    private final Machine machine;
+    private final Runnable onQuit;
+    private final ServerSocketChannel server;
+    private volatile String listening;
+
+    /** Binds the socket at {@code path} (an existing socket file there is replaced) and starts serving. */
+    public ControlServer(Path path, Machine machine, Runnable onQuit) throws IOException {
+        this.path = path;
+        this.machine = machine;
+        this.onQuit = onQuit;
+        Files.deleteIfExists(path);
+        this.server = ServerSocketChannel.open(StandardProtocolFamily.UNIX).bind(UnixDomainSocketAddress.of(path));
+        Thread.ofPlatform().name("control").daemon().start(this::serve);
+    }
+
+    /** Tells query-status where this process listens for an incoming migration. */
+    public void listening(String address) {
+        this.listening = address;
+    }
+
+    private void serve() {
+        while (server.isOpen()) {
+            try {
+                SocketChannel client = server.accept();
+                Thread.ofPlatform().name("control-client").daemon().start(() -> session(client));
+            } catch (IOException e) {
+                if (server.isOpen()) LOG.log(System.Logger.Level.WARNING, "control endpoint: " + e.getMessage());
+            }
+        }
+    }
+
+    private void session(SocketChannel client) {
+        try (client;
+             BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(client), StandardCharsets.UTF_8));
+             OutputStream out = Channels.newOutputStream(client)) {
+            String line;
+            while ((line = in.readLine()) != null) {
+                if (line.isBlank()) continue;
+                Map<String, Object> answer = answer(line);
+                out.write((GSON.toJson(answer) + "\n").getBytes(StandardCharsets.UTF_8));
+                out.flush();
+                if (answer.containsKey("return") && line.contains("\"quit\"")) {
+                    onQuit.run();
+                    return;
+                }
+            }
+        } catch (IOException e) {
+            // the client went away; nothing to answer
+        }
+    }
+
+    private Map<String, Object> answer(String line) {
+        String command = "?";
+        try {
+            JsonObject request = JsonParser.parseString(line).getAsJsonObject();
+            if (!request.has("execute")) return error("GenericError", "a command is {\"execute\": NAME, \"arguments\": {...}}");
+            command = request.get("execute").getAsString();
+            JsonObject args = request.has("arguments") ? request.getAsJsonObject("arguments") : new JsonObject();
+            return Map.of("return", execute(command, args));
+        } catch (JsonParseException | IllegalStateException | UnsupportedOperationException | ClassCastException e) {
+            return error("GenericError", command + ": " + e.getMessage());
+        } catch (IllegalArgumentException e) {
+            return error("GenericError", command + ": " + e.getMessage());
+        } catch (RuntimeException e) {
+            return error("GenericError", command + ": " + e);
+        }
+    }
+
+    private Object execute(String command, JsonObject args) {
+        return switch (command) {
+            case "query-status" -> {
+                Map<String, Object> s = new LinkedHashMap<>();
+                Machine.Status status = machine.status();
+                s.put("status", status.name().toLowerCase().replace('_', '-'));
+                s.put("running", status == Machine.Status.RUNNING);
+                s.put("listen", listening);
+                s.put("devices-left-out", machine.devicesLeftOut());
+                yield s;
+            }
+            case "query-migrate" -> MigrateJson.of(machine.migrationStats(), machine.guestRamBytes(), machine.migrationError());
+            case "query-guest" -> machine.guestReport();
+            case "migrate" -> {
+                String uri = args.has("uri") ? args.get("uri").getAsString() : null;
+                if (uri == null || !uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
+                HostPort to = HostPort.parse(uri.substring(4));
+                machine.migrate(to.host(), to.port(), overrides(args));
+                yield Map.of();
+            }
+            case "migrate-cancel" -> {
+                machine.cancelMigration();
+                yield Map.of();
+            }
+            case "quit" -> Map.of();
+            default -> throw new IllegalArgumentException("unknown command '" + command
+                    + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, quit)");
+        };
+    }
+
+    /** The process's migration settings with what the migrate command overrides (QEMU's migrate-set-parameters). */
+    private MigrationSettings overrides(JsonObject args) {
+        MigrationSettings s = machine.migrationSettings();
+        if (args.has("channels")) s = s.withChannels(args.get("channels").getAsInt());
+        if (args.has("max-bandwidth")) s = s.withMaxBandwidth(Units.parseSize(args.get("max-bandwidth").getAsString()));
+        if (args.has("downtime-limit")) s = s.withDowntimeLimit(Units.parseDuration(args.get("downtime-limit").getAsString()));
+        if (args.has("max-iterations")) s = s.withMaxIterations(args.get("max-iterations").getAsInt());
+        return s;
+    }
+
+    private static Map<String, Object> error(String kind, String desc) {
+        Map<String, Object> e = new LinkedHashMap<>();
+        e.put("class", kind);
+        e.put("desc", desc);
+        return Map.of("error", e);
+    }
+
+    @Override
+    public void close() {
+        try {
+            server.close();
+            Files.deleteIfExists(path);
+        } catch (IOException e) {
+            LOG.log(System.Logger.Level.WARNING, "closing the control endpoint " + path + ": " + e.getMessage());
+        }
+    }
+}

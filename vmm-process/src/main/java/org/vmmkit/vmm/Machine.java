@@ -1,0 +1,285 @@
+package org.vmmkit.vmm;
+
+import java.io.IOException;
+import java.nio.channels.ServerSocketChannel;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.kvm.Kvm;
+import org.vmmkit.core.kvm.Vm;
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.dirty.DirtySource;
+import org.vmmkit.dirty.KvmDirtyLog;
+import org.vmmkit.dirty.VfioIommuDirtyPages;
+import org.vmmkit.migration.MigrationDestination;
+import org.vmmkit.migration.MigrationException;
+import org.vmmkit.migration.MigrationSettings;
+import org.vmmkit.migration.MigrationSource;
+import org.vmmkit.migration.MigrationStats;
+import org.vmmkit.vfio.migration.DeviceMigrationPlan;
+import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+
+/**
+ * One VMM process's VM, wired from its settings: a KVM VM with guest RAM, its vCPUs and the built-in
+ * workload; an emulated IOMMU container mapping all guest RAM; the configured devices (DMA through that
+ * container); and the migration plan of the devices. It runs as a source (the guest started here) or as a
+ * destination (an empty VM that receives a stream and then runs), migrates, and reports what a control
+ * client asks: status, migration statistics, and the guest's pass counter and digests for verification.
+ */
+public final class Machine implements AutoCloseable {
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
+
+    /** QEMU's run states, the ones this process goes through. */
+    public enum Status { RUNNING, PAUSED, INMIGRATE, POSTMIGRATE, FINISH_MIGRATE }
+
+    private final VmmSettings settings;
+    private final Kvm kvm;
+    private final GuestMemory memory;
+    private final Vm vm;
+    private final DirtyingWorkload workload;
+    private final EmulatedVfioContainer container;
+    private final List<EmulatedMigratableDevice> devices = new ArrayList<>();
+    private final DeviceMigrationPlan plan;
+    private volatile Status status;
+    private volatile MigrationSource migration;
+    private volatile Thread migrationThread;
+    private volatile String migrationError;
+    private volatile String incomingMemoryDigest;
+    private volatile long incomingPasses = -1;
+
+    private final boolean recordDigest;
+    private volatile long incomingDigestMillis = -1;
+
+    private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
+        this.settings = settings;
+        this.recordDigest = recordDigest;
+        List<AutoCloseable> opened = new ArrayList<>();
+        try {
+            this.kvm = Kvm.open();
+            opened.add(kvm);
+            this.memory = GuestMemory.create(GuestMemory.standardLayout(settings.vm().memorySize()));
+            opened.add(memory);
+            this.vm = kvm.createVm(memory);
+            opened.add(vm);
+            for (int i = 0; i < settings.vm().vcpus(); i++) vm.createVcpu();
+            this.workload = new DirtyingWorkload(settings.vm().workload());
+            if (!incoming) workload.install(memory, vm.vcpus());
+            this.container = new EmulatedVfioContainer("iommu0", GuestMemory.PAGE_SIZE, EmulatedVfioContainer.Tracking.PRECISE);
+            for (GuestRegion r : memory.regions()) container.mapDma(r.guestAddress(), r.host(), true, true);
+            List<DeviceMigrationPlan.Entry> entries = new ArrayList<>();
+            long seed = incoming ? 1_000_003 : 17;
+            for (DeviceSpec spec : settings.devices()) {
+                EmulatedMigratableDevice device = new EmulatedMigratableDevice(spec.deviceConfig(), seed++);
+                opened.add(device);
+                if (incoming) device.recordDigestOnResume();
+                if (spec.dmaSize() > 0) device.attachDma(container, spec.dmaAddress(), spec.dmaSize());
+                devices.add(device);
+                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable()));
+            }
+            this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
+            this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
+        } catch (RuntimeException e) {
+            for (int i = opened.size() - 1; i >= 0; i--) {
+                try {
+                    opened.get(i).close();
+                } catch (Exception suppressed) {
+                    e.addSuppressed(suppressed);
+                }
+            }
+            throw e;
+        }
+    }
+
+    /** A VM whose guest (the built-in workload) is installed and starts at once. */
+    public static Machine source(VmmSettings settings) {
+        Machine m = new Machine(settings, false, false);
+        m.vm.start(m.workload);
+        m.status = Status.RUNNING;
+        LOG.log(System.Logger.Level.INFO, "guest started: {0} of RAM, {1} vCPU(s), {2} device(s)", settings.vm().memorySize(),
+                settings.vm().vcpus(), m.devices.size());
+        return m;
+    }
+
+    /**
+     * An empty VM of the same shape, waiting for a migration stream; with {@code recordDigest} it takes a
+     * SHA-256 of guest memory once the stream is loaded and before the guest runs (for a verification; it
+     * lengthens the downtime by the time it takes).
+     */
+    public static Machine destination(VmmSettings settings, boolean recordDigest) {
+        return new Machine(settings, true, recordDigest);
+    }
+
+    public Status status() {
+        return status;
+    }
+
+    /** Guest RAM in bytes. */
+    public long guestRamBytes() {
+        return memory.totalSize();
+    }
+
+    /** The migration settings of the config file. */
+    public MigrationSettings migrationSettings() {
+        return settings.migration();
+    }
+
+    /** Devices left out of migration, each with why. */
+    public List<String> devicesLeftOut() {
+        return plan.leftOut();
+    }
+
+    /**
+     * Starts a migration to {@code host:port} on its own thread; {@link #migrationStats()} follows it. Refused
+     * while one runs or once the VM has migrated away.
+     */
+    public synchronized void migrate(String host, int port, MigrationSettings overrides) {
+        if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
+        if (status != Status.RUNNING) throw new IllegalStateException("the VM is " + status.name().toLowerCase() + ", not running");
+        KvmDirtyLog kvmLog = new KvmDirtyLog(vm);
+        List<DirtySource> dirty = List.of(kvmLog, new VfioIommuDirtyPages(container, memory));
+        MigrationSource source = new MigrationSource(vm, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
+        migration = source;
+        migrationError = null;
+        migrationThread = Thread.ofPlatform().name("migration").start(() -> {
+            try {
+                LOG.log(System.Logger.Level.INFO, "migrating to {0}:{1}", host, String.valueOf(port));
+                status = Status.RUNNING;
+                source.migrate(new java.net.InetSocketAddress(host, port));
+                status = Status.POSTMIGRATE;
+                LOG.log(System.Logger.Level.INFO, "migration completed: {0}", source.stats());
+            } catch (MigrationException | RuntimeException e) {
+                migrationError = e.getMessage();
+                status = Status.RUNNING;
+                LOG.log(System.Logger.Level.WARNING, e.getMessage());
+            } finally {
+                kvmLog.close();
+            }
+        });
+    }
+
+    /** Cancels a running migration (it rolls back); false if none runs. */
+    public boolean cancelMigration() {
+        MigrationSource m = migration;
+        Thread t = migrationThread;
+        if (m == null || t == null || !t.isAlive()) return false;
+        m.cancel();
+        return true;
+    }
+
+    /** The statistics of the current or last migration. */
+    public MigrationStats migrationStats() {
+        MigrationSource m = migration;
+        return m == null ? MigrationStats.none() : m.stats();
+    }
+
+    /** Why the last migration failed, or null. */
+    public String migrationError() {
+        return migrationError;
+    }
+
+    /**
+     * Receives a migration on {@code server}: a failed or refused stream leaves the VM unstarted and waits
+     * for the next connection; returns once the VM runs.
+     */
+    public void receive(ServerSocketChannel server) throws IOException {
+        MigrationDestination destination = new MigrationDestination(vm, plan.devices(), workload, () -> {
+            incomingPasses = DirtyingWorkload.passesDone(memory);
+            if (recordDigest) {
+                long start = System.nanoTime();
+                incomingMemoryDigest = digest();
+                incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
+            }
+        });
+        while (true) {
+            try {
+                destination.receive(server, Duration.ofDays(365));
+                status = Status.RUNNING;
+                LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
+                return;
+            } catch (MigrationException e) {
+                migrationError = e.getMessage();
+                LOG.log(System.Logger.Level.WARNING, e.getMessage() + "; waiting for another attempt");
+                if (!server.isOpen()) throw new IOException("the listening socket closed", e);
+            }
+        }
+    }
+
+    /** The guest's pass counter (the workload's progress, kept in guest memory). */
+    public long passes() {
+        return DirtyingWorkload.passesDone(memory);
+    }
+
+    /** SHA-256 of every page of guest memory, now. */
+    public String digest() {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            for (GuestRegion r : memory.regions()) sha.update(r.host().asByteBuffer());
+            return HexFormat.of().formatHex(sha.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * What a verification needs: the pass counter; memory and device digests now when the guest is not
+     * running (a running guest's would be stale at once); on a destination, the digests taken when the
+     * stream was loaded and before anything ran.
+     */
+    public Map<String, Object> guestReport() {
+        Map<String, Object> out = new LinkedHashMap<>();
+        Status s = status;
+        out.put("status", s.name().toLowerCase().replace('_', '-'));
+        out.put("passes", passes());
+        boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED;
+        out.put("memory-digest", still ? digest() : null);
+        out.put("incoming-memory-digest", incomingMemoryDigest);
+        out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
+        out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
+        List<Map<String, Object>> devs = new ArrayList<>();
+        for (int i = 0; i < devices.size(); i++) {
+            EmulatedMigratableDevice d = devices.get(i);
+            Map<String, Object> dev = new LinkedHashMap<>();
+            dev.put("name", d.name());
+            dev.put("migratable", settings.devices().get(i).migratable());
+            dev.put("state-digest", still ? HexFormat.of().formatHex(d.stateDigest()) : null);
+            byte[] atResume = d.digestAtResume();
+            dev.put("incoming-state-digest", atResume == null ? null : HexFormat.of().formatHex(atResume));
+            dev.put("operations", d.operations());
+            dev.put("dma-writes", d.dmaWrites());
+            dev.put("misuse", d.misuse());
+            devs.add(dev);
+        }
+        out.put("devices", devs);
+        out.put("vcpu-failure", vm.failure() == null ? null : vm.failure().toString());
+        return out;
+    }
+
+    @Override
+    public void close() {
+        MigrationSource m = migration;
+        Thread t = migrationThread;
+        if (m != null && t != null && t.isAlive()) {
+            m.cancel();
+            try {
+                t.join(10_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        plan.close();
+        for (EmulatedMigratableDevice d : devices) d.close();
+        vm.close();
+        memory.close();
+        kvm.close();
+    }
+}

@@ -1,0 +1,218 @@
+package org.vmmkit.vmm;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+
+import com.google.gson.JsonObject;
+import org.vmmkit.core.config.ConfigException;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** The {@code vmm} command line: run, incoming, migrate, demo. */
+@Command(name = "vmm", mixinStandardHelpOptions = true, version = "vmm 0.1.0",
+        description = "A Java VMM with live migration of guest memory, vCPU state and VFIO device state.",
+        subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Demo.class, CommandLine.HelpCommand.class})
+public final class Main {
+    /** Exit codes beyond 0 (success): 1 a failed check or migration, 2 a usage or config error (picocli's), 3 an environment problem. */
+    static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
+
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
+    /** Runs the command line and returns the exit code (tests call this). */
+    public static int run(String... args) {
+        CommandLine cli = new CommandLine(new Main());
+        cli.setExecutionExceptionHandler((e, command, parsed) -> {
+            if (e instanceof ConfigException || e instanceof IllegalArgumentException) {
+                command.getErr().println("vmm: " + e.getMessage());
+                return USAGE;
+            }
+            command.getErr().println("vmm: " + (e.getMessage() == null ? e.toString() : e.getMessage()));
+            return e instanceof IOException ? ENVIRONMENT : FAILED;
+        });
+        return cli.execute(args);
+    }
+
+    static Path defaultControl(String name) {
+        return Path.of(System.getProperty("java.io.tmpdir"), name);
+    }
+
+    /** Options every VM-starting command shares. */
+    static class VmOptions {
+        @Option(names = "--config", paramLabel = "FILE", description = "Config file (key = value lines; README lists the keys). Default: every key at its default.")
+        Path config;
+
+        @Option(names = "--set", paramLabel = "KEY=VALUE", description = "Overrides one config key; repeatable.")
+        List<String> overrides = new ArrayList<>();
+
+        @Option(names = {"-v", "--verbose"}, description = "A log line per phase on stderr.")
+        boolean verbose;
+
+        VmmSettings settings() {
+            return VmmSettings.load(config, overrides);
+        }
+    }
+
+    static void requireKvm() throws IOException {
+        if (!java.nio.file.Files.exists(Path.of("/dev/kvm"))) {
+            throw new IOException("/dev/kvm is missing: this host cannot run a KVM guest (enable virtualization, or nested virtualization in a VM)");
+        }
+    }
+
+    @Command(name = "run", description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
+    static final class Run implements Callable<Integer> {
+        @CommandLine.Mixin VmOptions vm;
+
+        @Option(names = "--control", paramLabel = "SOCKET", description = "Control endpoint (Unix socket). Default: ${java.io.tmpdir}/vmm.sock.")
+        Path control = defaultControl("vmm.sock");
+
+        @Override
+        public Integer call() throws Exception {
+            Logs.configure(vm.verbose, "run");
+            VmmSettings settings = vm.settings();
+            requireKvm();
+            CountDownLatch quit = new CountDownLatch(1);
+            try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(control, machine, quit::countDown)) {
+                System.out.println("vmm: guest running; control endpoint " + control);
+                for (String leftOut : machine.devicesLeftOut()) System.out.println("vmm: device " + leftOut);
+                Runtime.getRuntime().addShutdownHook(new Thread(quit::countDown));
+                quit.await();
+            }
+            return 0;
+        }
+    }
+
+    @Command(name = "incoming", description = "Starts a destination VM of the same shape that waits for a migration stream, then runs it.")
+    static final class Incoming implements Callable<Integer> {
+        @CommandLine.Mixin VmOptions vm;
+
+        @Option(names = "--listen", paramLabel = "HOST:PORT", required = true, description = "Where to accept the stream (port 0: any free port, shown by query-status).")
+        String listen;
+
+        @Option(names = "--control", paramLabel = "SOCKET", description = "Control endpoint (Unix socket). Default: ${java.io.tmpdir}/vmm-incoming.sock.")
+        Path control = defaultControl("vmm-incoming.sock");
+
+        @Option(names = "--record-digest", description = "Take a SHA-256 of guest memory when the stream is loaded, before the guest runs"
+                + " (query-guest shows it; it lengthens the downtime by the time it takes, which query-guest also shows).")
+        boolean recordDigest;
+
+        @Override
+        public Integer call() throws Exception {
+            Logs.configure(vm.verbose, "incoming");
+            HostPort at = HostPort.parse(listen);
+            VmmSettings settings = vm.settings();
+            requireKvm();
+            CountDownLatch quit = new CountDownLatch(1);
+            try (Machine machine = Machine.destination(settings, recordDigest); ControlServer server = new ControlServer(control, machine, quit::countDown);
+                 ServerSocketChannel socket = ServerSocketChannel.open().bind(new InetSocketAddress(at.host(), at.port()))) {
+                InetSocketAddress bound = (InetSocketAddress) socket.getLocalAddress();
+                server.listening(at.host() + ":" + bound.getPort());
+                System.out.println("vmm: waiting for a migration on " + at.host() + ":" + bound.getPort() + "; control endpoint " + control);
+                Runtime.getRuntime().addShutdownHook(new Thread(quit::countDown));
+                Thread receiver = Thread.ofPlatform().name("incoming").daemon().start(() -> {
+                    try {
+                        machine.receive(socket);
+                        System.out.println("vmm: migration received; guest running");
+                    } catch (IOException e) {
+                        System.err.println("vmm: " + e.getMessage());
+                    }
+                });
+                quit.await();
+                receiver.interrupt();
+            }
+            return 0;
+        }
+    }
+
+    @Command(name = "migrate", description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
+    static final class Migrate implements Callable<Integer> {
+        @Option(names = "--to", paramLabel = "HOST:PORT", required = true, description = "The destination's --listen address.")
+        String to;
+
+        @Option(names = "--control", paramLabel = "SOCKET", description = "The source VM's control endpoint. Default: ${java.io.tmpdir}/vmm.sock.")
+        Path control = defaultControl("vmm.sock");
+
+        @Option(names = "--json", description = "Print the final statistics as JSON (fields in README).")
+        boolean json;
+
+        @Option(names = "--channels", description = "Override migration.channels for this migration.")
+        Integer channels;
+
+        @Option(names = "--max-bandwidth", paramLabel = "SIZE", description = "Override migration.max-bandwidth (bytes per second, e.g. 100M).")
+        String maxBandwidth;
+
+        @Option(names = "--downtime-limit", paramLabel = "DURATION", description = "Override migration.downtime-limit (e.g. 300ms).")
+        String downtimeLimit;
+
+        @Override
+        public Integer call() throws Exception {
+            HostPort.parse(to);
+            Map<String, Object> args = new LinkedHashMap<>();
+            args.put("uri", "tcp:" + to);
+            if (channels != null) args.put("channels", channels);
+            if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
+            if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
+            JsonObject last = watch(control, args, Progress.onTerminal());
+            if (json) System.out.println(ControlServer.GSON.toJson(last));
+            else System.out.println(Progress.summary(last));
+            return "completed".equals(last.get("status").getAsString()) ? 0 : FAILED;
+        }
+    }
+
+    /**
+     * Starts a migration through the control endpoint at {@code control} and follows it with a progress
+     * line on stderr until it ends; Ctrl-C (a shutdown hook) cancels it and waits for the rollback. Returns
+     * the final query-migrate answer.
+     */
+    static JsonObject watch(Path control, Map<String, Object> migrateArgs, boolean progress) throws IOException, InterruptedException {
+        try (ControlClient client = ControlClient.connect(control)) {
+            client.execute("migrate", migrateArgs);
+            Thread cancelOnInterrupt = new Thread(() -> {
+                try (ControlClient c = ControlClient.connect(control)) {
+                    c.execute("migrate-cancel", null);
+                    System.err.println("\nvmm: cancelling the migration ...");
+                    for (int i = 0; i < 200; i++) {
+                        String s = c.query("query-migrate").get("status").getAsString();
+                        if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
+                            System.err.println("vmm: migration " + s + "; the source VM keeps running");
+                            return;
+                        }
+                        Thread.sleep(50);
+                    }
+                } catch (IOException | InterruptedException e) {
+                    System.err.println("vmm: cancel failed: " + e.getMessage());
+                }
+            });
+            Runtime.getRuntime().addShutdownHook(cancelOnInterrupt);
+            try {
+                Progress bar = new Progress(System.err, progress);
+                while (true) {
+                    JsonObject stats = client.query("query-migrate");
+                    String status = stats.get("status").getAsString();
+                    if (status.equals("completed") || status.equals("failed") || status.equals("cancelled")) {
+                        bar.finish(stats);
+                        return stats;
+                    }
+                    bar.show(stats);
+                    Thread.sleep(100);
+                }
+            } finally {
+                try {
+                    Runtime.getRuntime().removeShutdownHook(cancelOnInterrupt);
+                } catch (IllegalStateException shuttingDown) {
+                    // the hook is running: it cancels
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+package org.vmmkit.vmm;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.migration.MigrationStats;
+
+/**
+ * {@link MigrationStats} as the JSON of {@code query-migrate} and {@code vmm migrate --json}, named after
+ * QEMU's query-migrate fields where one corresponds (README documents each field).
+ */
+public final class MigrateJson {
+    private MigrateJson() {}
+
+    public static Map<String, Object> of(MigrationStats s, long guestRamBytes, String error) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("status", s.status());
+        out.put("total-time", s.totalMillis());
+        out.put("setup-time", s.setupMillis());
+        out.put("downtime", s.status().equals("completed") ? s.downtimeMillis() : null);
+        out.put("expected-downtime", s.expectedDowntimeMillis());
+        out.put("transferred", s.transferredBytes());
+        Map<String, Object> ram = new LinkedHashMap<>();
+        ram.put("total", guestRamBytes);
+        ram.put("remaining", s.remainingBytes());
+        ram.put("normal", s.ramPages());
+        ram.put("normal-bytes", s.ramPages() * GuestMemory.PAGE_SIZE);
+        ram.put("duplicate", s.zeroPages());
+        ram.put("dirty-pages-rate", s.dirtyPagesRate());
+        ram.put("dirty-sync-count", s.rounds());
+        ram.put("mbps", Math.round(s.throughputMbps() * 10) / 10.0);
+        ram.put("page-size", GuestMemory.PAGE_SIZE);
+        out.put("ram", ram);
+        Map<String, Object> vfio = new LinkedHashMap<>();
+        vfio.put("transferred", s.deviceBytes());
+        List<Map<String, Object>> devices = new ArrayList<>();
+        for (MigrationStats.DeviceStats d : s.devices()) {
+            Map<String, Object> dev = new LinkedHashMap<>();
+            dev.put("name", d.name());
+            dev.put("transferred", d.bytes());
+            dev.put("chunks", d.chunks());
+            devices.add(dev);
+        }
+        vfio.put("devices", devices);
+        out.put("vfio", vfio);
+        out.put("stopped-by-iteration-cap", s.stoppedByIterationCap());
+        out.put("error-desc", error);
+        return out;
+    }
+}

@@ -1,0 +1,35 @@
+package org.vmmkit.vmm;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.vmmkit.core.config.Config;
+import org.vmmkit.core.config.ConfigKey;
+import org.vmmkit.core.config.VmmConfig;
+import org.vmmkit.migration.MigrationConfig;
+import org.vmmkit.migration.MigrationSettings;
+
+/** Everything a vmm process reads from its config file: the VM, its devices, and how it migrates. */
+public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSettings migration) {
+
+    /** Every key of the file, in README's order. */
+    public static final List<ConfigKey<?>> KEYS;
+
+    static {
+        List<ConfigKey<?>> keys = new ArrayList<>(VmmConfig.KEYS);
+        keys.addAll(MigrationConfig.KEYS);
+        keys.addAll(DeviceSpec.KEYS);
+        KEYS = List.copyOf(keys);
+    }
+
+    public static VmmSettings from(Config config) {
+        VmmConfig vm = VmmConfig.from(config);
+        return new VmmSettings(vm, DeviceSpec.from(config, vm.memorySize()), MigrationConfig.from(config));
+    }
+
+    /** Reads {@code file} (null: defaults only) and applies {@code overrides} ({@code key=value}). */
+    public static VmmSettings load(Path file, List<String> overrides) {
+        return from(Config.load(KEYS, file, overrides));
+    }
+}
