@@ -99,7 +99,15 @@ public final class Config {
     private String suggestion(String key) {
         String best = null;
         int bestDistance = 4;
+        List<String> candidates = new ArrayList<>();
         for (String known : schema.keySet()) {
+            if (!known.contains(NAME)) {
+                candidates.add(known);
+                continue;
+            }
+            for (String segment : key.split("\\.")) candidates.add(known.replace(NAME, segment)); // the name may be any segment
+        }
+        for (String known : candidates) {
             int d = distance(key, known);
             if (d < bestDistance) {
                 bestDistance = d;

@@ -1,0 +1,67 @@
+package org.vmmkit.vmm;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.vmmkit.core.config.ConfigException;
+import org.vmmkit.core.config.ConfigKey;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The command line and the config file as a user meets them: help, errors naming the key, the README table. */
+class CommandLineTest {
+    @TempDir Path dir;
+
+    @Test
+    void aBadKeyOrValueIsAUsageErrorNamingTheKey() throws Exception {
+        Path bad = dir.resolve("bad.conf");
+        Files.write(bad, List.of("migration.channels = 2", "device.gpu0.migratabel = false"));
+        ConfigException e = assertThrows(ConfigException.class, () -> VmmSettings.load(bad, List.of()));
+        assertTrue(e.getMessage().contains("line 2: unknown key 'device.gpu0.migratabel' (did you mean"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("migration.channels=99")));
+        assertTrue(e.getMessage().contains("key 'migration.channels' = '99': must be between 1 and 16"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("device.gpu0.data-section=paged")));
+        assertTrue(e.getMessage().contains("'device.gpu0.data-section': expected mmap, partial, trapped or direct"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("device.gpu0.dma-size=8M", "device.gpu0.dma-address=4G")));
+        assertTrue(e.getMessage().contains("key 'device.gpu0.dma-size'") && e.getMessage().contains("inside one RAM region"), e.getMessage());
+        assertEquals(Main.USAGE, Main.run("run", "--config", bad.toString()));
+    }
+
+    @Test
+    void theConfigFileBuildsTheMigrationAndDeviceSettings() {
+        VmmSettings s = VmmSettings.load(null, List.of("migration.channels=2", "migration.max-bandwidth=100M", "migration.downtime-limit=150ms",
+                "device.gpu0.memory=32M", "device.nic0.migratable=false"));
+        assertEquals(2, s.migration().channels());
+        assertEquals(100L << 20, s.migration().maxBandwidth());
+        assertEquals(150, s.migration().downtimeLimit().toMillis());
+        assertEquals(List.of("gpu0", "nic0"), s.devices().stream().map(DeviceSpec::name).toList());
+        assertEquals(32L << 20, s.devices().get(0).memory());
+        assertTrue(s.devices().get(0).migratable() && !s.devices().get(1).migratable());
+    }
+
+    @Test
+    void usageErrorsAndHelp() {
+        Map.Entry<Integer, String> help = TwoProcessMigrationTest.cli("--help");
+        assertEquals(0, help.getKey());
+        for (String command : List.of("run", "incoming", "migrate", "demo")) assertTrue(help.getValue().contains(command), help.getValue());
+        assertEquals(Main.USAGE, Main.run("migrate", "--to", "nowhere", "--control", dir.resolve("none.sock").toString()));
+        assertEquals(Main.USAGE, Main.run("incoming"), "--listen is required");
+        assertEquals(Main.ENVIRONMENT, Main.run("migrate", "--to", "127.0.0.1:1", "--control", dir.resolve("none.sock").toString()),
+                "no VM behind the control endpoint");
+    }
+
+    @Test
+    void readmeTableListsEveryKeyWithItsDefault() throws Exception {
+        String readme = Files.readString(Path.of("..", "README.md"));
+        for (ConfigKey<?> k : VmmSettings.KEYS) {
+            String row = "| `" + k.name() + "` | `" + k.defaultValue() + "` |";
+            assertTrue(readme.contains(row), "README.md's config table lacks the row starting " + row);
+        }
+    }
+}

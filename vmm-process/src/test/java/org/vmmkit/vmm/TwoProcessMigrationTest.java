@@ -1,0 +1,220 @@
+package org.vmmkit.vmm;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Predicate;
+
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.vmmkit.core.kvm.RequiresKvm;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Two real vmm processes (this JVM's java and class path), a source running a KVM guest with an emulated
+ * device doing DMA and a destination waiting on loopback; migrations driven through the source's control
+ * endpoint and checked through both endpoints: one that completes (started with {@code vmm migrate --json}),
+ * one that is cancelled and then completes on a second attempt, and one whose destination is killed
+ * mid-stream.
+ */
+@RequiresKvm
+@Timeout(180)
+class TwoProcessMigrationTest {
+    @TempDir Path dir;
+    private final List<Demo.Child> children = new ArrayList<>();
+    private Path sourceControl, destinationControl;
+    private Demo.Child source, destination;
+    private String listen;
+
+    static final List<String> CONFIG = List.of(
+            "vm.memory = 128M",
+            "workload.size = 32M",
+            "workload.pages-per-second = 20000",
+            "device.gpu0.memory = 8M",
+            "device.gpu0.dma-address = 64M",
+            "device.gpu0.dma-size = 4M",
+            "device.nic0.memory = 1M",
+            "device.nic0.migratable = false");
+
+    private void startBoth() throws Exception {
+        Path config = dir.resolve("vm.conf");
+        Files.write(config, CONFIG);
+        sourceControl = dir.resolve("source.sock");
+        destinationControl = dir.resolve("destination.sock");
+        destination = Demo.Child.start("destination", dir, false, "incoming", "--config", config.toString(), "--listen", "127.0.0.1:0",
+                "--control", destinationControl.toString(), "--record-digest");
+        children.add(destination);
+        source = Demo.Child.start("source", dir, false, "run", "--config", config.toString(), "--control", sourceControl.toString());
+        children.add(source);
+        try (ControlClient d = ControlClient.await(destinationControl, Duration.ofSeconds(30), destination.process.toHandle())) {
+            listen = d.query("query-status").get("listen").getAsString();
+        }
+        try (ControlClient s = ControlClient.await(sourceControl, Duration.ofSeconds(30), source.process.toHandle())) {
+            awaitPasses(s, 2);
+        }
+    }
+
+    @AfterEach
+    void stopChildren() {
+        for (Demo.Child c : children) {
+            c.stop(c == source ? sourceControl : destinationControl);
+            if (c.process.exitValue() != 0) c.printLogTail();
+        }
+    }
+
+    private static long awaitPasses(ControlClient c, long passes) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        long now;
+        while ((now = c.query("query-guest").get("passes").getAsLong()) < passes) {
+            assertTrue(System.nanoTime() < deadline, "the guest reached pass " + now + ", not " + passes + ", in 30 s");
+            Thread.sleep(20);
+        }
+        return now;
+    }
+
+    private static JsonObject awaitMigration(ControlClient c, Predicate<JsonObject> until) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while (true) {
+            JsonObject s = c.query("query-migrate");
+            if (until.test(s)) return s;
+            assertTrue(System.nanoTime() < deadline, "the migration did not get there in 60 s: " + s);
+            Thread.sleep(20);
+        }
+    }
+
+    private static boolean ended(JsonObject s) {
+        String status = s.get("status").getAsString();
+        return status.equals("completed") || status.equals("failed") || status.equals("cancelled");
+    }
+
+    /** Runs the CLI in this JVM and returns its exit code and stdout. */
+    static Map.Entry<Integer, String> cli(String... args) {
+        PrintStream before = System.out;
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+        try {
+            int code = Main.run(args);
+            return Map.entry(code, out.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(before);
+        }
+    }
+
+    /** The destination ran what the source paused: memory, migratable device state, the pass counter; it runs on. */
+    private void checkDestinationTookOver() throws Exception {
+        try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
+            JsonObject src = s.query("query-guest"), dst = d.query("query-guest");
+            assertEquals("postmigrate", s.query("query-status").get("status").getAsString());
+            assertEquals("running", d.query("query-status").get("status").getAsString());
+            assertNotNull(text(src.get("memory-digest")));
+            assertEquals(text(src.get("memory-digest")), text(dst.get("incoming-memory-digest")), "memory at resume = source at pause");
+            JsonObject gpuSrc = src.getAsJsonArray("devices").get(0).getAsJsonObject();
+            JsonObject gpuDst = dst.getAsJsonArray("devices").get(0).getAsJsonObject();
+            assertEquals(text(gpuSrc.get("state-digest")), text(gpuDst.get("incoming-state-digest")), "device state at resume = at stop");
+            assertTrue(gpuSrc.get("dma-writes").getAsLong() > 0, "the source device did DMA");
+            assertTrue(gpuSrc.getAsJsonArray("misuse").isEmpty() && gpuDst.getAsJsonArray("misuse").isEmpty());
+            JsonObject nicDst = dst.getAsJsonArray("devices").get(1).getAsJsonObject();
+            assertTrue(nicDst.get("incoming-state-digest").isJsonNull(), "the non-migratable device was left out, not resumed");
+            long paused = src.get("passes").getAsLong();
+            assertEquals(paused, dst.get("incoming-passes").getAsLong());
+            awaitPasses(d, paused + 2);
+        }
+    }
+
+    private static String text(JsonElement e) {
+        return e == null || e.isJsonNull() ? null : e.getAsString();
+    }
+
+    @Test
+    void vmmMigrateMovesARunningGuestToAnotherProcess() throws Exception {
+        startBoth();
+        Map.Entry<Integer, String> result = cli("migrate", "--to", listen, "--control", sourceControl.toString(), "--json", "--channels", "2");
+        assertEquals(0, result.getKey(), result.getValue());
+        JsonObject stats = JsonParser.parseString(result.getValue()).getAsJsonObject();
+        assertEquals("completed", stats.get("status").getAsString());
+        assertTrue(stats.get("downtime").getAsLong() >= 0 && stats.get("transferred").getAsLong() > 32L << 20, stats.toString());
+        assertEquals(8L << 20 <= stats.getAsJsonObject("vfio").get("transferred").getAsLong(), true, stats.toString());
+        checkDestinationTookOver();
+
+        // Every field of `vmm migrate --json` is documented in README's table.
+        String readme = Files.readString(Path.of("..", "README.md"));
+        List<String> fields = new ArrayList<>();
+        flatten("", stats, fields);
+        for (String f : fields) assertTrue(readme.contains("| `" + f + "` |"), "README's migrate --json table lacks " + f);
+    }
+
+    private static void flatten(String prefix, JsonObject o, List<String> out) {
+        for (var e : o.entrySet()) {
+            String name = prefix + e.getKey();
+            if (e.getValue().isJsonObject()) {
+                flatten(name + ".", e.getValue().getAsJsonObject(), out);
+            } else if (e.getValue().isJsonArray()) {
+                out.add(name);
+                for (JsonElement item : e.getValue().getAsJsonArray()) {
+                    if (item.isJsonObject()) flatten(name + "[].", item.getAsJsonObject(), out);
+                }
+            } else {
+                out.add(name);
+            }
+        }
+    }
+
+    @Test
+    void aCancelledMigrationLeavesTheSourceRunningAndASecondAttemptCompletes() throws Exception {
+        startBoth();
+        try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
+            s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "16M"));
+            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            s.execute("migrate-cancel", null);
+            JsonObject cancelled = awaitMigration(s, TwoProcessMigrationTest::ended);
+            assertEquals("cancelled", cancelled.get("status").getAsString(), cancelled.toString());
+            assertEquals("running", s.query("query-status").get("status").getAsString());
+            long passes = s.query("query-guest").get("passes").getAsLong();
+            awaitPasses(s, passes + 2);
+            assertEquals("inmigrate", d.query("query-status").get("status").getAsString(), "the destination did not start from a cut stream");
+
+            s.execute("migrate", Map.of("uri", "tcp:" + listen));
+            JsonObject second = awaitMigration(s, TwoProcessMigrationTest::ended);
+            assertEquals("completed", second.get("status").getAsString(), second.toString());
+        }
+        checkDestinationTookOver();
+    }
+
+    @Test
+    void whenTheDestinationProcessDiesMidStreamTheSourceKeepsRunning() throws Exception {
+        startBoth();
+        try (ControlClient s = ControlClient.connect(sourceControl)) {
+            s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "16M"));
+            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            destination.process.destroyForcibly();
+            JsonObject failed = awaitMigration(s, TwoProcessMigrationTest::ended);
+            assertEquals("failed", failed.get("status").getAsString(), failed.toString());
+            assertFalse(failed.get("error-desc").isJsonNull());
+            assertTrue(failed.get("error-desc").getAsString().contains("rolled back"), failed.get("error-desc").getAsString());
+            assertEquals("running", s.query("query-status").get("status").getAsString());
+            long passes = s.query("query-guest").get("passes").getAsLong();
+            awaitPasses(s, passes + 3);
+            JsonObject gpu = s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject();
+            long ops = gpu.get("operations").getAsLong();
+            Thread.sleep(200);
+            assertTrue(s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject().get("operations").getAsLong() > ops,
+                    "the source device runs again");
+        }
+    }
+}
