@@ -10,9 +10,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 
+import org.vmmkit.core.MigratableVm;
 import org.vmmkit.core.kvm.ExitHandler;
-import org.vmmkit.core.kvm.Vcpu;
-import org.vmmkit.core.kvm.VcpuState;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.ram.RamReceiver;
@@ -33,16 +32,19 @@ import org.vmmkit.vfio.migration.V1DeviceMigration;
 public final class MigrationDestination {
     private static final long MAX_CHUNK = 64L << 20, MAX_VCPU_STATE = 64 * 1024;
 
-    private final Vm vm;
+    private final MigratableVm vm;
     private final List<V1DeviceMigration> devices;
-    private final ExitHandler handler;
     private final Runnable beforeStart;
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<V1DeviceMigration> devices, ExitHandler handler, Runnable beforeStart) {
+        this(new KvmGuest(vm, handler), devices, beforeStart);
+    }
+
+    /** For any {@link MigratableVm}; {@code beforeStart} as above. */
+    public MigrationDestination(MigratableVm vm, List<V1DeviceMigration> devices, Runnable beforeStart) {
         this.vm = vm;
         this.devices = List.copyOf(devices);
-        this.handler = handler;
         this.beforeStart = beforeStart;
     }
 
@@ -96,7 +98,7 @@ public final class MigrationDestination {
         List<RamChannel> extras = new ArrayList<>();
         try {
             StreamHeader header = StreamHeader.read(channel);
-            header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpus().size()));
+            header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpuCount()));
             SocketChannel[] byIndex = new SocketChannel[header.channels()];
             for (int i = 1; i < header.channels(); i++) {
                 SocketChannel c = more.accept();
@@ -118,7 +120,7 @@ public final class MigrationDestination {
             RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()));
             ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
             long[] nextSequence = new long[devices.size()];
-            VcpuState[] states = new VcpuState[vm.vcpus().size()];
+            byte[][] states = new byte[vm.vcpuCount()][];
             while (true) {
                 FrameType t;
                 try {
@@ -156,7 +158,7 @@ public final class MigrationDestination {
                         ByteBuffer bytes = ByteBuffer.allocate((int) codec.length());
                         codec.readPayload(channel, bytes);
                         codec.verify();
-                        states[id] = VcpuState.fromBytes(bytes.array());
+                        states[id] = bytes.array();
                     }
                     case END_OF_ROUND -> codec.verify();
                     case COMPLETE -> {
@@ -167,11 +169,10 @@ public final class MigrationDestination {
                             if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
                         }
                         if (beforeStart != null) beforeStart.run();
-                        List<Vcpu> vcpus = vm.vcpus();
-                        for (int i = 0; i < states.length; i++) vcpus.get(i).restore(states[i]);
+                        for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
                         for (V1DeviceMigration d : devices) d.completeResume(); // refuses a device without its final chunk
                         resuming = false;
-                        vm.start(handler);
+                        vm.startLoaded();
                         answer(channel, FrameType.ACK_COMPLETE, "");
                         return;
                     }
@@ -203,13 +204,13 @@ public final class MigrationDestination {
      */
     private static final class RamChannel {
         private final SocketChannel in;
-        private final Vm vm;
+        private final MigratableVm vm;
         private final SocketChannel first;
         private final java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
         private volatile Throwable failure;
         private Thread thread;
 
-        RamChannel(SocketChannel in, Vm vm, SocketChannel first) {
+        RamChannel(SocketChannel in, MigratableVm vm, SocketChannel first) {
             this.in = in;
             this.vm = vm;
             this.first = first;

@@ -9,7 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
-import org.vmmkit.core.kvm.Vcpu;
+import org.vmmkit.core.MigratableVm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
@@ -38,13 +38,19 @@ public final class MigrationSource {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
     private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
 
-    private final Vm vm;
+    private final MigratableVm vm;
     private final GuestMemory memory;
     private final List<DirtySource> dirtySources;
     private final List<V1DeviceMigration> devices;
     private final MigrationSettings settings;
 
+    /** Migrates a KVM VM. */
     public MigrationSource(Vm vm, List<DirtySource> dirtySources, List<V1DeviceMigration> devices, MigrationSettings settings) {
+        this(new KvmGuest(vm, null), dirtySources, devices, settings);
+    }
+
+    /** Migrates any {@link MigratableVm} (a KVM VM, a software guest). */
+    public MigrationSource(MigratableVm vm, List<DirtySource> dirtySources, List<V1DeviceMigration> devices, MigrationSettings settings) {
         this.vm = vm;
         this.memory = vm.memory();
         this.dirtySources = List.copyOf(dirtySources);
@@ -70,6 +76,12 @@ public final class MigrationSource {
     private volatile boolean capped;
     private volatile TransferRing liveRing;
     private volatile MigrationStats finalStats;
+    private volatile String error;
+
+    /** Why the migration failed or was cancelled and what the rollback did; null while it runs or once it completed. Set before {@link #stats()} shows the end. */
+    public String error() {
+        return error;
+    }
 
     /**
      * Cancels the migration from any thread: it is rolled back like a failure. The connections are closed,
@@ -126,9 +138,10 @@ public final class MigrationSource {
             try {
                 for (int i = 0; i < settings.channels(); i++) channels.add(SocketChannel.open(destination));
             } catch (IOException e) {
+                error = "connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
+                        + ") failed: " + e.getMessage() + "; nothing was changed";
                 finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
-                throw new MigrationException("connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
-                        + ") failed: " + e.getMessage() + "; nothing was changed", e);
+                throw new MigrationException(error, e);
             }
             return migrate(channels);
         } finally {
@@ -173,7 +186,7 @@ public final class MigrationSource {
         TransferRing ring = null;
         try {
             long streamId = new java.security.SecureRandom().nextLong();
-            ByteBuffer header = headerOf(memory, devices, vm.vcpus().size()).withChannels(channels.size(), streamId).encode();
+            ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId).encode();
             while (header.hasRemaining()) channel.write(header);
             FrameCodec hello = new FrameCodec(0);
             for (int i = 1; i < channels.size(); i++) hello.write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
@@ -228,7 +241,7 @@ public final class MigrationSource {
                 long now = System.nanoTime();
                 long roundNanos = Math.max(1, now - roundStart);
                 long bytes = ring.bytesWritten() - bytesBefore;
-                windowDirty += dirty;
+                if (round > 1) windowDirty += dirty; // the first sync reports every page: not a rate of writing
                 if (bytesPerNano == 0 || now - windowStart >= 100_000_000L) {
                     long windowNanos = Math.max(1, now - windowStart);
                     dirtyRate = (long) (windowDirty * 1e9 / windowNanos);
@@ -277,7 +290,7 @@ public final class MigrationSource {
                 if (deviceProducers.get(i).drain(0) != 0) throw new IllegalStateException("device " + devices.get(i).deviceName() + " still has data");
                 devices.get(i).transition(DeviceState.STOP);
             }
-            for (Vcpu v : vm.vcpus()) ring.publishControl(FrameType.VCPU_STATE, v.id(), 0, ByteBuffer.wrap(v.state().toBytes()));
+            for (int i = 0; i < vm.vcpuCount(); i++) ring.publishControl(FrameType.VCPU_STATE, i, 0, ByteBuffer.wrap(vm.saveVcpu(i)));
             ring.publishComplete();
             ring.awaitSent(60, TimeUnit.SECONDS);
 
@@ -301,12 +314,13 @@ public final class MigrationSource {
                     + expectedMicros / 1000 + " ms)" : "");
             endPhase(phaseEvent, phase, cancelled ? "cancelled" : "failed");
             MigrationStats live = stats();
+            error = cancelled ? "migration cancelled in " + where + "; " + rollback
+                    : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback;
             finalStats = new MigrationStats(cancelled ? "cancelled" : "failed", live.totalMillis(), live.setupMillis(), 0,
                     live.expectedDowntimeMillis(), live.transferredBytes(), live.remainingBytes(), live.rounds(), live.ramPages(),
                     live.zeroPages(), live.deviceBytes(), live.dirtyPagesRate(), live.throughputMbps(), live.stoppedByIterationCap(),
                     live.devices());
-            if (cancelled) throw new MigrationException("migration cancelled in " + where + "; " + rollback, failure);
-            throw new MigrationException("migration failed in " + where + ": " + failure.getMessage() + "; " + rollback, failure);
+            throw new MigrationException(error, failure);
         } finally {
             if (ring != null) ring.close();
             tracker.close();

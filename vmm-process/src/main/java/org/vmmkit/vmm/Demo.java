@@ -41,21 +41,33 @@ public final class Demo implements Callable<Integer> {
     @Option(names = {"-v", "--verbose"}, description = "Show both processes' phase lines.")
     boolean verbose;
 
+    @Option(names = "--accelerator", description = "kvm, software (a Java thread as the guest, as on a host without /dev/kvm) or auto.")
+    String acceleratorOption = "auto";
+
     @Option(names = "--keep", description = "Keep the working directory (config, logs, sockets) for a look afterwards.")
     boolean keep;
 
     @Override
     public Integer call() throws Exception {
-        if (!Files.exists(Path.of("/dev/kvm"))) {
-            System.err.println("vmm demo: /dev/kvm is missing, so no KVM guest can run here. (A software workload for such hosts is"
-                    + " not built yet.)");
-            return Main.ENVIRONMENT;
+        String kvmProblem = switch (acceleratorOption) {
+            case "auto", "kvm" -> org.vmmkit.core.kvm.Kvm.unavailableReason();
+            case "software" -> "--accelerator software";
+            default -> throw new IllegalArgumentException("--accelerator: expected auto, kvm or software");
+        };
+        if (kvmProblem != null && acceleratorOption.equals("kvm")) throw new IOException("KVM is unusable: " + kvmProblem);
+        String accelerator = kvmProblem == null ? "kvm" : "software";
+        if (kvmProblem != null) {
+            System.out.println("vmm demo: KVM is unusable here (" + kvmProblem + "): the guest is a SOFTWARE guest, a Java thread"
+                    + " rewriting the same pages, with no vCPUs; everything else (devices, dirty tracking, the stream) is the same");
         }
         Path dir = Files.createTempDirectory("vmm-demo");
         Path config = dir.resolve("demo.conf");
-        Files.write(config, CONFIG);
+        List<String> lines = new ArrayList<>(CONFIG);
+        lines.add("vm.accelerator = " + accelerator);
+        Files.write(config, lines);
         Path sourceControl = dir.resolve("source.sock"), destinationControl = dir.resolve("destination.sock");
-        System.out.println("vmm demo: source and destination processes on loopback (work directory " + dir + ")");
+        System.out.println("vmm demo: source and destination processes on loopback, " + (kvmProblem == null ? "a KVM guest"
+                : "a SOFTWARE guest") + " (work directory " + dir + ")");
         List<Child> children = new ArrayList<>();
         try {
             Child destination = Child.start("destination", dir, verbose, "incoming", "--config", config.toString(), "--listen",

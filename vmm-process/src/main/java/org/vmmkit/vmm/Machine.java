@@ -11,6 +11,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
+import org.vmmkit.core.MigratableVm;
+import org.vmmkit.core.config.VmmConfig;
 import org.vmmkit.core.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.Vm;
@@ -20,6 +22,7 @@ import org.vmmkit.core.vfio.EmulatedVfioContainer;
 import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.KvmDirtyLog;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
+import org.vmmkit.migration.KvmGuest;
 import org.vmmkit.migration.MigrationDestination;
 import org.vmmkit.migration.MigrationException;
 import org.vmmkit.migration.MigrationSettings;
@@ -31,7 +34,7 @@ import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
 
 /**
  * One VMM process's VM, wired from its settings: a KVM VM with guest RAM, its vCPUs and the built-in
- * workload; an emulated IOMMU container mapping all guest RAM; the configured devices (DMA through that
+ * workload (or, where KVM is unusable or the config says so, a {@link SoftwareGuest}); an emulated IOMMU container mapping all guest RAM; the configured devices (DMA through that
  * container); and the migration plan of the devices. It runs as a source (the guest started here) or as a
  * destination (an empty VM that receives a stream and then runs), migrates, and reports what a control
  * client asks: status, migration statistics, and the guest's pass counter and digests for verification.
@@ -43,9 +46,11 @@ public final class Machine implements AutoCloseable {
     public enum Status { RUNNING, PAUSED, INMIGRATE, POSTMIGRATE, FINISH_MIGRATE }
 
     private final VmmSettings settings;
-    private final Kvm kvm;
+    private final Kvm kvm; // null with a software guest
     private final GuestMemory memory;
-    private final Vm vm;
+    private final Vm vm; // null with a software guest
+    private final SoftwareGuest software; // null with KVM
+    private final MigratableVm guest;
     private final DirtyingWorkload workload;
     private final EmulatedVfioContainer container;
     private final List<EmulatedMigratableDevice> devices = new ArrayList<>();
@@ -65,15 +70,35 @@ public final class Machine implements AutoCloseable {
         this.recordDigest = recordDigest;
         List<AutoCloseable> opened = new ArrayList<>();
         try {
-            this.kvm = Kvm.open();
-            opened.add(kvm);
+            boolean useKvm = switch (settings.vm().accelerator()) {
+                case KVM -> true;
+                case SOFTWARE -> false;
+                case AUTO -> Kvm.unavailableReason() == null;
+            };
+            if (useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) {
+                LOG.log(System.Logger.Level.INFO, "accelerator: kvm");
+            } else if (!useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) {
+                LOG.log(System.Logger.Level.WARNING, "KVM is unusable here (" + Kvm.unavailableReason()
+                        + "): the guest is a SOFTWARE guest, a Java thread rewriting the workload's pages, with no vCPUs");
+            }
+            this.kvm = useKvm ? Kvm.open() : null;
+            if (kvm != null) opened.add(kvm);
             this.memory = GuestMemory.create(GuestMemory.standardLayout(settings.vm().memorySize()));
             opened.add(memory);
-            this.vm = kvm.createVm(memory);
-            opened.add(vm);
-            for (int i = 0; i < settings.vm().vcpus(); i++) vm.createVcpu();
             this.workload = new DirtyingWorkload(settings.vm().workload());
-            if (!incoming) workload.install(memory, vm.vcpus());
+            if (useKvm) {
+                this.vm = kvm.createVm(memory);
+                opened.add(vm);
+                for (int i = 0; i < settings.vm().vcpus(); i++) vm.createVcpu();
+                if (!incoming) workload.install(memory, vm.vcpus());
+                this.software = null;
+                this.guest = new KvmGuest(vm, workload);
+            } else {
+                this.vm = null;
+                this.software = new SoftwareGuest(memory, settings.vm().workload());
+                if (!incoming) software.install();
+                this.guest = software;
+            }
             this.container = new EmulatedVfioContainer("iommu0", GuestMemory.PAGE_SIZE, EmulatedVfioContainer.Tracking.PRECISE);
             for (GuestRegion r : memory.regions()) container.mapDma(r.guestAddress(), r.host(), true, true);
             List<DeviceMigrationPlan.Entry> entries = new ArrayList<>();
@@ -103,10 +128,10 @@ public final class Machine implements AutoCloseable {
     /** A VM whose guest (the built-in workload) is installed and starts at once. */
     public static Machine source(VmmSettings settings) {
         Machine m = new Machine(settings, false, false);
-        m.vm.start(m.workload);
+        m.guest.startLoaded();
         m.status = Status.RUNNING;
-        LOG.log(System.Logger.Level.INFO, "guest started: {0} of RAM, {1} vCPU(s), {2} device(s)", settings.vm().memorySize(),
-                settings.vm().vcpus(), m.devices.size());
+        LOG.log(System.Logger.Level.INFO, "guest started ({0}): {1} of RAM, {2} device(s)", m.accelerator(), settings.vm().memorySize(),
+                m.devices.size());
         return m;
     }
 
@@ -119,8 +144,20 @@ public final class Machine implements AutoCloseable {
         return new Machine(settings, true, recordDigest);
     }
 
+    /** The run state; during and after a migration it follows the migration's own status, so the two never disagree. */
     public Status status() {
+        MigrationSource m = migration;
+        if (m != null) {
+            String s = m.stats().status();
+            if (s.equals("completed")) return Status.POSTMIGRATE;
+            if (s.equals("device")) return Status.FINISH_MIGRATE;
+        }
         return status;
+    }
+
+    /** {@code kvm}, or {@code software} for a software guest (a Java thread, no vCPUs). */
+    public String accelerator() {
+        return vm != null ? "kvm" : "software";
     }
 
     /** Guest RAM in bytes. */
@@ -144,10 +181,11 @@ public final class Machine implements AutoCloseable {
      */
     public synchronized void migrate(String host, int port, MigrationSettings overrides) {
         if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
-        if (status != Status.RUNNING) throw new IllegalStateException("the VM is " + status.name().toLowerCase() + ", not running");
-        KvmDirtyLog kvmLog = new KvmDirtyLog(vm);
-        List<DirtySource> dirty = List.of(kvmLog, new VfioIommuDirtyPages(container, memory));
-        MigrationSource source = new MigrationSource(vm, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
+        Status now = status();
+        if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.name().toLowerCase().replace('_', '-') + ", not running");
+        KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
+        List<DirtySource> dirty = List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory));
+        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
         migration = source;
         migrationError = null;
         migrationThread = Thread.ofPlatform().name("migration").start(() -> {
@@ -162,7 +200,7 @@ public final class Machine implements AutoCloseable {
                 status = Status.RUNNING;
                 LOG.log(System.Logger.Level.WARNING, e.getMessage());
             } finally {
-                kvmLog.close();
+                if (kvmLog != null) kvmLog.close();
             }
         });
     }
@@ -182,9 +220,11 @@ public final class Machine implements AutoCloseable {
         return m == null ? MigrationStats.none() : m.stats();
     }
 
-    /** Why the last migration failed, or null. */
+    /** Why the last migration failed or was cancelled (and what the rollback did), or null. */
     public String migrationError() {
-        return migrationError;
+        MigrationSource m = migration;
+        String fromSource = m == null ? null : m.error();
+        return fromSource != null ? fromSource : migrationError;
     }
 
     /**
@@ -192,7 +232,7 @@ public final class Machine implements AutoCloseable {
      * for the next connection; returns once the VM runs.
      */
     public void receive(ServerSocketChannel server) throws IOException {
-        MigrationDestination destination = new MigrationDestination(vm, plan.devices(), workload, () -> {
+        MigrationDestination destination = new MigrationDestination(guest, plan.devices(), () -> {
             incomingPasses = DirtyingWorkload.passesDone(memory);
             if (recordDigest) {
                 long start = System.nanoTime();
@@ -237,7 +277,7 @@ public final class Machine implements AutoCloseable {
      */
     public Map<String, Object> guestReport() {
         Map<String, Object> out = new LinkedHashMap<>();
-        Status s = status;
+        Status s = status();
         out.put("status", s.name().toLowerCase().replace('_', '-'));
         out.put("passes", passes());
         boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED;
@@ -260,7 +300,8 @@ public final class Machine implements AutoCloseable {
             devs.add(dev);
         }
         out.put("devices", devs);
-        out.put("vcpu-failure", vm.failure() == null ? null : vm.failure().toString());
+        out.put("accelerator", accelerator());
+        out.put("vcpu-failure", vm == null || vm.failure() == null ? null : vm.failure().toString());
         return out;
     }
 
@@ -278,8 +319,9 @@ public final class Machine implements AutoCloseable {
         }
         plan.close();
         for (EmulatedMigratableDevice d : devices) d.close();
-        vm.close();
+        if (software != null) software.shutdown();
+        if (vm != null) vm.close();
         memory.close();
-        kvm.close();
+        if (kvm != null) kvm.close();
     }
 }

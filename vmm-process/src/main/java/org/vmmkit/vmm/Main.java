@@ -63,12 +63,6 @@ public final class Main {
         }
     }
 
-    static void requireKvm() throws IOException {
-        if (!java.nio.file.Files.exists(Path.of("/dev/kvm"))) {
-            throw new IOException("/dev/kvm is missing: this host cannot run a KVM guest (enable virtualization, or nested virtualization in a VM)");
-        }
-    }
-
     @Command(name = "run", description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
     static final class Run implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
@@ -80,10 +74,10 @@ public final class Main {
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "run");
             VmmSettings settings = vm.settings();
-            requireKvm();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(control, machine, quit::countDown)) {
-                System.out.println("vmm: guest running; control endpoint " + control);
+                System.out.println("vmm: " + (machine.accelerator().equals("kvm") ? "KVM guest" : "SOFTWARE guest (a Java thread; no /dev/kvm)")
+                        + " running; control endpoint " + control);
                 for (String leftOut : machine.devicesLeftOut()) System.out.println("vmm: device " + leftOut);
                 Runtime.getRuntime().addShutdownHook(new Thread(quit::countDown));
                 quit.await();
@@ -111,7 +105,6 @@ public final class Main {
             Logs.configure(vm.verbose, "incoming");
             HostPort at = HostPort.parse(listen);
             VmmSettings settings = vm.settings();
-            requireKvm();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.destination(settings, recordDigest); ControlServer server = new ControlServer(control, machine, quit::countDown);
                  ServerSocketChannel socket = ServerSocketChannel.open().bind(new InetSocketAddress(at.host(), at.port()))) {

@@ -11,7 +11,19 @@ import org.vmmkit.core.memory.GuestMemory;
  * The VM section of the config: memory, vCPUs and the built-in workload. Later modules add their
  * sections (migration, devices) to the same file with keys of their own.
  */
-public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload) {
+public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload, Accelerator accelerator) {
+
+    /** What runs the guest: KVM, a software guest (a Java thread, for hosts without /dev/kvm), or KVM where usable. */
+    public enum Accelerator { AUTO, KVM, SOFTWARE }
+
+    public static final ConfigKey<Accelerator> ACCELERATOR = new ConfigKey<>("vm.accelerator", "auto",
+            "What runs the guest: `kvm`; `software`, a Java thread rewriting the workload's pages (no vCPUs, for hosts without /dev/kvm); `auto`, KVM where /dev/kvm is usable, else software (said at start).",
+            v -> switch (v) {
+                case "auto" -> Accelerator.AUTO;
+                case "kvm" -> Accelerator.KVM;
+                case "software" -> Accelerator.SOFTWARE;
+                default -> throw new IllegalArgumentException("expected auto, kvm or software");
+            });
 
     public static final ConfigKey<Long> MEMORY = ConfigKey.size("vm.memory", "256M",
             "Guest RAM. Above 3 GiB the rest is placed from 4 GiB (a PC-style hole for MMIO).");
@@ -30,7 +42,7 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
     public static final ConfigKey<Boolean> WORKLOAD_REPORT = ConfigKey.flag("workload.report-passes", "true",
             "Exit to the VMM after each pass to report progress; false gives a guest that never exits.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, VCPUS, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
+    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, VCPUS, ACCELERATOR, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
             WORKLOAD_PASSES, WORKLOAD_RATE, WORKLOAD_REPORT);
 
     /** Builds the typed config, checking what only makes sense across keys. */
@@ -57,7 +69,7 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
         }
         DirtyingWorkload.Settings workload = new DirtyingWorkload.Settings(start, size / stride, stride,
                 config.get(WORKLOAD_PASSES), config.get(WORKLOAD_RATE), config.get(WORKLOAD_REPORT));
-        return new VmmConfig(memory, (int) vcpus, workload);
+        return new VmmConfig(memory, (int) vcpus, workload, config.get(ACCELERATOR));
     }
 
     public static VmmConfig load(Path file, List<String> overrides) {

@@ -221,6 +221,9 @@ public final class DirtyingWorkload implements ExitHandler {
     }
 
     /** The completed-pass count the guest keeps in its own memory. */
+    /** Where the guest keeps its pass counter (a qword in the control block); a software guest keeps it there too. */
+    public static final long PASSES_DONE_ADDRESS = CONTROL + C_PASSES_DONE;
+
     public static long passesDone(GuestMemory memory) {
         return memory.readLong(CONTROL + C_PASSES_DONE);
     }
