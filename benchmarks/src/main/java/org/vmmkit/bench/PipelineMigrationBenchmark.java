@@ -54,6 +54,10 @@ public class PipelineMigrationBenchmark {
     @Param({"1", "2"})
     public int channels;
 
+    /** RAM frames with a CRC32C per page (the default) or without (trusting TCP, as QEMU does). */
+    @Param({"true", "false"})
+    public boolean checksums;
+
     private GuestMemory source, destination;
     private ServerSocketChannel server;
     private final List<SocketChannel> outs = new ArrayList<>();
@@ -80,13 +84,13 @@ public class PipelineMigrationBenchmark {
         SocketChannel rawIn = server.accept();
         Thread.ofPlatform().daemon().name("raw-receiver").start(() -> receiveRaw(rawIn));
         sourceViews = new MemoryViews(source);
-        ring = new TransferRing(1024, outs, new MemoryViews(source), RUN, 0);
+        ring = new TransferRing(1024, outs, new MemoryViews(source), RUN, new com.lmax.disruptor.BlockingWaitStrategy(), 0, checksums);
     }
 
     private void receive(SocketChannel in) {
         try {
             FrameCodec codec = new FrameCodec(64L << 20);
-            RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);
             while (true) {
                 if (codec.readHeader(in) == FrameType.COMPLETE) {
                     codec.verify();

@@ -22,7 +22,11 @@ public final class MigrationConfig {
     public static final ConfigKey<Long> DEVICE_CHUNKS_PER_ROUND = ConfigKey.count("migration.device-chunks-per-round", "16",
             "Device state chunks each device may send per pre-copy round.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND);
+    public static final ConfigKey<Boolean> RAM_CHECKSUMS = ConfigKey.flag("migration.ram-checksums", "true",
+            "A CRC32C per RAM page, checked by the destination (corruption beyond TCP's is caught); false trusts TCP as QEMU does, for throughput.");
+
+    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
+            RAM_CHECKSUMS);
 
     /** The settings the config gives, each value checked against its key's bounds. */
     public static MigrationSettings from(Config config) {
@@ -37,6 +41,7 @@ public final class MigrationConfig {
         long bandwidth = config.get(MAX_BANDWIDTH);
         if (bandwidth != 0 && bandwidth < 1 << 20) throw config.invalid(MAX_BANDWIDTH, "must be 0 (unlimited) or at least 1M per second");
         return MigrationSettings.DEFAULT.withDowntimeLimit(config.get(DOWNTIME_LIMIT)).withMaxIterations((int) rounds)
-                .withMaxBandwidth(bandwidth).withChannels((int) channels).withDeviceChunksPerRound((int) chunks);
+                .withMaxBandwidth(bandwidth).withChannels((int) channels).withDeviceChunksPerRound((int) chunks)
+                .withRamChecksums(config.get(RAM_CHECKSUMS));
     }
 }

@@ -102,7 +102,7 @@ public final class MigrationDestination {
             SocketChannel[] byIndex = new SocketChannel[header.channels()];
             for (int i = 1; i < header.channels(); i++) {
                 SocketChannel c = more.accept();
-                extras.add(new RamChannel(c, vm, channel));
+                extras.add(new RamChannel(c, vm, channel, header.ramChecksums()));
                 FrameCodec hello = new FrameCodec(0);
                 if (hello.readHeader(c) != FrameType.CHANNEL || hello.a() != header.streamId() || hello.b() < 1
                         || hello.b() >= header.channels() || byIndex[(int) hello.b()] != null) {
@@ -117,7 +117,7 @@ public final class MigrationDestination {
             for (V1DeviceMigration d : devices) d.startResume();
             resuming = true;
             for (RamChannel e : extras) e.start();
-            RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()));
+            RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), header.ramChecksums());
             ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
             long[] nextSequence = new long[devices.size()];
             byte[][] states = new byte[vm.vcpuCount()][];
@@ -210,7 +210,10 @@ public final class MigrationDestination {
         private volatile Throwable failure;
         private Thread thread;
 
-        RamChannel(SocketChannel in, MigratableVm vm, SocketChannel first) {
+        private final boolean ramChecksums;
+
+        RamChannel(SocketChannel in, MigratableVm vm, SocketChannel first, boolean ramChecksums) {
+            this.ramChecksums = ramChecksums;
             this.in = in;
             this.vm = vm;
             this.first = first;
@@ -223,7 +226,7 @@ public final class MigrationDestination {
         private void run() {
             try {
                 FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
-                RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()));
+                RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), ramChecksums);
                 ram.allowTorn(true);
                 while (true) {
                     FrameType t = codec.readHeader(in);

@@ -7,14 +7,20 @@ import org.vmmkit.migration.wire.StreamHeader;
 /**
  * How a migration runs: the downtime it may cost, the pre-copy round cap, how many chunks a device may
  * send per round, the RAM frame size, the ring size, the bandwidth cap in bytes per second (0 = unlimited)
- * and the number of connections (RAM spread over all of them; device data and control in order on the first).
+ * the number of connections (RAM spread over all of them; device data and control in order on the first),
+ * and whether RAM pages carry a CRC32C each.
  */
 public record MigrationSettings(Duration downtimeLimit, int maxIterations, int deviceChunksPerRound, long maxFramePages,
-                                int ringSize, long maxBandwidth, int channels) {
-    public static final MigrationSettings DEFAULT = new MigrationSettings(Duration.ofMillis(300), 30, 16, 256, 1024, 0, 1);
+                                int ringSize, long maxBandwidth, int channels, boolean ramChecksums) {
+    public static final MigrationSettings DEFAULT = new MigrationSettings(Duration.ofMillis(300), 30, 16, 256, 1024, 0, 1, true);
 
     public MigrationSettings(Duration downtimeLimit, int maxIterations, int deviceChunksPerRound, long maxFramePages, int ringSize) {
-        this(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, 0, 1);
+        this(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, 0, 1, true);
+    }
+
+    /** RAM pages with a CRC32C each (true, the default) or trusted to TCP as QEMU does (false, faster). */
+    public MigrationSettings withRamChecksums(boolean on) {
+        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels, on);
     }
 
     public MigrationSettings {
@@ -28,22 +34,22 @@ public record MigrationSettings(Duration downtimeLimit, int maxIterations, int d
     }
 
     public MigrationSettings withDowntimeLimit(Duration limit) {
-        return new MigrationSettings(limit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels);
+        return new MigrationSettings(limit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels, ramChecksums);
     }
 
     public MigrationSettings withMaxIterations(int rounds) {
-        return new MigrationSettings(downtimeLimit, rounds, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels);
+        return new MigrationSettings(downtimeLimit, rounds, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, channels, ramChecksums);
     }
 
     public MigrationSettings withMaxBandwidth(long bytesPerSecond) {
-        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, bytesPerSecond, channels);
+        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, bytesPerSecond, channels, ramChecksums);
     }
 
     public MigrationSettings withDeviceChunksPerRound(int chunks) {
-        return new MigrationSettings(downtimeLimit, maxIterations, chunks, maxFramePages, ringSize, maxBandwidth, channels);
+        return new MigrationSettings(downtimeLimit, maxIterations, chunks, maxFramePages, ringSize, maxBandwidth, channels, ramChecksums);
     }
 
     public MigrationSettings withChannels(int count) {
-        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, count);
+        return new MigrationSettings(downtimeLimit, maxIterations, deviceChunksPerRound, maxFramePages, ringSize, maxBandwidth, count, ramChecksums);
     }
 }

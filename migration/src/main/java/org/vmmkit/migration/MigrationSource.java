@@ -186,15 +186,22 @@ public final class MigrationSource {
         TransferRing ring = null;
         try {
             long streamId = new java.security.SecureRandom().nextLong();
-            ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId).encode();
+            ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId)
+                    .withRamChecksums(settings.ramChecksums()).encode();
             while (header.hasRemaining()) channel.write(header);
             FrameCodec hello = new FrameCodec(0);
             for (int i = 1; i < channels.size(); i++) hello.write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
+            long helloSent = System.nanoTime();
             expectFromDestination(channel, back, FrameType.READY, "setup");
+            // The handover costs at least one round trip (COMPLETE out, ACK_COMPLETE back): the floor of
+            // every downtime estimate, measured here as header-to-READY (an upper bound: it includes the
+            // destination's header check).
+            long roundTripMicros = Math.max(1, (System.nanoTime() - helloSent) / 1000);
             tracker.start();
             saving = true;
             for (V1DeviceMigration d : devices) d.startPrecopy();
-            ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(), settings.maxBandwidth());
+            ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(),
+                    new com.lmax.disruptor.BlockingWaitStrategy(), settings.maxBandwidth(), settings.ramChecksums());
             liveRing = ring;
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
             List<DeviceProducer> deviceProducers = new ArrayList<>();
@@ -206,8 +213,9 @@ public final class MigrationSource {
 
             // The dirty rate and the bandwidth are measured over windows of at least 100 ms (a round can
             // last under a millisecond once pre-copy has caught up, and one such round says little).
-            long windowStart = System.nanoTime(), windowDirty = 0, windowBytes = 0, windowBytesStart = 0;
+            long windowStart = System.nanoTime(), windowDirty = 0, windowBytesStart = 0;
             double bytesPerNano = 0;
+            boolean rateMeasured = false;
             while (true) {
                 checkCancelled();
                 long round = rounds + 1;
@@ -241,23 +249,32 @@ public final class MigrationSource {
                 long now = System.nanoTime();
                 long roundNanos = Math.max(1, now - roundStart);
                 long bytes = ring.bytesWritten() - bytesBefore;
-                if (round > 1) windowDirty += dirty; // the first sync reports every page: not a rate of writing
-                if (bytesPerNano == 0 || now - windowStart >= 100_000_000L) {
-                    long windowNanos = Math.max(1, now - windowStart);
-                    dirtyRate = (long) (windowDirty * 1e9 / windowNanos);
-                    windowBytes = ring.bytesWritten() - windowBytesStart;
-                    bytesPerNano = Math.max(windowBytes, 1) / (double) windowNanos;
+                // The dirty rate counts from the end of round 1 (whose sync reports every page) over
+                // windows of at least 100 ms; until the first window closes, the partial window's rate.
+                if (round == 1) {
                     windowStart = now;
-                    windowDirty = 0;
                     windowBytesStart = ring.bytesWritten();
+                    bytesPerNano = Math.max(bytes, 1) / (double) roundNanos;
+                } else {
+                    windowDirty += dirty;
+                    if (now - windowStart >= 100_000_000L) {
+                        long windowNanos = now - windowStart;
+                        dirtyRate = (long) (windowDirty * 1e9 / windowNanos);
+                        bytesPerNano = Math.max(ring.bytesWritten() - windowBytesStart, 1) / (double) windowNanos;
+                        windowStart = now;
+                        windowDirty = 0;
+                        windowBytesStart = ring.bytesWritten();
+                        rateMeasured = true;
+                    }
                 }
+                double rate = rateMeasured ? dirtyRate : windowDirty * 1e9 / Math.max(1, now - windowStart);
                 // Stopping now would send what the guest dirties in a round like this one (at the measured
                 // dirty rate, and no less than this round found) plus every device's pending bytes, at the
-                // measured bandwidth.
+                // measured bandwidth, and then wait a round trip for the acknowledgement.
                 long pendingDevices = 0;
                 for (V1DeviceMigration d : devices) pendingDevices += d.pendingBytes();
-                long nextDirty = Math.max(dirty, (long) (dirtyRate * (roundNanos / 1e9)));
-                long micros = (long) ((nextDirty * PAGE + pendingDevices) / Math.max(bytesPerNano, Math.max(bytes, 1) / (double) roundNanos) / 1e3);
+                long nextDirty = Math.max(dirty, (long) (rate * (roundNanos / 1e9)));
+                long micros = (long) ((nextDirty * PAGE + pendingDevices) / bytesPerNano / 1e3) + roundTripMicros;
                 expectedMicros = micros;
                 roundEvent.round = round;
                 roundEvent.dirtyPages = dirty;

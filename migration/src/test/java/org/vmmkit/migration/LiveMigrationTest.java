@@ -176,6 +176,11 @@ class LiveMigrationTest {
         migrateGuestAndDevice(MigrationSettings.DEFAULT.withChannels(2));
     }
 
+    @Test
+    void withoutRamChecksumsToo() throws Exception {
+        migrateGuestAndDevice(MigrationSettings.DEFAULT.withChannels(2).withRamChecksums(false));
+    }
+
     /** Reads the JFR events the source recorded in {@code recording}. */
     private static List<jdk.jfr.consumer.RecordedEvent> events(jdk.jfr.Recording recording) throws Exception {
         java.nio.file.Path file = java.nio.file.Files.createTempFile("migration", ".jfr");

@@ -58,6 +58,12 @@ public final class TransferRing implements AutoCloseable {
      */
     public TransferRing(int size, List<? extends GatheringByteChannel> channels, MemoryViews views, long maxFramePages, WaitStrategy wait,
                         long maxBandwidth) {
+        this(size, channels, views, maxFramePages, wait, maxBandwidth, true);
+    }
+
+    /** As above; {@code ramChecksums} false sends RAM frames without their per-page CRC table. */
+    public TransferRing(int size, List<? extends GatheringByteChannel> channels, MemoryViews views, long maxFramePages, WaitStrategy wait,
+                        long maxBandwidth, boolean ramChecksums) {
         if (channels.isEmpty()) throw new IllegalArgumentException("a transfer ring needs a channel");
         this.channels = channels.size();
         this.ring = RingBuffer.createMultiProducer(ChunkDescriptor::new, size, wait);
@@ -77,7 +83,7 @@ public final class TransferRing implements AutoCloseable {
         for (int i = 0; i < channels.size(); i++) {
             // MemoryViews are stateful: one per sender thread.
             MemoryViews own = i == 0 ? views : new MemoryViews(views.memory());
-            Sender handler = new Sender(i, channels.get(i), own, maxFramePages, maxBandwidth / channels.size());
+            Sender handler = new Sender(i, channels.get(i), own, maxFramePages, maxBandwidth / channels.size(), ramChecksums);
             BatchEventProcessor<ChunkDescriptor> processor = new BatchEventProcessorBuilder().build(ring, ring.newBarrier(), handler);
             processor.setExceptionHandler(onFailure);
             ring.addGatingSequences(processor.getSequence());
@@ -254,10 +260,13 @@ public final class TransferRing implements AutoCloseable {
         // Written by this sender only; volatile so that stats can be read live from any thread.
         volatile long ramPages, zeroPages, frames, bytes, deviceBytes, deviceChunks;
 
-        Sender(int index, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth) {
+        private final long pageBytes;
+
+        Sender(int index, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth, boolean ramChecksums) {
             this.index = index;
             this.out = out;
-            this.ram = new RamSender(views, codec, maxFramePages);
+            this.ram = new RamSender(views, codec, maxFramePages, ramChecksums);
+            this.pageBytes = RAM_PAGE + (ramChecksums ? 4 : 0);
             this.nanosPerByte100 = maxBandwidth <= 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
         }
 
@@ -288,7 +297,7 @@ public final class TransferRing implements AutoCloseable {
                     if (failure == null) {
                         long framesBefore = ram.frames(), pagesBefore = ram.ramPages();
                         ram.sendRun(out, d.region, d.firstPage, d.pages);
-                        long sent = (ram.ramPages() - pagesBefore) * (RAM_PAGE + 4) + (ram.frames() - framesBefore) * FrameCodec.HEADER;
+                        long sent = (ram.ramPages() - pagesBefore) * pageBytes + (ram.frames() - framesBefore) * FrameCodec.HEADER;
                         frames += ram.frames() - framesBefore;
                         ramPages = ram.ramPages();
                         zeroPages = ram.zeroPages();

@@ -1,13 +1,14 @@
 package org.vmmkit.migration.ram;
 
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ReadableByteChannel;
+import java.util.List;
 import java.util.zip.CRC32C;
 
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.core.memory.GuestMemoryException;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
@@ -29,6 +30,8 @@ import org.vmmkit.migration.wire.WireFormatException;
 public final class RamReceiver {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
 
+    private static final MemorySegment ZERO_PAGE = java.lang.foreign.Arena.global().allocate(PAGE, PAGE);
+
     private final MemoryViews views;
     private final org.vmmkit.dirty.DirtyBitmap[] torn;
     private boolean allowTorn;
@@ -36,7 +39,15 @@ public final class RamReceiver {
     private final CRC32C pageCrc = new CRC32C();
     private long ramPages, zeroPages, tornFrames;
 
+    private final boolean pageChecksums;
+
     public RamReceiver(MemoryViews views) {
+        this(views, true);
+    }
+
+    /** {@code pageChecksums}: whether RAM frames carry a CRC table (the stream header says). */
+    public RamReceiver(MemoryViews views, boolean pageChecksums) {
+        this.pageChecksums = pageChecksums;
         this.views = views;
         this.torn = new org.vmmkit.dirty.DirtyBitmap[views.memory().regions().size()];
         for (GuestRegion r : views.memory().regions()) torn[r.index()] = new org.vmmkit.dirty.DirtyBitmap(r.size() / PAGE);
@@ -69,21 +80,18 @@ public final class RamReceiver {
         long gpa = codec.a(), pages = codec.b();
         long bytes = pages * PAGE;
         if (pages <= 0 || pages > Long.MAX_VALUE / (PAGE + 4) || gpa % PAGE != 0
-                || codec.length() != (type == FrameType.RAM ? bytes + 4 * pages : 0)) {
+                || codec.length() != (type == FrameType.RAM ? bytes + (pageChecksums ? 4 * pages : 0) : 0)) {
             throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") at 0x" + Long.toHexString(gpa)
                     + " with " + pages + " pages and " + codec.length() + " payload bytes is malformed");
         }
-        GuestRegion region;
-        try {
-            views.memory().slice(gpa, bytes); // throws unless the whole range lies in one region
-            region = views.memory().regionOf(gpa);
-        } catch (GuestMemoryException e) {
-            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") targets memory this VM does not have: "
-                    + e.getMessage());
+        GuestRegion region = regionHolding(gpa, bytes);
+        if (region == null) {
+            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") targets memory this VM does not have: [0x"
+                    + Long.toHexString(gpa) + ", +0x" + Long.toHexString(bytes) + ") is not inside one RAM region");
         }
         long offset = gpa - region.guestAddress();
         if (type == FrameType.ZERO_RUN) {
-            region.host().asSlice(offset, bytes).fill((byte) 0);
+            for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
             codec.verify();
             clearTorn(region, offset / PAGE, pages);
             zeroPages += pages;
@@ -94,6 +102,12 @@ public final class RamReceiver {
                     + " crosses a 1 GiB view boundary (the sender never does)");
         }
         codec.readPayloadUnchecked(in, views.view(region, offset, bytes));
+        if (!pageChecksums) {
+            codec.verify(); // the CRC of an empty table: what the header says
+            clearTorn(region, offset / PAGE, pages);
+            ramPages += pages;
+            return;
+        }
         if (table.capacity() < 4 * pages) table = ByteBuffer.allocateDirect((int) (4 * pages)).order(ByteOrder.LITTLE_ENDIAN);
         table.clear().limit((int) (4 * pages));
         codec.readPayload(in, table);
@@ -115,6 +129,16 @@ public final class RamReceiver {
         }
         if (anyTorn) tornFrames++;
         ramPages += pages;
+    }
+
+    /** The region holding all of {@code [gpa, gpa + bytes)}, or null; allocates nothing (it runs once a frame). */
+    private GuestRegion regionHolding(long gpa, long bytes) {
+        List<GuestRegion> regions = views.memory().regions();
+        for (int i = 0; i < regions.size(); i++) {
+            GuestRegion r = regions.get(i);
+            if (gpa >= r.guestAddress() && gpa - r.guestAddress() < r.size() && bytes <= r.size() - (gpa - r.guestAddress())) return r;
+        }
+        return null;
     }
 
     private void clearTorn(GuestRegion region, long firstPage, long pages) {

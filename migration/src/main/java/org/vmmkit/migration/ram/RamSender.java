@@ -32,9 +32,20 @@ public final class RamSender {
     private final ByteBuffer crcTable;
     private final CRC32C pageCrc = new CRC32C();
     private final MemorySegment zeroPage = Arena.ofAuto().allocate(PAGE, PAGE);
+    private final boolean pageChecksums;
+    private final ByteBuffer noTable = ByteBuffer.allocateDirect(0);
     private long ramPages, zeroPages, frames;
 
     public RamSender(MemoryViews views, FrameCodec codec, long maxFramePages) {
+        this(views, codec, maxFramePages, true);
+    }
+
+    /**
+     * {@code pageChecksums} false: RAM frames carry no CRC table (the stream header says so); the pages are
+     * trusted to TCP as QEMU trusts them, and a page the guest changes mid-send is simply sent again.
+     */
+    public RamSender(MemoryViews views, FrameCodec codec, long maxFramePages, boolean pageChecksums) {
+        this.pageChecksums = pageChecksums;
         this.views = views;
         this.codec = codec;
         this.maxFramePages = Math.min(maxFramePages, MemoryViews.VIEW_BYTES / PAGE);
@@ -65,6 +76,9 @@ public final class RamSender {
             if (zero) {
                 codec.write(out, FrameType.ZERO_RUN, gpa, pages, null, null);
                 zeroPages += pages;
+            } else if (!pageChecksums) {
+                codec.writeWithTable(out, FrameType.RAM, gpa, pages, views.view(region, page * PAGE, pages * PAGE), noTable.clear());
+                ramPages += pages;
             } else {
                 crcTable.clear();
                 for (long p = page; p < runEnd; p++) {

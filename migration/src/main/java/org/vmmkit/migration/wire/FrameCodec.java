@@ -90,7 +90,7 @@ public final class FrameCodec {
      */
     public FrameType readHeader(ReadableByteChannel in) throws IOException {
         header.clear();
-        readFully(in, header, "frame " + framesRead);
+        readFrame(in, header, true);
         header.flip();
         crc.reset();
         header.limit(36);
@@ -124,7 +124,7 @@ public final class FrameCodec {
     /** Reads {@code dst.remaining()} payload bytes of the current frame into {@code dst} and adds them to the CRC. */
     public void readPayload(ReadableByteChannel in, ByteBuffer dst) throws IOException {
         int p = dst.position();
-        readFully(in, dst, "frame " + (framesRead - 1) + " (" + type + ") payload");
+        readFrame(in, dst, false);
         int end = dst.position();
         dst.position(p);
         crc.update(dst);
@@ -133,7 +133,7 @@ public final class FrameCodec {
 
     /** Reads payload bytes into {@code dst} without adding them to the payload CRC (RAM data: the table covers it). */
     public void readPayloadUnchecked(ReadableByteChannel in, ByteBuffer dst) throws IOException {
-        readFully(in, dst, "frame " + (framesRead - 1) + " (" + type + ") payload");
+        readFrame(in, dst, false);
     }
 
     /** After the whole payload: whether its CRC32C matches. */
@@ -158,6 +158,16 @@ public final class FrameCodec {
     public long length() { return length; }
 
     public long framesRead() { return framesRead; }
+
+    /** {@link #readFully} for a frame's header or payload, naming it only when the stream ends (no string per frame). */
+    private void readFrame(ReadableByteChannel in, ByteBuffer dst, boolean ofHeader) throws IOException {
+        while (dst.hasRemaining()) {
+            if (in.read(dst) < 0) {
+                throw new EOFException("the stream ended inside " + (ofHeader ? "frame " + framesRead : "frame " + (framesRead - 1) + " ("
+                        + type + ") payload") + " (" + dst.remaining() + " bytes missing)");
+            }
+        }
+    }
 
     /** Reads until {@code dst} is full; a stream that ends first is a clear error, not a hang. */
     static void readFully(ReadableByteChannel in, ByteBuffer dst, String what) throws IOException {

@@ -14,7 +14,10 @@ import java.util.zip.CRC32C;
  * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
  */
 public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus, int channels,
-                           long streamId) {
+                           long streamId, boolean ramChecksums) {
+
+    /** Header flag bit 0: RAM frames carry a CRC32C per page. */
+    static final int FLAG_RAM_CHECKSUMS = 1;
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
@@ -35,12 +38,17 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
 
     /** A header for one channel. */
     public StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
-        this(version, pageSize, memory, devices, vcpus, 1, 0);
+        this(version, pageSize, memory, devices, vcpus, 1, 0, true);
     }
 
     /** The same header for a stream of {@code channels} connections named {@code streamId}. */
     public StreamHeader withChannels(int channels, long streamId) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId);
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums);
+    }
+
+    /** The same header with RAM page checksums on or off. */
+    public StreamHeader withRamChecksums(boolean on) {
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, on);
     }
 
     public ByteBuffer encode() {
@@ -48,7 +56,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         for (Device d : devices) size += 8 + pad8(d.name().getBytes(StandardCharsets.UTF_8).length);
         ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
         b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus)
-                .putInt(channels).putInt(0).putLong(streamId);
+                .putInt(channels).putInt(ramChecksums ? FLAG_RAM_CHECKSUMS : 0).putLong(streamId);
         for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
         for (Device d : devices) {
             byte[] name = d.name().getBytes(StandardCharsets.UTF_8);
@@ -87,12 +95,12 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         if ((int) crc.getValue() != b.getInt(size - 4)) throw new WireFormatException("stream header CRC32C mismatch");
         b.position(16);
         int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt(), channels = b.getInt(),
-                reserved = b.getInt();
+                flags = b.getInt();
         long streamId = b.getLong();
         if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || devices < 0 || devices > MAX_DEVICES
-                || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || reserved != 0) {
+                || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || (flags & ~FLAG_RAM_CHECKSUMS) != 0) {
             throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + devices
-                    + " devices, " + vcpus + " vCPUs, " + channels + " channels, reserved " + reserved);
+                    + " devices, " + vcpus + " vCPUs, " + channels + " channels, flags 0x" + Integer.toHexString(flags));
         }
         try {
             List<Range> memory = new ArrayList<>();
@@ -107,7 +115,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
                 devs.add(new Device(id, new String(name, StandardCharsets.UTF_8)));
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
-            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId);
+            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0);
         } catch (java.nio.BufferUnderflowException e) {
             throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
         }

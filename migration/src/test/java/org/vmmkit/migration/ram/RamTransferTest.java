@@ -236,4 +236,92 @@ class RamTransferTest {
             assertTrue(total < 1024, total + " bytes over " + frames + " frames");
         }
     }
+
+    private static final class MemorySegmentMismatch {
+        static long of(java.lang.foreign.MemorySegment a, java.lang.foreign.MemorySegment b, long offset, long length) {
+            return java.lang.foreign.MemorySegment.mismatch(a, offset, offset + length, b, offset, offset + length);
+        }
+    }
+
+    /** Records what is written into one direct buffer, then replays it as a readable channel; allocates nothing itself. */
+    private static final class Tape implements java.nio.channels.GatheringByteChannel, java.nio.channels.ReadableByteChannel {
+        final java.nio.ByteBuffer bytes;
+        int readAt;
+
+        Tape(int capacity) {
+            bytes = java.nio.ByteBuffer.allocateDirect(capacity);
+        }
+
+        public long write(java.nio.ByteBuffer[] srcs, int offset, int length) {
+            long n = 0;
+            for (int i = offset; i < offset + length; i++) n += write(srcs[i]);
+            return n;
+        }
+
+        public long write(java.nio.ByteBuffer[] srcs) {
+            return write(srcs, 0, srcs.length);
+        }
+
+        public int write(java.nio.ByteBuffer src) {
+            int n = src.remaining();
+            bytes.put(src);
+            return n;
+        }
+
+        public int read(java.nio.ByteBuffer dst) {
+            if (readAt == bytes.position()) return -1;
+            int n = Math.min(dst.remaining(), bytes.position() - readAt);
+            dst.put(dst.position(), bytes, readAt, n);
+            dst.position(dst.position() + n);
+            readAt += n;
+            return n;
+        }
+
+        public boolean isOpen() {
+            return true;
+        }
+
+        public void close() {
+        }
+    }
+
+    @Test
+    void receivingFramesAllocatesNothing() throws Exception {
+        com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        for (boolean checksums : new boolean[] {true, false}) {
+            try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+                 GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+                 DirtyBitmap bitmap = new DirtyBitmap(16 * MIB / PAGE)) {
+                fill(source);
+                for (long p = 0; p < bitmap.pages(); p += 3) bitmap.set(p); // many short runs, zero and not
+                Tape tape = new Tape((int) (20 * MIB));
+                RamSender sender = new RamSender(new MemoryViews(source), new FrameCodec(64 * MIB), 256, checksums);
+                sender.send(tape, source.regions().get(0), bitmap);
+                long frames = sender.frames();
+                RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);
+                FrameCodec codec = new FrameCodec(64 * MIB);
+                long min = Long.MAX_VALUE, total = 0;
+                for (int round = 0; round < 25; round++) { // 20 to warm up, 5 measured
+                    tape.readAt = 0;
+                    long start = threads.getCurrentThreadAllocatedBytes();
+                    for (long f = 0; f < frames; f++) {
+                        codec.readHeader(tape);
+                        receiver.apply(tape, codec);
+                    }
+                    long allocated = threads.getCurrentThreadAllocatedBytes() - start;
+                    if (round >= 20) {
+                        min = Math.min(min, allocated);
+                        total += allocated;
+                    }
+                }
+                var from = source.regions().get(0).host();
+                var to = destination.regions().get(0).host();
+                for (long p = 0; p < bitmap.pages(); p += 3) {
+                    assertEquals(-1, MemorySegmentMismatch.of(from, to, p * PAGE, PAGE), "page " + p + " rebuilt by the replayed frames");
+                }
+                assertEquals(0, min, "checksums " + checksums + ": a steady-state receive of " + frames + " frames allocates nothing");
+                assertTrue(total < 1024, total + " bytes over " + 5 * frames + " frames");
+            }
+        }
+    }
 }

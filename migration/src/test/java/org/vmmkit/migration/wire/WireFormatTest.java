@@ -42,6 +42,22 @@ class WireFormatTest {
     }
 
     @Test
+    void theHeaderCarriesTheRamChecksumFlagAndRefusesUnknownFlags() throws Exception {
+        StreamHeader off = SOURCE.withRamChecksums(false);
+        try (FileChannel ch = withBytes(off.encode())) {
+            assertEquals(false, StreamHeader.read(ch).ramChecksums());
+        }
+        ByteBuffer b = SOURCE.encode();
+        b.order(ByteOrder.LITTLE_ENDIAN).putInt(36, 0x3);
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(b.array(), 0, b.limit() - 4);
+        b.putInt(b.limit() - 4, (int) crc.getValue());
+        try (FileChannel ch = withBytes(b)) {
+            assertTrue(assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage().contains("flags 0x3"));
+        }
+    }
+
+    @Test
     void aDestinationRefusesAVersionItDoesNotKnow() throws Exception {
         ByteBuffer b = SOURCE.encode();
         b.order(ByteOrder.LITTLE_ENDIAN).putInt(8, StreamHeader.VERSION + 1);
