@@ -96,6 +96,7 @@ public final class MigrationDestination {
         FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
         boolean resuming = false;
         List<RamChannel> extras = new ArrayList<>();
+        MigrationSource.noDelay(channel);
         try {
             StreamHeader header = StreamHeader.read(channel);
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpuCount()));

@@ -171,6 +171,7 @@ public final class MigrationSource {
         }
         SocketChannel channel = channels.get(0);
         active = List.copyOf(channels);
+        for (SocketChannel c : channels) noDelay(c);
         if (cancelled) cancel();
         long start = System.nanoTime();
         startNanos = start;
@@ -345,6 +346,15 @@ public final class MigrationSource {
     }
 
     private long phaseStartNanos;
+
+    /** TCP_NODELAY: frames are written as separate writes, and a small one (COMPLETE) must not wait for an ACK. */
+    static void noDelay(SocketChannel c) {
+        try {
+            c.setOption(java.net.StandardSocketOptions.TCP_NODELAY, true);
+        } catch (IOException | UnsupportedOperationException e) {
+            // not a TCP socket (a test's pipe) or already closed: the migration reports any real problem
+        }
+    }
 
     /** Commits the event of the phase that ends and logs it (INFO: a line per phase); returns the next phase's event, begun. */
     private MigrationEvents.Phase endPhase(MigrationEvents.Phase event, String phase, String outcome) {

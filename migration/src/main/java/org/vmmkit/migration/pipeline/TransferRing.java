@@ -27,7 +27,7 @@ import org.vmmkit.vfio.migration.DeviceChunk;
 /**
  * The transfer ring: a Disruptor ring of pre-allocated {@link ChunkDescriptor}s with several producers
  * (the memory scanner, one per device) and one sender thread per channel that writes the descriptors of its
- * channel as frames, straight from guest RAM or a device's data section, with gathering writes (every sender
+ * channel as frames, straight from guest RAM or a device's data section, without a copy (every sender
  * sees every slot and skips the others' — the ring is gated by all of them). A device chunk is released right after
  * its frame is written (or at once, if the sender has failed), which lets its producer read
  * {@code pending_bytes} again.

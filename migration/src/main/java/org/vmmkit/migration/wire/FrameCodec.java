@@ -9,13 +9,13 @@ import java.nio.channels.ReadableByteChannel;
 import java.util.zip.CRC32C;
 
 /**
- * Frames of wire format version 1: a 40-byte little-endian header (type, flags, {@code a}, {@code b},
+ * Frames of wire format version 2: a 40-byte little-endian header (type, flags, {@code a}, {@code b},
  * payload length, CRC32C of the payload, CRC32C of the header) and the payload. The header CRC is
  * checked before any field is used; the payload CRC separately, because a RAM page sent while the guest
- * runs may change between the CRC and the send (a torn page, which pre-copy resends anyway). One codec per channel and thread: its
- * header buffer, CRC and gather array are reused, so writing and reading a frame allocates nothing. The
- * payload is written straight from its own buffers (views of guest RAM or a device's data section) with
- * one gathering write.
+ * runs may change between the CRC and the send (a torn page, which pre-copy resends anyway). One codec
+ * per channel and thread: its header buffer and CRC are reused, so writing and reading a frame allocates
+ * nothing. The payload is written straight from its own buffers (views of guest RAM or a device's data
+ * section), one write per buffer (see {@code write} for why not one gathering write).
  */
 public final class FrameCodec {
     public static final int HEADER = 40;
@@ -23,7 +23,6 @@ public final class FrameCodec {
     public static final int FLAG_SKIPPABLE = 1;
 
     private final ByteBuffer header = ByteBuffer.allocateDirect(HEADER).order(ByteOrder.LITTLE_ENDIAN);
-    private final ByteBuffer[] gather = new ByteBuffer[3];
     private final CRC32C crc = new CRC32C();
     private final long maxPayload;
 
@@ -69,13 +68,17 @@ public final class FrameCodec {
         header.limit(HEADER).position(36);
         header.putInt((int) crc.getValue());
         header.flip();
-        int n = 0;
-        gather[n++] = header;
-        if (payload1 != null) gather[n++] = payload1;
-        if (payload2 != null) gather[n++] = payload2;
-        long total = HEADER + length, done = 0;
-        while (done < total) done += out.write(gather, 0, n);
-        gather[1] = gather[2] = null;
+        // One write per buffer rather than one gathering write: the JDK allocates 40 bytes for every
+        // gathering write that includes a buffer backed by a memory segment (guest RAM, a data section) to
+        // acquire its scope, and nothing for a single write (measured on JDK 25). Three system calls per
+        // 1 MiB frame cost nothing measurable; the sockets have TCP_NODELAY, so a header is never held back.
+        writeFully(out, header);
+        if (payload1 != null) writeFully(out, payload1);
+        if (payload2 != null) writeFully(out, payload2);
+    }
+
+    private static void writeFully(java.nio.channels.WritableByteChannel out, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) out.write(b);
     }
 
     private void crcOf(ByteBuffer payload) {
