@@ -3,11 +3,9 @@ package org.vmmkit.bench;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 
@@ -27,7 +25,6 @@ import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.dirty.DirtyBitmap;
 import org.vmmkit.migration.ram.MemoryViews;
-import org.vmmkit.migration.ram.RamReceiver;
 import org.vmmkit.migration.ram.RamSender;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
@@ -64,58 +61,22 @@ public class MemoryMigrationBenchmark {
 
     @Setup(Level.Trial)
     public void setUp() throws Exception {
-        source = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
+        source = LoopbackRam.randomGuest(SIZE);
         destination = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
-        GuestRegion r = source.regions().get(0);
-        SplittableRandom random = new SplittableRandom(1);
-        for (long o = 0; o < SIZE; o += 8) r.host().set(java.lang.foreign.ValueLayout.JAVA_LONG, o, random.nextLong());
         server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
         framedOut = SocketChannel.open(server.getLocalAddress());
         SocketChannel framedIn = server.accept();
         rawOut = SocketChannel.open(server.getLocalAddress());
         SocketChannel rawIn = server.accept();
-        framedReceiver = Thread.ofPlatform().daemon().name("framed-receiver").start(() -> receiveFramed(framedIn));
-        rawReceiver = Thread.ofPlatform().daemon().name("raw-receiver").start(() -> receiveRaw(rawIn));
+        framedReceiver = Thread.ofPlatform().daemon().name("framed-receiver")
+                .start(() -> LoopbackRam.receiveFramed(framedIn, destination, true, framedDone, t -> receiverFailure = t));
+        rawReceiver = Thread.ofPlatform().daemon().name("raw-receiver")
+                .start(() -> LoopbackRam.receiveRaw(rawIn, destination, SIZE, rawDone, t -> receiverFailure = t));
         sourceViews = new MemoryViews(source);
         codec = new FrameCodec(64L << 20);
         sender = new RamSender(sourceViews, codec, framePages);
         all = new DirtyBitmap(SIZE / PAGE);
         all.setAll();
-    }
-
-    private void receiveFramed(SocketChannel in) {
-        try {
-            FrameCodec codec = new FrameCodec(64L << 20);
-            RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
-            while (true) {
-                if (codec.readHeader(in) == FrameType.COMPLETE) {
-                    codec.verify();
-                    framedDone.release();
-                } else {
-                    receiver.apply(in, codec);
-                }
-            }
-        } catch (Throwable t) {
-            receiverFailure = t;
-            framedDone.release();
-        }
-    }
-
-    private void receiveRaw(SocketChannel in) {
-        try {
-            MemoryViews views = new MemoryViews(destination);
-            GuestRegion r = destination.regions().get(0);
-            while (true) {
-                for (long o = 0; o < SIZE; o += MemoryViews.VIEW_BYTES) {
-                    ByteBuffer v = views.view(r, o, MemoryViews.VIEW_BYTES);
-                    while (v.hasRemaining()) if (in.read(v) < 0) return;
-                }
-                rawDone.release();
-            }
-        } catch (Throwable t) {
-            receiverFailure = t;
-            rawDone.release();
-        }
     }
 
     @Benchmark
@@ -129,11 +90,7 @@ public class MemoryMigrationBenchmark {
 
     @Benchmark
     public long rawBlast() throws Exception {
-        GuestRegion r = source.regions().get(0);
-        for (long o = 0; o < SIZE; o += MemoryViews.VIEW_BYTES) {
-            ByteBuffer v = sourceViews.view(r, o, MemoryViews.VIEW_BYTES);
-            while (v.hasRemaining()) rawOut.write(v);
-        }
+        LoopbackRam.blast(rawOut, sourceViews, source, SIZE, MemoryViews.VIEW_BYTES);
         rawDone.acquire();
         if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
         return SIZE;

@@ -3,12 +3,10 @@ package org.vmmkit.bench;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 
@@ -29,9 +27,6 @@ import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
-import org.vmmkit.migration.ram.RamReceiver;
-import org.vmmkit.migration.wire.FrameCodec;
-import org.vmmkit.migration.wire.FrameType;
 
 /**
  * Guest RAM through the whole send pipeline over loopback TCP, end to end: 4 GiB of random content
@@ -69,57 +64,21 @@ public class PipelineMigrationBenchmark {
 
     @Setup(Level.Trial)
     public void setUp() throws Exception {
-        source = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
+        source = LoopbackRam.randomGuest(SIZE);
         destination = GuestMemory.create(List.of(new GuestMemory.Range(0, SIZE)));
-        GuestRegion r = source.regions().get(0);
-        SplittableRandom random = new SplittableRandom(1);
-        for (long o = 0; o < SIZE; o += 8) r.host().set(java.lang.foreign.ValueLayout.JAVA_LONG, o, random.nextLong());
         server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
         for (int i = 0; i < channels; i++) {
             outs.add(SocketChannel.open(server.getLocalAddress()));
             SocketChannel in = server.accept();
-            Thread.ofPlatform().daemon().name("receiver-" + i).start(() -> receive(in));
+            Thread.ofPlatform().daemon().name("receiver-" + i)
+                    .start(() -> LoopbackRam.receiveFramed(in, destination, checksums, pipelineDone, t -> receiverFailure = t));
         }
         rawOut = SocketChannel.open(server.getLocalAddress());
         SocketChannel rawIn = server.accept();
-        Thread.ofPlatform().daemon().name("raw-receiver").start(() -> receiveRaw(rawIn));
+        Thread.ofPlatform().daemon().name("raw-receiver").start(() -> LoopbackRam.receiveRaw(rawIn, destination, SIZE, rawDone,
+                t -> receiverFailure = t));
         sourceViews = new MemoryViews(source);
         ring = new TransferRing(1024, outs, new MemoryViews(source), RUN, new com.lmax.disruptor.BlockingWaitStrategy(), 0, checksums);
-    }
-
-    private void receive(SocketChannel in) {
-        try {
-            FrameCodec codec = new FrameCodec(64L << 20);
-            RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);
-            while (true) {
-                if (codec.readHeader(in) == FrameType.COMPLETE) {
-                    codec.verify();
-                    pipelineDone.release();
-                } else {
-                    receiver.apply(in, codec);
-                }
-            }
-        } catch (Throwable t) {
-            receiverFailure = t;
-            pipelineDone.release(channels);
-        }
-    }
-
-    private void receiveRaw(SocketChannel in) {
-        try {
-            MemoryViews views = new MemoryViews(destination);
-            GuestRegion r = destination.regions().get(0);
-            while (true) {
-                for (long o = 0; o < SIZE; o += MemoryViews.VIEW_BYTES) {
-                    ByteBuffer v = views.view(r, o, MemoryViews.VIEW_BYTES);
-                    while (v.hasRemaining()) if (in.read(v) < 0) return;
-                }
-                rawDone.release();
-            }
-        } catch (Throwable t) {
-            receiverFailure = t;
-            rawDone.release();
-        }
     }
 
     @Benchmark
@@ -146,11 +105,7 @@ public class PipelineMigrationBenchmark {
     }
 
     private long blast(long writeSize) throws Exception {
-        GuestRegion r = source.regions().get(0);
-        for (long o = 0; o < SIZE; o += writeSize) {
-            ByteBuffer v = sourceViews.view(r, o, writeSize);
-            while (v.hasRemaining()) rawOut.write(v);
-        }
+        LoopbackRam.blast(rawOut, sourceViews, source, SIZE, writeSize);
         rawDone.acquire();
         if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
         return SIZE;

@@ -96,6 +96,24 @@ class LiveMigrationTest {
         return migrateWatched(source, dirty, devices, settings, incoming).stats();
     }
 
+    /** A guest-only migration's statistics and the destination's memory digest taken before it started. */
+    record GuestOnly(MigrationStats stats, byte[] destinationDigest) {}
+
+    /** Migrates a KVM guest without devices (KVM dirty log only) to {@code destination}. */
+    private static GuestOnly migrateGuestOnly(Vm source, Vm destination, GuestMemory destinationRam, DirtyingWorkload onDestination,
+                                              MigrationSettings settings) throws Exception {
+        AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
+        MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
+                () -> destinationDigest.set(digest(destinationRam)));
+        KvmDirtyLog kvmLog = new KvmDirtyLog(source);
+        try {
+            MigrationStats stats = migrate(source, List.of(kvmLog), List.of(), settings, incoming);
+            return new GuestOnly(stats, destinationDigest.get());
+        } finally {
+            kvmLog.close();
+        }
+    }
+
     @Test
     void aBandwidthCapHoldsTheSendRate() throws Exception {
         long cap = 40L << 20; // 40 MiB/s: the first round (24 MiB of random content, 16 MiB dirtied) takes ~1 s
@@ -112,22 +130,14 @@ class LiveMigrationTest {
             destination.createVcpu();
             source.start(onSource);
             assertTrue(onSource.awaitPasses(1, Duration.ofSeconds(30)));
-            AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
-            MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
-                    () -> destinationDigest.set(digest(destinationRam)));
-            KvmDirtyLog kvmLog = new KvmDirtyLog(source);
-            MigrationStats stats;
-            try {
-                stats = migrate(source, List.of(kvmLog), List.of(), MigrationSettings.DEFAULT.withMaxBandwidth(cap), incoming);
-            } finally {
-                kvmLog.close();
-            }
+            GuestOnly result = migrateGuestOnly(source, destination, destinationRam, onDestination, MigrationSettings.DEFAULT.withMaxBandwidth(cap));
+            MigrationStats stats = result.stats();
             System.out.println("capped at 40 MiB/s: " + stats);
             double bytesPerSecond = stats.transferredBytes() / (stats.totalMillis() / 1000.0);
             assertTrue(bytesPerSecond <= cap * 1.10, "sent at " + (long) bytesPerSecond + " B/s over a cap of " + cap);
             assertTrue(stats.totalMillis() >= 500, "a capped migration of this size cannot take " + stats.totalMillis() + " ms");
             assertFalse(stats.stoppedByIterationCap(), "2000 pages/s under a 40 MiB/s cap converges: " + stats);
-            assertArrayEquals(digest(sourceRam), destinationDigest.get());
+            assertArrayEquals(digest(sourceRam), result.destinationDigest());
         }
     }
 
@@ -145,20 +155,12 @@ class LiveMigrationTest {
             destination.createVcpu();
             source.start(onSource);
             assertTrue(onSource.awaitPasses(2, Duration.ofSeconds(30)));
-            AtomicReference<byte[]> destinationDigest = new AtomicReference<>();
-            MigrationDestination incoming = new MigrationDestination(destination, List.of(), onDestination,
-                    () -> destinationDigest.set(digest(destinationRam)));
-            KvmDirtyLog kvmLog = new KvmDirtyLog(source);
-            MigrationStats stats;
-            try {
-                stats = migrate(source, List.of(kvmLog), List.of(), capped, incoming);
-            } finally {
-                kvmLog.close();
-            }
+            GuestOnly result = migrateGuestOnly(source, destination, destinationRam, onDestination, capped);
+            MigrationStats stats = result.stats();
             System.out.println("capped migration: " + stats);
             assertTrue(stats.stoppedByIterationCap(), "the stats say the cap ended pre-copy");
             assertEquals(3, stats.rounds());
-            assertArrayEquals(digest(sourceRam), destinationDigest.get());
+            assertArrayEquals(digest(sourceRam), result.destinationDigest());
             long passesAtPause = DirtyingWorkload.passesDone(sourceRam);
             assertTrue(onDestination.awaitPasses(passesAtPause + 2, Duration.ofSeconds(30)));
         }

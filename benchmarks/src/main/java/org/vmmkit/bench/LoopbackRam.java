@@ -1,0 +1,75 @@
+package org.vmmkit.bench;
+
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.Semaphore;
+import java.util.function.Consumer;
+
+import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.ram.RamReceiver;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+
+/** What the RAM-over-loopback benchmarks share: a random-content guest, and the receivers of framed RAM and of a raw blast. */
+final class LoopbackRam {
+    private LoopbackRam() {}
+
+    /** One region of {@code size} bytes of random content (no zero pages). */
+    static GuestMemory randomGuest(long size) {
+        GuestMemory memory = GuestMemory.create(List.of(new GuestMemory.Range(0, size)));
+        GuestRegion r = memory.regions().get(0);
+        SplittableRandom random = new SplittableRandom(1);
+        for (long o = 0; o < size; o += 8) r.host().set(java.lang.foreign.ValueLayout.JAVA_LONG, o, random.nextLong());
+        return memory;
+    }
+
+    /** Applies RAM frames into {@code destination}, releasing {@code done} at each COMPLETE; a failure goes to {@code onFailure}. */
+    static void receiveFramed(SocketChannel in, GuestMemory destination, boolean checksums, Semaphore done, Consumer<Throwable> onFailure) {
+        try {
+            FrameCodec codec = new FrameCodec(64L << 20);
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);
+            while (true) {
+                if (codec.readHeader(in) == FrameType.COMPLETE) {
+                    codec.verify();
+                    done.release();
+                } else {
+                    receiver.apply(in, codec);
+                }
+            }
+        } catch (Throwable t) {
+            onFailure.accept(t);
+            done.release(Integer.MAX_VALUE / 2);
+        }
+    }
+
+    /** Reads {@code size} raw bytes at a time straight into {@code destination}, releasing {@code done} after each. */
+    static void receiveRaw(SocketChannel in, GuestMemory destination, long size, Semaphore done, Consumer<Throwable> onFailure) {
+        try {
+            MemoryViews views = new MemoryViews(destination);
+            GuestRegion r = destination.regions().get(0);
+            while (true) {
+                for (long o = 0; o < size; o += MemoryViews.VIEW_BYTES) {
+                    ByteBuffer v = views.view(r, o, MemoryViews.VIEW_BYTES);
+                    while (v.hasRemaining()) if (in.read(v) < 0) return;
+                }
+                done.release();
+            }
+        } catch (Throwable t) {
+            onFailure.accept(t);
+            done.release();
+        }
+    }
+
+    /** Writes {@code size} bytes of {@code source} to {@code out} in writes of {@code writeSize}, no framing. */
+    static void blast(SocketChannel out, MemoryViews views, GuestMemory source, long size, long writeSize) throws java.io.IOException {
+        GuestRegion r = source.regions().get(0);
+        for (long o = 0; o < size; o += writeSize) {
+            ByteBuffer v = views.view(r, o, writeSize);
+            while (v.hasRemaining()) out.write(v);
+        }
+    }
+}
