@@ -196,6 +196,26 @@ class TwoProcessMigrationTest {
         checkDestinationTookOver();
     }
 
+    /** Ctrl-C on {@code vmm migrate}: SIGINT and SIGTERM both run its shutdown hook, which cancels; here SIGTERM. */
+    @Test
+    void interruptingVmmMigrateCancelsTheMigration() throws Exception {
+        startBoth();
+        Demo.Child migrate = Demo.Child.start("migrate", dir, false, "migrate", "--to", listen, "--control", sourceControl.toString(),
+                "--max-bandwidth", "16M");
+        try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
+            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            migrate.process.destroy();
+            assertTrue(migrate.process.waitFor(30, java.util.concurrent.TimeUnit.SECONDS), "vmm migrate exits on SIGTERM");
+            JsonObject cancelled = awaitMigration(s, TwoProcessMigrationTest::ended);
+            assertEquals("cancelled", cancelled.get("status").getAsString(), cancelled.toString());
+            assertEquals("running", s.query("query-status").get("status").getAsString());
+            awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2);
+            assertEquals("inmigrate", d.query("query-status").get("status").getAsString());
+            String log = Files.readString(migrate.log);
+            assertTrue(log.contains("cancelling the migration") && log.contains("migration cancelled; the source VM keeps running"), log);
+        }
+    }
+
     @Test
     void whenTheDestinationProcessDiesMidStreamTheSourceKeepsRunning() throws Exception {
         startBoth();
