@@ -121,6 +121,8 @@ public final class MigrationDestination {
             RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), header.ramChecksums());
             ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
             long[] nextSequence = new long[devices.size()];
+            // ByteBuffer views of the devices' data sections (or staging buffers), made once each.
+            java.util.IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new java.util.IdentityHashMap<>();
             byte[][] states = new byte[vm.vcpuCount()][];
             while (true) {
                 FrameType t;
@@ -145,8 +147,10 @@ public final class MigrationDestination {
                         // Straight into the device's data section at data_offset (checked there), committed only
                         // once the payload's CRC holds.
                         V1DeviceMigration device = devices.get(id);
-                        MemorySegment target = device.chunkTarget(codec.length());
-                        codec.readPayload(channel, target.asByteBuffer());
+                        long at = device.placeChunk(codec.length());
+                        ByteBuffer target = sectionViews.computeIfAbsent(device.targetSegment(), MemorySegment::asByteBuffer);
+                        target.limit((int) (at + codec.length())).position((int) at);
+                        codec.readPayload(channel, target);
                         codec.verify();
                         device.commitChunk(codec.length());
                         nextSequence[id]++;

@@ -305,6 +305,18 @@ public final class V1DeviceMigration implements AutoCloseable {
      * {@link #commitChunk}: a chunk that fails its check after filling the target is never committed.
      */
     public MemorySegment chunkTarget(long size) {
+        long at = placeChunk(size);
+        return targetSegment.asSlice(at, size);
+    }
+
+    private MemorySegment targetSegment;
+
+    /**
+     * {@link #chunkTarget} without creating a slice: places the chunk and returns its offset in
+     * {@link #targetSegment()} (the whole mmap'd area or the staging buffer, the same few segments every
+     * time, so a receiver can keep one view of each). Allocates nothing.
+     */
+    public long placeChunk(long size) {
         if (targetOffset >= 0) throw new IllegalStateException("device " + deviceName() + ": chunk " + sequence + " was not committed");
         long offset;
         try {
@@ -314,11 +326,22 @@ public final class V1DeviceMigration implements AutoCloseable {
                     + sequence + " failed: " + e.errnoName(), e);
         }
         checkChunk("data_offset (resume)", offset, size);
-        MemorySegment view = region.mapped(offset, size);
-        targetStaged = view == null;
+        int area = region.mappedArea(offset, size);
+        targetStaged = area < 0;
         targetOffset = offset;
         targetSize = size;
-        return targetStaged ? buffer(size) : view;
+        if (targetStaged) {
+            buffer(size);
+            targetSegment = buffer;
+            return 0;
+        }
+        targetSegment = region.mappedSegment(area);
+        return offset - region.mappedOffset(area);
+    }
+
+    /** The segment the last {@link #placeChunk} placed its chunk in. */
+    public MemorySegment targetSegment() {
+        return targetSegment;
     }
 
     /** Resume step c for the chunk {@link #chunkTarget} placed: the staged bytes to the region if any, then {@code data_size}. */
@@ -329,7 +352,7 @@ public final class V1DeviceMigration implements AutoCloseable {
         long offset = targetOffset;
         targetOffset = -1;
         try {
-            if (targetStaged) region.write(offset, buffer(size));
+            if (targetStaged) region.write(offset, buffer.asSlice(0, size)); // trapped sections: one slice per chunk, with the pwrite
             region.writeDataSize(size);
         } catch (SysException e) {
             throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": loading chunk " + sequence + " (" + size
