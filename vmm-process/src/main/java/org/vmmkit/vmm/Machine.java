@@ -130,7 +130,7 @@ public final class Machine implements AutoCloseable {
         Machine m = new Machine(settings, false, false);
         m.guest.startLoaded();
         m.status = Status.RUNNING;
-        LOG.log(System.Logger.Level.INFO, "guest started ({0}): {1} of RAM, {2} device(s)", m.accelerator(), settings.vm().memorySize(),
+        LOG.log(System.Logger.Level.INFO, "guest started ({0}): {1} of RAM, {2} device(s)", m.accelerator(), Progress.bytes(settings.vm().memorySize()),
                 m.devices.size());
         return m;
     }
