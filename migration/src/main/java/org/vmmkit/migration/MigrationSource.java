@@ -67,7 +67,18 @@ public final class MigrationSource {
         return new StreamHeader(StreamHeader.VERSION, (int) PAGE, ranges, devs, vcpus);
     }
 
-    private volatile boolean cancelled;
+    /** How long the source waits for the destination's READY (nothing has started before it). */
+    public static final java.time.Duration READY_TIMEOUT = java.time.Duration.ofSeconds(30);
+    private java.time.Duration readyTimeout = READY_TIMEOUT;
+
+    /** Another wait for READY than {@link #READY_TIMEOUT} (tests). */
+    MigrationSource withReadyTimeout(java.time.Duration timeout) {
+        this.readyTimeout = timeout;
+        return this;
+    }
+
+    private volatile boolean cancelled, setupTimedOut, readyReceived;
+    private final Object readyLock = new Object();
     private volatile List<SocketChannel> active = List.of();
 
     // Live statistics: written by the migrating thread, read by stats() from any thread.
@@ -193,7 +204,33 @@ public final class MigrationSource {
             FrameCodec hello = new FrameCodec(0);
             for (int i = 1; i < channels.size(); i++) hello.write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
             long helloSent = System.nanoTime();
-            expectFromDestination(channel, back, FrameType.READY, "setup");
+            // Nothing has changed on either side before READY, so a destination that accepted the
+            // connection but does not answer (a stuck or foreign listener) is given up on: the watchdog
+            // closes the connections, which ends the read below.
+            Thread watchdog = Thread.ofPlatform().name("migration-setup-watchdog").daemon().start(() -> {
+                try {
+                    Thread.sleep(readyTimeout.toMillis());
+                    synchronized (readyLock) {
+                        if (readyReceived) return;
+                        setupTimedOut = true;
+                    }
+                    for (SocketChannel c : channels) c.close();
+                } catch (InterruptedException | IOException e) {
+                    // READY came (interrupted), or closing failed: nothing to do either way
+                }
+            });
+            try {
+                expectFromDestination(channel, back, FrameType.READY, "setup");
+                synchronized (readyLock) {
+                    readyReceived = true;
+                }
+                if (setupTimedOut) throw new IOException("the destination answered READY only after " + readyTimeout.toMillis() + " ms");
+            } catch (IOException e) {
+                if (setupTimedOut) throw new IOException("the destination did not answer READY within " + readyTimeout.toMillis() + " ms", e);
+                throw e;
+            } finally {
+                watchdog.interrupt();
+            }
             // The handover costs at least one round trip (COMPLETE out, ACK_COMPLETE back): the floor of
             // every downtime estimate, measured here as header-to-READY (an upper bound: it includes the
             // destination's header check).

@@ -9,6 +9,7 @@ import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 import java.util.List;
 
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -191,6 +192,36 @@ class RollbackTest {
             }
             vm.resume();
             assertEquals(List.of(), device.misuse());
+        }
+    }
+
+    @Test
+    void aListenerThatNeverAnswersReadyIsGivenUpOnWithNothingChanged() throws Exception {
+        DirtyingWorkload workload = new DirtyingWorkload(DirtyingWorkload.Settings.range(MIB, 4 * MIB, 0, 10_000));
+        try (Kvm kvm = Kvm.open();
+             GuestMemory ram = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+             Vm vm = kvm.createVm(ram);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            workload.install(ram, vm.createVcpu());
+            vm.start(workload);
+            KvmDirtyLog log = new KvmDirtyLog(vm);
+            long t0 = System.nanoTime();
+            MigrationException failure;
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress()); SocketChannel silent = server.accept()) {
+                MigrationSource source = new MigrationSource(vm, List.of(log), List.of(), MigrationSettings.DEFAULT)
+                        .withReadyTimeout(Duration.ofMillis(500));
+                failure = assertThrows(MigrationException.class, () -> source.migrate(out));
+                assertTrue(silent.isOpen());
+            } finally {
+                log.close();
+            }
+            long millis = (System.nanoTime() - t0) / 1_000_000;
+            assertTrue(failure.getMessage().contains("did not answer READY within 500 ms") && failure.getMessage().contains("migration failed in setup"),
+                    failure.getMessage());
+            assertTrue(millis >= 450 && millis < 10_000, millis + " ms");
+            assertTrue(!vm.dirtyLogging(), "dirty logging never started");
+            long passes = workload.passesReported();
+            assertTrue(workload.awaitPasses(passes + 2, Duration.ofSeconds(30)), "the guest runs on");
         }
     }
 }

@@ -115,6 +115,7 @@ public final class Main {
                 Thread receiver = Thread.ofPlatform().name("incoming").daemon().start(() -> {
                     try {
                         machine.receive(socket);
+                        socket.close(); // one VM, one incoming migration: later connections are refused at once
                         System.out.println("vmm: migration received; guest running");
                     } catch (IOException e) {
                         System.err.println("vmm: " + e.getMessage());
