@@ -68,7 +68,7 @@ public final class ControlClient implements AutoCloseable {
         String line = in.readLine();
         if (line == null) throw new IOException("the control endpoint " + path + " closed without answering " + command);
         JsonObject answer = JsonParser.parseString(line).getAsJsonObject();
-        if (answer.has("error")) throw new ControlException(command + " failed: " + answer.getAsJsonObject("error").get("desc").getAsString());
+        if (answer.has("error")) throw new ControlException(answer.getAsJsonObject("error").get("desc").getAsString()); // "command: why"
         return answer.get("return");
     }
 

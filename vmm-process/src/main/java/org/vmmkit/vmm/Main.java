@@ -22,7 +22,10 @@ import picocli.CommandLine.Option;
         description = "A Java VMM with live migration of guest memory, vCPU state and VFIO device state.",
         subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Demo.class, CommandLine.HelpCommand.class})
 public final class Main {
-    /** Exit codes beyond 0 (success): 1 a failed check or migration, 2 a usage or config error (picocli's), 3 an environment problem. */
+    /**
+     * Exit codes beyond 0 (success): 1 a failed check or migration, or a command the VM refused; 2 a usage or
+     * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, no KVM).
+     */
     static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
 
     public static void main(String[] args) {
@@ -38,7 +41,7 @@ public final class Main {
                 return USAGE;
             }
             command.getErr().println("vmm: " + (e.getMessage() == null ? e.toString() : e.getMessage()));
-            return e instanceof IOException ? ENVIRONMENT : FAILED;
+            return e instanceof IOException && !(e instanceof ControlClient.ControlException) ? ENVIRONMENT : FAILED;
         });
         return cli.execute(args);
     }

@@ -46,6 +46,13 @@ class CommandLineTest {
     }
 
     @Test
+    void theExampleConfigLoads() {
+        VmmSettings s = VmmSettings.load(Path.of("..", "examples", "vm.conf"), List.of());
+        assertEquals(List.of("gpu0", "nic0"), s.devices().stream().map(DeviceSpec::name).toList());
+        assertEquals(2, s.migration().channels());
+    }
+
+    @Test
     void usageErrorsAndHelp() {
         Map.Entry<Integer, String> help = TwoProcessMigrationTest.cli("--help");
         assertEquals(0, help.getKey());

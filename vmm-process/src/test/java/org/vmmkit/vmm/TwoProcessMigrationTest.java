@@ -151,6 +151,8 @@ class TwoProcessMigrationTest {
         assertTrue(stats.get("downtime").getAsLong() >= 0 && stats.get("transferred").getAsLong() > 32L << 20, stats.toString());
         assertEquals(8L << 20 <= stats.getAsJsonObject("vfio").get("transferred").getAsLong(), true, stats.toString());
         checkDestinationTookOver();
+        assertEquals(Main.FAILED, cli("migrate", "--to", listen, "--control", sourceControl.toString()).getKey(),
+                "a VM that has migrated away refuses another migration");
 
         // Every field of `vmm migrate --json` is documented in README's table.
         String readme = Files.readString(Path.of("..", "README.md"));
