@@ -249,11 +249,7 @@ public final class MigrationSource {
             phase = "pre-copy";
             status = "active";
 
-            // The dirty rate and the bandwidth are measured over windows of at least 100 ms (a round can
-            // last under a millisecond once pre-copy has caught up, and one such round says little).
-            long windowStart = System.nanoTime(), windowDirty = 0, windowBytesStart = 0, rateWindowStart = 0;
-            double bytesPerNano = 0;
-            boolean rateMeasured = false;
+            DowntimeEstimator estimator = new DowntimeEstimator(PAGE, roundTripMicros);
             while (true) {
                 checkCancelled();
                 long round = rounds + 1;
@@ -288,37 +284,10 @@ public final class MigrationSource {
                 long now = System.nanoTime();
                 long roundNanos = Math.max(1, now - roundStart);
                 long bytes = ring.bytesWritten() - bytesBefore;
-                // The dirty rate: pages found by the syncs after round 1's (which reports every page) over
-                // the time between syncs, in windows of at least 100 ms; until the first window closes, the
-                // partial window's. The bandwidth: bytes sent over wall time, in windows of at least 100 ms.
-                if (round == 1) {
-                    rateWindowStart = syncedAt;
-                    windowStart = now;
-                    windowBytesStart = ring.bytesWritten();
-                    bytesPerNano = Math.max(bytes, 1) / (double) roundNanos;
-                } else {
-                    windowDirty += dirty;
-                    if (syncedAt - rateWindowStart >= 100_000_000L) {
-                        dirtyRate = (long) (windowDirty * 1e9 / (syncedAt - rateWindowStart));
-                        rateWindowStart = syncedAt;
-                        windowDirty = 0;
-                        rateMeasured = true;
-                    }
-                    if (now - windowStart >= 100_000_000L) {
-                        bytesPerNano = Math.max(ring.bytesWritten() - windowBytesStart, 1) / (double) (now - windowStart);
-                        windowStart = now;
-                        windowBytesStart = ring.bytesWritten();
-                    }
-                }
-                double rate = rateMeasured ? dirtyRate : windowDirty * 1e9 / Math.max(1, syncedAt - rateWindowStart);
-                if (!rateMeasured && round > 1) dirtyRate = (long) rate; // the stats show the partial window's rate until one closes
-                // Stopping now would send what the guest dirties in a round like this one (at the measured
-                // dirty rate, and no less than this round found) plus every device's pending bytes, at the
-                // measured bandwidth, and then wait a round trip for the acknowledgement.
                 long pendingDevices = 0;
                 for (V1DeviceMigration d : devices) pendingDevices += d.pendingBytes();
-                long nextDirty = Math.max(dirty, (long) (rate * (roundNanos / 1e9)));
-                long micros = (long) ((nextDirty * PAGE + pendingDevices) / bytesPerNano / 1e3) + roundTripMicros;
+                long micros = estimator.round(syncedAt, dirty, roundStart, now, bytes, ring.bytesWritten(), pendingDevices);
+                dirtyRate = estimator.dirtyRate();
                 expectedMicros = micros;
                 roundEvent.round = round;
                 roundEvent.dirtyPages = dirty;

@@ -1,0 +1,69 @@
+package org.vmmkit.migration;
+
+/**
+ * Estimates the downtime of stopping now, from what each pre-copy round measured: the dirty rate (distinct
+ * pages found by each sync after the first, over the time between syncs) and the send bandwidth (bytes
+ * over wall time), each over windows of at least {@link #WINDOW_NANOS}, since a round lasts under a
+ * millisecond once pre-copy has caught up; and a floor of one round trip, which the handover always costs.
+ * Pure arithmetic on the times and counts it is given, so it is tested without a VM.
+ */
+final class DowntimeEstimator {
+    static final long WINDOW_NANOS = 100_000_000L;
+
+    private final long pageSize, roundTripMicros;
+    private long rateWindowStart, rateWindowPages, bandwidthWindowStart, bandwidthWindowBytes;
+    private double bytesPerNano, dirtyRate;
+    private boolean rateMeasured;
+    private int rounds;
+
+    /** {@code roundTripMicros}: the measured round trip to the destination (at least 1). */
+    DowntimeEstimator(long pageSize, long roundTripMicros) {
+        this.pageSize = pageSize;
+        this.roundTripMicros = Math.max(1, roundTripMicros);
+    }
+
+    /**
+     * Records one round and returns the expected downtime in microseconds of stopping after it.
+     *
+     * @param syncedAt     when the round's dirty sync was taken (its pages were dirtied since the previous one)
+     * @param dirtyPages   what that sync found (the first sync reports every page: not a rate of writing)
+     * @param roundStart   when the round began, {@code roundEnd} when everything it queued was sent
+     * @param sentBytes    bytes the round sent
+     * @param totalSent    bytes sent since the migration began, at {@code roundEnd}
+     * @param devicePending every device's pending bytes after the round
+     */
+    long round(long syncedAt, long dirtyPages, long roundStart, long roundEnd, long sentBytes, long totalSent, long devicePending) {
+        rounds++;
+        long roundNanos = Math.max(1, roundEnd - roundStart);
+        if (rounds == 1) {
+            rateWindowStart = syncedAt;
+            bandwidthWindowStart = roundEnd;
+            bandwidthWindowBytes = totalSent;
+            bytesPerNano = Math.max(sentBytes, 1) / (double) roundNanos;
+        } else {
+            rateWindowPages += dirtyPages;
+            if (syncedAt - rateWindowStart >= WINDOW_NANOS) {
+                dirtyRate = rateWindowPages * 1e9 / (syncedAt - rateWindowStart);
+                rateWindowStart = syncedAt;
+                rateWindowPages = 0;
+                rateMeasured = true;
+            } else if (!rateMeasured) {
+                dirtyRate = rateWindowPages * 1e9 / Math.max(1, syncedAt - rateWindowStart); // the partial window until one closes
+            }
+            if (roundEnd - bandwidthWindowStart >= WINDOW_NANOS) {
+                bytesPerNano = Math.max(totalSent - bandwidthWindowBytes, 1) / (double) (roundEnd - bandwidthWindowStart);
+                bandwidthWindowStart = roundEnd;
+                bandwidthWindowBytes = totalSent;
+            }
+        }
+        // Stopping now sends what the guest dirties in a round like this one (at the dirty rate, and no
+        // less than this round found) and every device's pending bytes, then waits a round trip for the ACK.
+        long nextDirty = Math.max(dirtyPages, (long) (dirtyRate * (roundNanos / 1e9)));
+        return (long) ((nextDirty * pageSize + devicePending) / bytesPerNano / 1e3) + roundTripMicros;
+    }
+
+    /** Pages dirtied per second, as last measured (0 before the second round). */
+    long dirtyRate() {
+        return (long) dirtyRate;
+    }
+}

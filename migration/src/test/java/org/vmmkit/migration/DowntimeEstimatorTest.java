@@ -1,0 +1,49 @@
+package org.vmmkit.migration;
+
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The estimate on synthetic rounds: times in nanoseconds, 4 KiB pages, a 100 us round trip. */
+class DowntimeEstimatorTest {
+    private static final long MS = 1_000_000, PAGE = 4096;
+
+    @Test
+    void theFirstRoundEstimatesSendingEverythingItFoundAgain() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        // Round 1: 65536 pages (256 MiB) found and sent in 256 ms: 1 GiB/s.
+        long micros = e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        assertEquals(256_000 + 100, micros, 2);
+        assertEquals(0, e.dirtyRate(), "no rate from the sync that reports every page");
+    }
+
+    @Test
+    void theDirtyRateIsPagesPerSyncIntervalOverAWindow() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        // Round 2 synced at 256 ms and found 12 800 pages: dirtied at 50 000 pages/s since the sync at 0.
+        e.round(256 * MS, 12_800, 256 * MS, 306 * MS, 50L << 20, 306L << 20, 0);
+        assertEquals(50_000, e.dirtyRate(), 1);
+    }
+
+    @Test
+    void shortRoundsUseTheWindowsRateNotTheirOwnNearZeroCount() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        e.round(256 * MS, 12_800, 256 * MS, 306 * MS, 50L << 20, 306L << 20, 0); // 50k pages/s
+        // A 1 ms round whose sync found nothing (the vCPU did not run): the estimate still counts what 1 ms
+        // at 50k pages/s dirties (50 pages = 200 KiB at 1 GiB/s = ~190 us) plus the round trip.
+        long micros = e.round(306 * MS, 0, 306 * MS, 307 * MS, 1, (306L << 20) + 1, 0);
+        assertTrue(micros > 100 + 150 && micros < 100 + 300, micros + " us");
+    }
+
+    @Test
+    void devicePendingBytesCountAndTheRoundTripIsTheFloor() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 0, 0, MS, 1L << 20, 1L << 20, 0); // 1 MiB in 1 ms: ~1 GiB/s
+        assertEquals(100, e.round(MS, 0, MS, 2 * MS, 1, (1L << 20) + 1, 0), 1, "nothing to send: one round trip, never 0");
+        long withDevice = e.round(2 * MS, 0, 2 * MS, 3 * MS, 1, (1L << 20) + 2, 10L << 20);
+        assertEquals(10_000 + 100, withDevice, 300, "10 MiB pending at ~1 GiB/s");
+    }
+}
