@@ -44,10 +44,14 @@ import org.vmmkit.migration.ram.MemoryViews;
 @Warmup(iterations = 2)
 @Measurement(iterations = 5)
 public class PipelineMigrationBenchmark {
-    private static final long SIZE = 4L << 30, PAGE = 4096, RUN = 256;
+    private static final long SIZE = 4L << 30, PAGE = 4096;
 
     @Param({"1", "2"})
     public int channels;
+
+    /** Pages per descriptor and per RAM frame: 256 = 1 MiB (the default of `MigrationSettings`). */
+    @Param({"256"})
+    public long framePages;
 
     /** RAM frames with a CRC32C per page (the default) or without (trusting TCP, as QEMU does). */
     @Param({"true", "false"})
@@ -78,13 +82,13 @@ public class PipelineMigrationBenchmark {
         Thread.ofPlatform().daemon().name("raw-receiver").start(() -> LoopbackRam.receiveRaw(rawIn, destination, SIZE, rawDone,
                 t -> receiverFailure = t));
         sourceViews = new MemoryViews(source);
-        ring = new TransferRing(1024, outs, new MemoryViews(source), RUN, new com.lmax.disruptor.BlockingWaitStrategy(), 0, checksums);
+        ring = new TransferRing(1024, outs, new MemoryViews(source), framePages, new com.lmax.disruptor.BlockingWaitStrategy(), 0, checksums);
     }
 
     @Benchmark
     public long pipeline() throws Exception {
         GuestRegion r = source.regions().get(0);
-        for (long page = 0; page < SIZE / PAGE; page += RUN) ring.publishRam(r, page, RUN);
+        for (long page = 0; page < SIZE / PAGE; page += framePages) ring.publishRam(r, page, framePages);
         ring.publishComplete();
         ring.awaitSent(120, TimeUnit.SECONDS);
         pipelineDone.acquire(channels);
