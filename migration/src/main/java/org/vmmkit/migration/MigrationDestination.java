@@ -67,7 +67,7 @@ public final class MigrationDestination {
      */
     public void receive(ServerSocketChannel server, Duration acceptTimeout) throws MigrationException {
         Acceptor acceptor = () -> {
-            server.socket().setSoTimeout((int) Math.max(1, acceptTimeout.toMillis()));
+            server.socket().setSoTimeout((int) Math.clamp(acceptTimeout.toMillis(), 1, Integer.MAX_VALUE));
             try {
                 return server.socket().accept().getChannel();
             } catch (java.net.SocketTimeoutException e) {

@@ -33,6 +33,9 @@ public final class ControlServer implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
     static final Gson GSON = new GsonBuilder().serializeNulls().disableHtmlEscaping().create();
 
+    /** The answer to quit, told apart by identity: the session ends and the process quits after sending it. */
+    private static final Map<String, Object> QUIT = java.util.Collections.unmodifiableMap(new LinkedHashMap<>());
+
     private final Path path;
     private final Machine machine;
     private final Runnable onQuit;
@@ -75,7 +78,7 @@ public final class ControlServer implements AutoCloseable {
                 Map<String, Object> answer = answer(line);
                 out.write((GSON.toJson(answer) + "\n").getBytes(StandardCharsets.UTF_8));
                 out.flush();
-                if (answer.containsKey("return") && line.contains("\"quit\"")) {
+                if (answer.get("return") == QUIT) {
                     onQuit.run();
                     return;
                 }
@@ -126,7 +129,7 @@ public final class ControlServer implements AutoCloseable {
                 machine.cancelMigration();
                 yield Map.of();
             }
-            case "quit" -> Map.of();
+            case "quit" -> QUIT;
             default -> throw new IllegalArgumentException("unknown command '" + command
                     + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, quit)");
         };
