@@ -1,0 +1,88 @@
+package org.vmmkit.vmm;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.Channels;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The control endpoint's protocol on a software guest (no KVM needed): answers, and a clear error for each kind of bad request. */
+@Timeout(60)
+class ControlProtocolTest {
+    @TempDir Path dir;
+
+    private static JsonObject raw(Path socket, String line) throws Exception {
+        try (SocketChannel c = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            c.connect(UnixDomainSocketAddress.of(socket));
+            OutputStream out = Channels.newOutputStream(c);
+            out.write((line + "\n").getBytes(StandardCharsets.UTF_8));
+            out.flush();
+            return JsonParser.parseString(new BufferedReader(new InputStreamReader(Channels.newInputStream(c), StandardCharsets.UTF_8))
+                    .readLine()).getAsJsonObject();
+        }
+    }
+
+    private static String error(JsonObject answer) {
+        assertTrue(answer.has("error"), answer.toString());
+        assertEquals("GenericError", answer.getAsJsonObject("error").get("class").getAsString());
+        return answer.getAsJsonObject("error").get("desc").getAsString();
+    }
+
+    @Test
+    void answersAndRefusesClearly() throws Exception {
+        VmmSettings settings = VmmSettings.load(null, List.of("vm.accelerator=software", "vm.memory=16M", "workload.size=4M",
+                "workload.pages-per-second=10000", "device.gpu0.memory=1M"));
+        Path socket = dir.resolve("control.sock");
+        CountDownLatch quit = new CountDownLatch(1);
+        try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(socket, machine, quit::countDown)) {
+            JsonObject status = raw(socket, "{\"execute\": \"query-status\"}").getAsJsonObject("return");
+            assertEquals("running", status.get("status").getAsString());
+            assertEquals("software", raw(socket, "{\"execute\": \"query-guest\"}").getAsJsonObject("return").get("accelerator").getAsString());
+            assertEquals("none", raw(socket, "{\"execute\": \"query-migrate\"}").getAsJsonObject("return").get("status").getAsString());
+
+            assertTrue(error(raw(socket, "{not json")).contains("?:"), "unparsable");
+            assertTrue(error(raw(socket, "{\"command\": \"quit\"}")).contains("a command is {\"execute\": NAME"));
+            assertTrue(error(raw(socket, "{\"execute\": \"reboot\"}")).contains("unknown command 'reboot' (known: query-status"));
+            assertTrue(error(raw(socket, "{\"execute\": \"migrate\"}")).contains("migrate: expected \"uri\": \"tcp:HOST:PORT\""));
+            assertTrue(error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:localhost\"}}"))
+                    .contains("expected HOST:PORT"));
+            assertTrue(error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:127.0.0.1:1\", \"channels\": 99}}"))
+                    .contains("channels (1 to 16)"));
+            assertEquals(1, quit.getCount(), "an argument or key named quit does not quit");
+
+            // A migration to nowhere fails, says why, and the guest runs on.
+            try (ControlClient client = ControlClient.connect(socket)) {
+                client.execute("migrate", Map.of("uri", "tcp:127.0.0.1:1"));
+                JsonObject end;
+                do {
+                    end = client.query("query-migrate");
+                } while (!end.get("status").getAsString().equals("failed"));
+                assertTrue(end.get("error-desc").getAsString().contains("connecting to") && end.get("error-desc").getAsString()
+                        .contains("nothing was changed"), end.toString());
+                assertEquals("running", client.query("query-status").get("status").getAsString());
+                assertThrows(ControlClient.ControlException.class, () -> client.execute("nonsense", null));
+            }
+
+            assertEquals(Map.of(), ControlServer.GSON.fromJson(raw(socket, "{\"execute\": \"quit\"}").get("return"), Map.class));
+            assertTrue(quit.await(5, TimeUnit.SECONDS), "quit ends the process");
+        }
+    }
+}
