@@ -1,5 +1,6 @@
 package org.vmmkit.migration.ram;
 
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.util.List;
 
@@ -13,6 +14,8 @@ import org.vmmkit.core.memory.GuestRegion;
  */
 public final class MemoryViews {
     public static final long VIEW_BYTES = 1L << 30;
+    /** One page of zeros, never written: what a zero page is compared with (send) and copied from (receive). */
+    public static final MemorySegment ZERO_PAGE = java.lang.foreign.Arena.global().allocate(GuestMemory.PAGE_SIZE, GuestMemory.PAGE_SIZE);
 
     private final GuestMemory memory;
     private final ByteBuffer[][] views;

@@ -5,7 +5,6 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ReadableByteChannel;
-import java.util.List;
 import java.util.zip.CRC32C;
 
 import org.vmmkit.core.memory.GuestMemory;
@@ -29,8 +28,6 @@ import org.vmmkit.migration.wire.WireFormatException;
  */
 public final class RamReceiver {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
-
-    private static final MemorySegment ZERO_PAGE = java.lang.foreign.Arena.global().allocate(PAGE, PAGE);
 
     private final MemoryViews views;
     private final org.vmmkit.dirty.DirtyBitmap[] torn;
@@ -84,14 +81,14 @@ public final class RamReceiver {
             throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") at 0x" + Long.toHexString(gpa)
                     + " with " + pages + " pages and " + codec.length() + " payload bytes is malformed");
         }
-        GuestRegion region = regionHolding(gpa, bytes);
+        GuestRegion region = views.memory().regionHolding(gpa, bytes);
         if (region == null) {
             throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + type + ") targets memory this VM does not have: [0x"
                     + Long.toHexString(gpa) + ", +0x" + Long.toHexString(bytes) + ") is not inside one RAM region");
         }
         long offset = gpa - region.guestAddress();
         if (type == FrameType.ZERO_RUN) {
-            for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
+            for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(MemoryViews.ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
             codec.verify();
             clearTorn(region, offset / PAGE, pages);
             zeroPages += pages;
@@ -129,16 +126,6 @@ public final class RamReceiver {
         }
         if (anyTorn) tornFrames++;
         ramPages += pages;
-    }
-
-    /** The region holding all of {@code [gpa, gpa + bytes)}, or null; allocates nothing (it runs once a frame). */
-    private GuestRegion regionHolding(long gpa, long bytes) {
-        List<GuestRegion> regions = views.memory().regions();
-        for (int i = 0; i < regions.size(); i++) {
-            GuestRegion r = regions.get(i);
-            if (gpa >= r.guestAddress() && gpa - r.guestAddress() < r.size() && bytes <= r.size() - (gpa - r.guestAddress())) return r;
-        }
-        return null;
     }
 
     private void clearTorn(GuestRegion region, long firstPage, long pages) {

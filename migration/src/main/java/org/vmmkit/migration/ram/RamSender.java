@@ -1,7 +1,6 @@
 package org.vmmkit.migration.ram;
 
 import java.io.IOException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -31,7 +30,6 @@ public final class RamSender {
     private final long maxFramePages;
     private final ByteBuffer crcTable;
     private final CRC32C pageCrc = new CRC32C();
-    private final MemorySegment zeroPage = Arena.ofAuto().allocate(PAGE, PAGE);
     private final boolean pageChecksums;
     private final ByteBuffer noTable = ByteBuffer.allocateDirect(0);
     private long ramPages, zeroPages, frames;
@@ -96,7 +94,7 @@ public final class RamSender {
     }
 
     private boolean isZero(GuestRegion region, long page) {
-        return isZeroPage(region.host(), page * PAGE, zeroPage);
+        return isZeroPage(region.host(), page * PAGE, MemoryViews.ZERO_PAGE);
     }
 
     /** Whether the page at {@code offset} of {@code memory} is all zeros: a vectorized compare against {@code zeroPage}. */

@@ -164,18 +164,23 @@ public final class FrameCodec {
 
     /** {@link #readFully} for a frame's header or payload, naming it only when the stream ends (no string per frame). */
     private void readFrame(ReadableByteChannel in, ByteBuffer dst, boolean ofHeader) throws IOException {
-        while (dst.hasRemaining()) {
-            if (in.read(dst) < 0) {
-                throw new EOFException("the stream ended inside " + (ofHeader ? "frame " + framesRead : "frame " + (framesRead - 1) + " ("
-                        + type + ") payload") + " (" + dst.remaining() + " bytes missing)");
-            }
-        }
+        if (!fill(in, dst)) throw endedInside(ofHeader ? "frame " + framesRead : "frame " + (framesRead - 1) + " (" + type + ") payload", dst);
     }
 
     /** Reads until {@code dst} is full; a stream that ends first is a clear error, not a hang. */
     static void readFully(ReadableByteChannel in, ByteBuffer dst, String what) throws IOException {
+        if (!fill(in, dst)) throw endedInside(what, dst);
+    }
+
+    /** Reads until {@code dst} is full; false if the stream ended first. */
+    private static boolean fill(ReadableByteChannel in, ByteBuffer dst) throws IOException {
         while (dst.hasRemaining()) {
-            if (in.read(dst) < 0) throw new EOFException("the stream ended inside " + what + " (" + dst.remaining() + " bytes missing)");
+            if (in.read(dst) < 0) return false;
         }
+        return true;
+    }
+
+    private static EOFException endedInside(String what, ByteBuffer dst) {
+        return new EOFException("the stream ended inside " + what + " (" + dst.remaining() + " bytes missing)");
     }
 }

@@ -118,6 +118,18 @@ public final class GuestMemory implements AutoCloseable {
         throw new GuestMemoryException("no RAM at", gpa, 0);
     }
 
+    /**
+     * The region holding all of {@code [gpa, gpa + length)}, or null: the check of {@link #slice} without a
+     * slice or an exception, for a receiver that runs it once a frame and words its own error.
+     */
+    public GuestRegion regionHolding(long gpa, long length) {
+        for (int i = 0; i < regions.size(); i++) { // indexed: no iterator object on a per-frame path
+            GuestRegion r = regions.get(i);
+            if (length >= 0 && r.contains(gpa) && length <= r.size() - (gpa - r.guestAddress())) return r;
+        }
+        return null;
+    }
+
     /** The host view of {@code [gpa, gpa + length)}; the range must lie inside one region. */
     public MemorySegment slice(long gpa, long length) {
         if (length < 0) throw new GuestMemoryException("negative length", gpa, length);
