@@ -186,7 +186,6 @@ public final class MigrationDestination {
                 }
             }
         } catch (Throwable failure) {
-            for (RamChannel x : extras) x.close();
             if (resuming) for (V1DeviceMigration d : devices) d.abortResume();
             try {
                 answer(channel, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
@@ -213,7 +212,6 @@ public final class MigrationDestination {
         private final SocketChannel first;
         private final java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
         private volatile Throwable failure;
-        private Thread thread;
 
         private final boolean ramChecksums;
 
@@ -225,7 +223,7 @@ public final class MigrationDestination {
         }
 
         void start() {
-            thread = Thread.ofPlatform().name("migration-receiver-ram").daemon().start(this::run);
+            Thread.ofPlatform().name("migration-receiver-ram").daemon().start(this::run);
         }
 
         private void run() {

@@ -238,6 +238,7 @@ public final class MigrationSource {
             tracker.start();
             saving = true;
             for (V1DeviceMigration d : devices) d.startPrecopy();
+            long pendingDevices = pendingDeviceBytes();
             ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(),
                     new com.lmax.disruptor.BlockingWaitStrategy(), settings.maxBandwidth(), settings.ramChecksums());
             liveRing = ring;
@@ -260,10 +261,8 @@ public final class MigrationSource {
                 tracker.sync();
                 long syncedAt = System.nanoTime(); // this sync's pages were dirtied since the previous sync
                 long dirty = tracker.dirtyPages();
-                long pendingBefore = 0;
-                for (V1DeviceMigration d : devices) pendingBefore += d.pendingBytes();
                 roundSentAtStart = bytesBefore;
-                roundRemaining = dirty * PAGE + pendingBefore;
+                roundRemaining = dirty * PAGE + pendingDevices; // as the previous round (or setup) left the devices
                 rounds = round;
                 List<Thread> threads = new ArrayList<>();
                 List<Throwable> deviceErrors = new java.util.concurrent.CopyOnWriteArrayList<>();
@@ -284,8 +283,7 @@ public final class MigrationSource {
                 long now = System.nanoTime();
                 long roundNanos = Math.max(1, now - roundStart);
                 long bytes = ring.bytesWritten() - bytesBefore;
-                long pendingDevices = 0;
-                for (V1DeviceMigration d : devices) pendingDevices += d.pendingBytes();
+                pendingDevices = pendingDeviceBytes();
                 long micros = estimator.round(syncedAt, dirty, roundStart, now, bytes, ring.bytesWritten(), pendingDevices);
                 dirtyRate = estimator.dirtyRate();
                 expectedMicros = micros;
@@ -343,13 +341,9 @@ public final class MigrationSource {
             String where = phase + (done > 0 ? " after " + done + " round" + (done == 1 ? "" : "s") + " (expected downtime "
                     + expectedMicros / 1000 + " ms)" : "");
             endPhase(phaseEvent, phase, cancelled ? "cancelled" : "failed");
-            MigrationStats live = stats();
             error = cancelled ? "migration cancelled in " + where + "; " + rollback
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback;
-            finalStats = new MigrationStats(cancelled ? "cancelled" : "failed", live.totalMillis(), live.setupMillis(), 0,
-                    live.expectedDowntimeMillis(), live.transferredBytes(), live.remainingBytes(), live.rounds(), live.ramPages(),
-                    live.zeroPages(), live.deviceBytes(), live.dirtyPagesRate(), live.throughputMbps(), live.stoppedByIterationCap(),
-                    live.devices());
+            finalStats = stats().withStatus(cancelled ? "cancelled" : "failed"); // the live figures at the failure
             throw new MigrationException(error, failure);
         } finally {
             if (ring != null) ring.close();
@@ -358,6 +352,13 @@ public final class MigrationSource {
     }
 
     private long phaseStartNanos;
+
+    /** Every device's {@code pending_bytes}, summed (no chunk is out when it is called). */
+    private long pendingDeviceBytes() {
+        long sum = 0;
+        for (V1DeviceMigration d : devices) sum += d.pendingBytes();
+        return sum;
+    }
 
     /** TCP_NODELAY: frames are written as separate writes, and a small one (COMPLETE) must not wait for an ACK. */
     static void noDelay(SocketChannel c) {

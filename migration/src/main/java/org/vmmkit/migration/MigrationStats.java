@@ -24,6 +24,12 @@ public record MigrationStats(String status, long totalMillis, long setupMillis, 
         devices = List.copyOf(devices);
     }
 
+    /** The same figures under another status (the end of a failed or cancelled migration). */
+    public MigrationStats withStatus(String newStatus) {
+        return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
+                rounds, ramPages, zeroPages, deviceBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, devices);
+    }
+
     /** The stats of a migration that has not started. */
     public static MigrationStats none() {
         return new MigrationStats("none", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of());

@@ -96,9 +96,7 @@ public final class ControlServer implements AutoCloseable {
             command = request.get("execute").getAsString();
             JsonObject args = request.has("arguments") ? request.getAsJsonObject("arguments") : new JsonObject();
             return Map.of("return", execute(command, args));
-        } catch (JsonParseException | IllegalStateException | UnsupportedOperationException | ClassCastException e) {
-            return error("GenericError", command + ": " + e.getMessage());
-        } catch (IllegalArgumentException e) {
+        } catch (JsonParseException | IllegalArgumentException | IllegalStateException | UnsupportedOperationException | ClassCastException e) {
             return error("GenericError", command + ": " + e.getMessage());
         } catch (RuntimeException e) {
             return error("GenericError", command + ": " + e);

@@ -191,13 +191,10 @@ public final class Machine implements AutoCloseable {
         migrationThread = Thread.ofPlatform().name("migration").start(() -> {
             try {
                 LOG.log(System.Logger.Level.INFO, "migrating to {0}:{1}", host, String.valueOf(port));
-                status = Status.RUNNING;
-                source.migrate(new java.net.InetSocketAddress(host, port));
-                status = Status.POSTMIGRATE;
+                source.migrate(new java.net.InetSocketAddress(host, port)); // status() follows it: postmigrate once completed
                 LOG.log(System.Logger.Level.INFO, "migration completed: {0}", source.stats());
             } catch (MigrationException | RuntimeException e) {
                 migrationError = e.getMessage();
-                status = Status.RUNNING;
                 LOG.log(System.Logger.Level.WARNING, e.getMessage());
             } finally {
                 if (kvmLog != null) kvmLog.close();

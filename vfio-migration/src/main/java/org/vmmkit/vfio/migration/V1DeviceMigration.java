@@ -295,7 +295,6 @@ public final class V1DeviceMigration implements AutoCloseable {
     }
 
     private long targetOffset = -1, targetSize;
-    private boolean targetStaged;
 
     /**
      * Resume steps a and b, for a caller that fills the data section itself (a network receiver reading
@@ -327,10 +326,9 @@ public final class V1DeviceMigration implements AutoCloseable {
         }
         checkChunk("data_offset (resume)", offset, size);
         int area = region.mappedArea(offset, size);
-        targetStaged = area < 0;
         targetOffset = offset;
         targetSize = size;
-        if (targetStaged) {
+        if (area < 0) { // not mapped there: staged, written by commitChunk
             buffer(size);
             targetSegment = buffer;
             return 0;
@@ -352,7 +350,7 @@ public final class V1DeviceMigration implements AutoCloseable {
         long offset = targetOffset;
         targetOffset = -1;
         try {
-            if (targetStaged) region.write(offset, buffer.asSlice(0, size)); // trapped sections: one slice per chunk, with the pwrite
+            if (targetSegment == buffer) region.write(offset, buffer.asSlice(0, size)); // trapped sections: one slice per chunk, with the pwrite
             region.writeDataSize(size);
         } catch (SysException e) {
             throw new DeviceMigrationException("device " + deviceName() + " in " + stateForMessage() + ": loading chunk " + sequence + " (" + size
