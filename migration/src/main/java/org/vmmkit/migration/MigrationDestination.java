@@ -17,24 +17,45 @@ import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.ram.RamReceiver;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.HandoverOutcome;
+import org.vmmkit.migration.wire.Nonce;
+import org.vmmkit.migration.wire.OutcomeQuery;
 import org.vmmkit.migration.wire.StreamHeader;
 import org.vmmkit.migration.wire.WireFormatException;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
 
 /**
- * The destination side: reads and checks the stream header against its own VM, answers READY, applies
- * every frame (RAM straight into guest memory, on every channel; device chunks straight into the resuming
- * devices' data sections in the source's order,
- * vCPU state), and only at COMPLETE — with no page left torn, every vCPU's state present and every device's
- * final chunk loaded — restores the vCPUs, resumes the devices, starts the VM and answers ACK_COMPLETE.
- * Any failure is answered with ERROR and its reason; the VM is never started from an incomplete stream.
+ * The destination side. On every connection it accepts it first says HELLO with a fresh nonce; the stream
+ * header that follows must carry that nonce back (a recorded stream, replayed, is refused before anything
+ * changes), and be compatible with its own VM. It answers READY, applies every frame (RAM straight into guest
+ * memory, on every channel; device chunks straight into the resuming devices' data sections in the source's
+ * order; vCPU state), checking each frame's sequence on its connection, and at COMPLETE — with every
+ * channel's frame count matching, no page left torn, every vCPU's state present — restores the vCPUs and
+ * answers PREPARED. It starts the VM only when it reads the source's COMMIT (then ACK_COMPLETE); a
+ * connection lost before COMMIT leaves the VM unstarted. Any failure is answered with ERROR. What became of
+ * each stream (by nonce) is kept and answered to outcome queries, on the same listening socket, also after
+ * the VM runs ({@link #serveOutcomeQueries}).
  */
 public final class MigrationDestination {
     private static final long MAX_CHUNK = 64L << 20, MAX_VCPU_STATE = 64 * 1024;
+    /** How long the destination waits for a stream's further channels to connect after its header. */
+    public static final Duration CHANNEL_WAIT = Duration.ofSeconds(30);
+    /** How long a prepared destination waits for COMMIT before it gives the stream up (unstarted). */
+    public static final Duration COMMIT_WAIT = Duration.ofSeconds(60);
+    private static final int OUTCOMES_KEPT = 64;
 
     private final MigratableVm vm;
     private final List<V1DeviceMigration> devices;
     private final Runnable beforeStart;
+    private Duration channelWait = CHANNEL_WAIT, commitWait = COMMIT_WAIT;
+    private java.util.function.Supplier<Nonce> nonces = Nonce::random;
+    private final java.util.LinkedHashMap<Nonce, HandoverOutcome> outcomes = new java.util.LinkedHashMap<>() {
+        @Override
+        protected boolean removeEldestEntry(java.util.Map.Entry<Nonce, HandoverOutcome> eldest) {
+            return size() > OUTCOMES_KEPT;
+        }
+    };
+    private volatile Nonce lastStream;
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<V1DeviceMigration> devices, ExitHandler handler, Runnable beforeStart) {
@@ -48,61 +69,189 @@ public final class MigrationDestination {
         this.beforeStart = beforeStart;
     }
 
-    /** Where the connections after the first come from (a listening socket). */
+    /** Other waits for further channels and for COMMIT than the defaults (tests). */
+    MigrationDestination withWaits(Duration channels, Duration commit) {
+        this.channelWait = channels;
+        this.commitWait = commit;
+        return this;
+    }
+
+    /** Where this destination's HELLO nonces come from (a test that replays a recorded stream fixes them). */
+    MigrationDestination withNonces(java.util.function.Supplier<Nonce> source) {
+        this.nonces = source;
+        return this;
+    }
+
+    /** What became of the stream with {@code nonce} here. */
+    public HandoverOutcome outcomeOf(Nonce nonce) {
+        synchronized (outcomes) {
+            return outcomes.getOrDefault(nonce, HandoverOutcome.UNKNOWN_STREAM);
+        }
+    }
+
+    /** The nonce of the last stream that got past its header here (null before any), for a status display. */
+    public Nonce lastStream() {
+        return lastStream;
+    }
+
+    private void record(Nonce nonce, HandoverOutcome outcome) {
+        synchronized (outcomes) {
+            outcomes.put(nonce, outcome);
+        }
+    }
+
+    /** Where the connections after the first come from. */
     @FunctionalInterface
     public interface Acceptor {
-        SocketChannel accept() throws IOException;
-    }
-
-    /** Receives a one-channel migration on {@code channel}; returns once the VM runs and the source has been told. */
-    public void receive(SocketChannel channel) throws MigrationException {
-        receive(channel, () -> {
-            throw new IOException("this destination was given one connection; the source asks for more channels");
-        });
+        /** The next connection; fails if {@code first} closes or {@code deadlineNanos} passes first. */
+        SocketChannel accept(SocketChannel first, long deadlineNanos) throws IOException;
     }
 
     /**
-     * Accepts the first connection on {@code server} and, if the stream has several channels, the others
-     * (each within {@code acceptTimeout}); receives the migration; closes the connections.
+     * Accepts connections on {@code server} (each within {@code acceptTimeout}) until one carries a stream:
+     * outcome queries are answered on the way. Receives that stream (its further channels from the same
+     * socket), closes its connections, and returns once the VM runs and the source has been told.
      */
     public void receive(ServerSocketChannel server, Duration acceptTimeout) throws MigrationException {
-        Acceptor acceptor = () -> {
-            server.socket().setSoTimeout((int) Math.clamp(acceptTimeout.toMillis(), 1, Integer.MAX_VALUE));
+        while (true) {
+            SocketChannel first;
             try {
-                return server.socket().accept().getChannel();
-            } catch (java.net.SocketTimeoutException e) {
-                throw new IOException("no connection on " + server.getLocalAddress() + " within " + acceptTimeout.toMillis() + " ms", e);
+                first = acceptWithin(server, acceptTimeout);
+            } catch (IOException e) {
+                throw new MigrationException("incoming migration failed: " + e.getMessage() + "; the VM was not started", e);
             }
-        };
-        SocketChannel first;
-        try {
-            first = acceptor.accept();
-        } catch (IOException e) {
-            throw new MigrationException("incoming migration failed: " + e.getMessage() + "; the VM was not started", e);
-        }
-        try (first) {
-            receive(first, acceptor);
-        } catch (IOException e) {
-            // closing the first connection after the outcome was decided
+            try (first) {
+                if (receiveOrAnswer(first, (c, deadline) -> acceptWhileWatching(server, c, deadline))) return;
+            } catch (IOException e) {
+                // closing a connection after its outcome was decided
+            }
         }
     }
 
     /**
-     * Receives a migration whose header arrives on {@code channel}; the stream's further channels are taken
-     * from {@code more} (each must begin with a CHANNEL frame naming this stream) and closed at the end.
-     * Returns once the VM runs and the source has been told.
+     * Receives a stream (or answers a query) on {@code channel}, taking further channels from {@code more}.
+     * Returns true once the VM runs, false after answering an outcome query.
      */
-    public void receive(SocketChannel channel, Acceptor more) throws MigrationException {
+    public boolean receiveOrAnswer(SocketChannel channel, Acceptor more) throws MigrationException {
+        Nonce nonce = nonces.get();
+        FrameCodec back = new FrameCodec(0); // the return path: its own sequence
+        long magic;
+        try {
+            MigrationSource.noDelay(channel);
+            back.write(channel, FrameType.HELLO, nonce.high(), nonce.low(), null, null);
+            magic = StreamHeader.readMagic(channel);
+        } catch (IOException e) {
+            throw new MigrationException("incoming migration failed before its header: " + e.getMessage() + "; the VM was not started", e);
+        }
+        if (magic == OutcomeQuery.MAGIC) {
+            answerQuery(channel, back);
+            return false;
+        }
+        receiveStream(channel, back, nonce, magic, more);
+        return true;
+    }
+
+    private static SocketChannel acceptWithin(ServerSocketChannel server, Duration timeout) throws IOException {
+        server.socket().setSoTimeout((int) Math.clamp(timeout.toMillis(), 1, Integer.MAX_VALUE));
+        try {
+            return server.socket().accept().getChannel();
+        } catch (java.net.SocketTimeoutException e) {
+            throw new IOException("no connection on " + server.getLocalAddress() + " within " + timeout.toMillis() + " ms", e);
+        }
+    }
+
+    /**
+     * The next connection on {@code server}, while watching {@code first}: a first connection that closes (or
+     * sends anything before READY) ends the wait at once, as does the deadline, so a stream that announced
+     * channels it never opens cannot hold the destination.
+     */
+    private static SocketChannel acceptWhileWatching(ServerSocketChannel server, SocketChannel first, long deadlineNanos) throws IOException {
+        server.configureBlocking(false);
+        first.configureBlocking(false);
+        try (java.nio.channels.Selector selector = java.nio.channels.Selector.open()) {
+            server.register(selector, java.nio.channels.SelectionKey.OP_ACCEPT);
+            first.register(selector, java.nio.channels.SelectionKey.OP_READ);
+            ByteBuffer one = ByteBuffer.allocate(1);
+            while (true) {
+                SocketChannel c = server.accept(); // in blocking mode, whatever the server's mode
+                if (c != null) return c;
+                int n = first.read(one);
+                if (n < 0) throw new java.io.EOFException("the first connection closed while the stream's further channels were awaited");
+                if (n > 0) throw new WireFormatException("the source wrote on the first connection before READY");
+                long left = deadlineNanos - System.nanoTime();
+                if (left <= 0) throw new IOException("the stream's further channels did not all connect in time");
+                selector.select(Math.max(1, left / 1_000_000));
+            }
+        } finally {
+            // The selector is closed (its keys with it) before this runs, so both may block again.
+            first.configureBlocking(true);
+            server.configureBlocking(true);
+        }
+    }
+
+    /**
+     * After the VM runs: answers outcome queries on {@code server} (a stream is refused, since the VM runs)
+     * until the socket is closed. Lets a source whose ACK_COMPLETE was lost learn that the VM runs here.
+     */
+    public void serveOutcomeQueries(ServerSocketChannel server) {
+        while (server.isOpen()) {
+            try (SocketChannel c = acceptWithin(server, Duration.ofDays(365))) {
+                FrameCodec back = new FrameCodec(0);
+                back.write(c, FrameType.HELLO, 0, 0, null, null); // no stream is taken: the nonce would never be used
+                long magic = StreamHeader.readMagic(c);
+                if (magic == OutcomeQuery.MAGIC) {
+                    answerQuery(c, back);
+                } else {
+                    answer(c, back, FrameType.ERROR, "this destination's VM already runs (from stream " + lastStream + "); it takes no other");
+                }
+            } catch (IOException | RuntimeException e) {
+                if (server.isOpen()) LOG.log(System.Logger.Level.DEBUG, "outcome query connection: " + e.getMessage());
+            }
+        }
+    }
+
+    private void answerQuery(SocketChannel channel, FrameCodec back) {
+        try {
+            Nonce asked = OutcomeQuery.readAfterMagic(channel);
+            HandoverOutcome outcome = outcomeOf(asked);
+            LOG.log(System.Logger.Level.INFO, "outcome query for stream {0}: {1}", asked, outcome);
+            back.write(channel, FrameType.OUTCOME, outcome.code(), 0, null, null);
+        } catch (IOException | RuntimeException e) {
+            LOG.log(System.Logger.Level.DEBUG, "outcome query failed: " + e.getMessage());
+        }
+    }
+
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
+
+    /**
+     * Receives a migration whose header (after {@code magic}) arrives on {@code channel}, bound to
+     * {@code nonce}; the stream's further channels are taken from {@code more} (each must begin with a
+     * CHANNEL frame naming this stream) and closed at the end. Returns once the VM runs.
+     */
+    private void receiveStream(SocketChannel channel, FrameCodec back, Nonce nonce, long magic, Acceptor more) throws MigrationException {
         FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
         boolean resuming = false;
         List<RamChannel> extras = new ArrayList<>();
-        MigrationSource.noDelay(channel);
         try {
-            StreamHeader header = StreamHeader.read(channel);
+            if (magic != StreamHeader.MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
+            StreamHeader header = StreamHeader.readAfterMagic(channel);
+            if (!header.nonce().equals(nonce)) {
+                throw new WireFormatException("the stream header carries nonce " + header.nonce() + ", not " + nonce
+                        + " of this connection's HELLO: a replayed or misdirected stream");
+            }
+            lastStream = nonce;
+            record(nonce, HandoverOutcome.IN_PROGRESS);
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpuCount()));
             SocketChannel[] byIndex = new SocketChannel[header.channels()];
+            long deadline = System.nanoTime() + channelWait.toNanos();
             for (int i = 1; i < header.channels(); i++) {
-                SocketChannel c = more.accept();
+                SocketChannel c;
+                try {
+                    c = more.accept(channel, deadline);
+                } catch (IOException e) {
+                    throw new IOException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage()
+                            + " (waited at most " + channelWait.toMillis() + " ms)", e);
+                }
                 extras.add(new RamChannel(c, vm, channel, header.ramChecksums()));
                 FrameCodec hello = new FrameCodec(0);
                 if (hello.readHeader(c) != FrameType.CHANNEL || hello.a() != header.streamId() || hello.b() < 1
@@ -114,7 +263,7 @@ public final class MigrationDestination {
                 hello.verify();
                 byIndex[(int) hello.b()] = c;
             }
-            answer(channel, FrameType.READY, "");
+            answer(channel, back, FrameType.READY, "");
             for (V1DeviceMigration d : devices) d.startResume();
             resuming = true;
             for (RamChannel e : extras) e.start();
@@ -132,8 +281,8 @@ public final class MigrationDestination {
                     for (RamChannel x : extras) x.throwIfFailed(); // a RAM channel's failure ends the first channel's input
                     throw e;
                 }
-                if (t == null) { // skippable and unknown: read past it
-                    codec.readPayload(channel, ByteBuffer.allocate((int) Math.min(codec.length(), MAX_CHUNK)));
+                if (t == null) { // skippable and unknown: read past it, whole
+                    codec.skipPayload(channel);
                     continue;
                 }
                 switch (t) {
@@ -168,6 +317,7 @@ public final class MigrationDestination {
                     case END_OF_ROUND -> codec.verify();
                     case COMPLETE -> {
                         codec.verify();
+                        checkFrameCount(codec, "the first channel");
                         ram.checkNoTornPages();
                         for (RamChannel x : extras) x.awaitComplete(EXTRA_CHANNEL_WAIT);
                         for (int i = 0; i < states.length; i++) {
@@ -175,10 +325,18 @@ public final class MigrationDestination {
                         }
                         if (beforeStart != null) beforeStart.run();
                         for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
+                        answer(channel, back, FrameType.PREPARED, "");
+                        awaitCommit(channel, codec);
                         for (V1DeviceMigration d : devices) d.completeResume(); // refuses a device without its final chunk
                         resuming = false;
                         vm.startLoaded();
-                        answer(channel, FrameType.ACK_COMPLETE, "");
+                        record(nonce, HandoverOutcome.STARTED);
+                        try {
+                            answer(channel, back, FrameType.ACK_COMPLETE, "");
+                        } catch (IOException e) {
+                            // The VM runs: a source that misses this asks (an outcome query) or waits for its operator.
+                            LOG.log(System.Logger.Level.WARNING, "the VM runs, but ACK_COMPLETE could not be sent: " + e.getMessage());
+                        }
                         return;
                     }
                     case ABANDON -> throw new MigrationException("the source abandoned the migration");
@@ -186,9 +344,10 @@ public final class MigrationDestination {
                 }
             }
         } catch (Throwable failure) {
+            if (lastStream == nonce) record(nonce, HandoverOutcome.NOT_STARTED);
             if (resuming) for (V1DeviceMigration d : devices) d.abortResume();
             try {
-                answer(channel, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
+                answer(channel, back, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
             } catch (IOException | RuntimeException ignored) {
                 // the connection may be what failed; the error is thrown below either way
             }
@@ -200,6 +359,33 @@ public final class MigrationDestination {
     }
 
     private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
+
+    /** COMPLETE's {@code a} is the frames its channel carried before it: all of them arrived, each once. */
+    static void checkFrameCount(FrameCodec codec, String channel) {
+        if (codec.a() != codec.framesRead() - 1) {
+            throw new WireFormatException("COMPLETE on " + channel + " says " + codec.a() + " frames came before it; " + (codec.framesRead() - 1) + " did");
+        }
+    }
+
+    /**
+     * After PREPARED: the source's COMMIT, within {@link #commitWait}. Anything else — a cut, ABANDON, silence —
+     * leaves the VM unstarted, and the stream is given up.
+     */
+    private void awaitCommit(SocketChannel channel, FrameCodec codec) throws IOException {
+        // The watchdog ends the read only (shutdownInput), so the ERROR that says "not started" still goes out.
+        try (Watchdog watchdog = new Watchdog("migration-commit-watchdog", commitWait, List.of(channel::shutdownInput))) {
+            FrameType t;
+            try {
+                t = codec.readHeader(channel);
+                codec.skipPayload(channel);
+            } catch (IOException e) {
+                if (watchdog.fired()) throw new IOException("no COMMIT within " + commitWait.toMillis() + " ms of PREPARED", e);
+                throw new IOException("the connection failed while waiting for COMMIT: " + e.getMessage(), e);
+            }
+            if (t != FrameType.COMMIT) throw new WireFormatException("frame " + t + " where COMMIT was due");
+            if (!watchdog.disarm()) throw new IOException("COMMIT came only after " + commitWait.toMillis() + " ms");
+        }
+    }
 
     /**
      * One further channel: a thread applying its RAM and ZERO_RUN frames (its own torn-page record: a page
@@ -228,7 +414,7 @@ public final class MigrationDestination {
 
         private void run() {
             try {
-                FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
+                FrameCodec codec = new FrameCodec(MAX_CHUNK + 64).sequenceFrom(1); // its CHANNEL frame was read in setup
                 RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), ramChecksums);
                 ram.allowTorn(true);
                 while (true) {
@@ -237,6 +423,7 @@ public final class MigrationDestination {
                         ram.apply(in, codec);
                     } else if (t == FrameType.COMPLETE) {
                         codec.verify();
+                        checkFrameCount(codec, "a RAM channel");
                         ram.checkNoTornPages();
                         return;
                     } else {
@@ -276,8 +463,9 @@ public final class MigrationDestination {
         }
     }
 
-    private static void answer(SocketChannel channel, FrameType type, String reason) throws IOException {
-        ByteBuffer payload = reason.isEmpty() ? null : ByteBuffer.wrap(reason.getBytes(StandardCharsets.UTF_8));
-        new FrameCodec(1 << 20).write(channel, type, 0, 0, payload, null);
+    private static void answer(SocketChannel channel, FrameCodec back, FrameType type, String reason) throws IOException {
+        byte[] text = reason.getBytes(StandardCharsets.UTF_8);
+        ByteBuffer payload = reason.isEmpty() ? null : ByteBuffer.wrap(text, 0, Math.min(text.length, 64 * 1024));
+        back.write(channel, type, 0, 0, payload, null);
     }
 }

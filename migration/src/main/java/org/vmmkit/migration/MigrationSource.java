@@ -21,7 +21,11 @@ import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.HandoverOutcome;
+import org.vmmkit.migration.wire.Nonce;
+import org.vmmkit.migration.wire.OutcomeQuery;
 import org.vmmkit.migration.wire.StreamHeader;
+import org.vmmkit.migration.wire.WireFormatException;
 import org.vmmkit.vfio.migration.DeviceState;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
 
@@ -31,8 +35,12 @@ import org.vmmkit.vfio.migration.V1DeviceMigration;
  * pre-copy data together through the ring, then measure bandwidth and estimate the downtime of stopping
  * now; stop-and-copy once that estimate is under the limit or at the round cap (pause vCPUs, devices to
  * stop-and-copy, the final sync, the rest of memory and every device until pending is 0, vCPU state,
- * COMPLETE); and the handover, which waits for the destination's ACK_COMPLETE. Any failure before that
- * acknowledgement rolls the source back: devices running, vCPUs resumed, dirty tracking stopped.
+ * COMPLETE); and the handover: the destination answers PREPARED once the stream is whole and loaded, the
+ * source decides with COMMIT, and the destination starts its VM only after reading it (ACK_COMPLETE). Any
+ * failure before the source begins to write COMMIT rolls it back: devices running, vCPUs resumed, dirty
+ * tracking stopped. After that point the source never resumes on its own: a lost answer leaves the outcome
+ * unknown, the source asks the destination on a fresh connection, and where no answer comes its VM stays
+ * paused with status {@code unknown} until {@link #resolve} or {@link #resolveByAsking} settles it.
  */
 public final class MigrationSource {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -77,9 +85,14 @@ public final class MigrationSource {
         return this;
     }
 
-    private volatile boolean cancelled, setupTimedOut, readyReceived;
-    private final Object readyLock = new Object();
+    /** How long the source waits for an outcome query's connection, and again for its answer. */
+    public static final java.time.Duration OUTCOME_QUERY_TIMEOUT = java.time.Duration.ofSeconds(5);
+
+    private volatile boolean cancelled;
     private volatile List<SocketChannel> active = List.of();
+    private volatile SocketAddress destinationAddress; // where outcome queries go; null when given connections
+    private volatile Nonce streamNonce; // the destination's HELLO, naming this attempt
+    private java.util.function.Supplier<String> unresolvedRollback; // set while the handover's outcome is unknown; guarded by this
 
     // Live statistics: written by the migrating thread, read by stats() from any thread.
     private volatile String status = "none";
@@ -144,11 +157,12 @@ public final class MigrationSource {
      * destination accepts it first), migrates, and closes the connections.
      */
     public MigrationStats migrate(SocketAddress destination) throws MigrationException {
+        destinationAddress = destination;
         List<SocketChannel> channels = new ArrayList<>();
         try {
             try {
                 for (int i = 0; i < settings.channels(); i++) channels.add(SocketChannel.open(destination));
-            } catch (IOException e) {
+            } catch (IOException | RuntimeException e) { // an unresolved address is a RuntimeException
                 error = "connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
                         + ") failed: " + e.getMessage() + "; nothing was changed";
                 finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
@@ -191,45 +205,31 @@ public final class MigrationSource {
         String phase = "setup";
         MigrationEvents.Phase phaseEvent = new MigrationEvents.Phase();
         phaseEvent.begin();
-        boolean paused = false, saving = false;
+        boolean paused = false, saving = false, committed = false;
         long pauseStart = 0;
         FrameCodec back = new FrameCodec(1 << 20);
         DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
         TransferRing ring = null;
         try {
             long streamId = new java.security.SecureRandom().nextLong();
-            ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId)
-                    .withRamChecksums(settings.ramChecksums()).encode();
-            while (header.hasRemaining()) channel.write(header);
-            FrameCodec hello = new FrameCodec(0);
-            for (int i = 1; i < channels.size(); i++) hello.write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
-            long helloSent = System.nanoTime();
+            long helloSent;
             // Nothing has changed on either side before READY, so a destination that accepted the
             // connection but does not answer (a stuck or foreign listener) is given up on: the watchdog
-            // closes the connections, which ends the read below.
-            Thread watchdog = Thread.ofPlatform().name("migration-setup-watchdog").daemon().start(() -> {
+            // closes the connections, which ends the read.
+            try (Watchdog watchdog = new Watchdog("migration-setup-watchdog", readyTimeout, channels)) {
                 try {
-                    Thread.sleep(readyTimeout.toMillis());
-                    synchronized (readyLock) {
-                        if (readyReceived) return;
-                        setupTimedOut = true;
-                    }
-                    for (SocketChannel c : channels) c.close();
-                } catch (InterruptedException | IOException e) {
-                    // READY came (interrupted), or closing failed: nothing to do either way
+                    streamNonce = readHello(channel, back);
+                    ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId)
+                            .withRamChecksums(settings.ramChecksums()).withNonce(streamNonce).encode();
+                    while (header.hasRemaining()) channel.write(header);
+                    for (int i = 1; i < channels.size(); i++) new FrameCodec(0).write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
+                    helloSent = System.nanoTime();
+                    expectFromDestination(channel, back, FrameType.READY, "setup");
+                } catch (IOException e) {
+                    if (watchdog.fired()) throw new IOException("the destination did not answer READY within " + readyTimeout.toMillis() + " ms", e);
+                    throw e;
                 }
-            });
-            try {
-                expectFromDestination(channel, back, FrameType.READY, "setup");
-                synchronized (readyLock) {
-                    readyReceived = true;
-                }
-                if (setupTimedOut) throw new IOException("the destination answered READY only after " + readyTimeout.toMillis() + " ms");
-            } catch (IOException e) {
-                if (setupTimedOut) throw new IOException("the destination did not answer READY within " + readyTimeout.toMillis() + " ms", e);
-                throw e;
-            } finally {
-                watchdog.interrupt();
+                if (!watchdog.disarm()) throw new IOException("the destination answered READY only after " + readyTimeout.toMillis() + " ms");
             }
             // The handover costs at least one round trip (COMPLETE out, ACK_COMPLETE back): the floor of
             // every downtime estimate, measured here as header-to-READY (an upper bound: it includes the
@@ -324,18 +324,23 @@ public final class MigrationSource {
 
             phaseEvent = endPhase(phaseEvent, phase, "sent");
             phase = "handover";
+            // The destination never starts without COMMIT: until it is written, rolling back is safe.
+            expectFromDestination(channel, back, FrameType.PREPARED, "handover");
+            checkCancelled();
+            // The decision point. From here the destination may run the VM, so the source never resumes on its
+            // own: an answer lost from now on leaves the outcome unknown (see the catch below).
+            committed = true;
+            ring.publishControl(FrameType.COMMIT, 0, 0);
+            ring.awaitSent(60, TimeUnit.SECONDS);
             expectFromDestination(channel, back, FrameType.ACK_COMPLETE, "handover");
-            long downtime = System.nanoTime() - pauseStart;
             tracker.stop();
             endPhase(phaseEvent, phase, "acknowledged");
-            long total = System.nanoTime() - start;
-            long transferred = ring.bytesWritten();
-            MigrationStats stats = new MigrationStats("completed", total / 1_000_000, setupNanos / 1_000_000, downtime / 1_000_000,
-                    expectedMicros / 1000, transferred, 0, rounds, ring.ramPages(), ring.zeroPages(), ring.deviceBytes(), dirtyRate,
-                    transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
-            finalStats = stats;
-            return stats;
+            return completed(start, pauseStart, null);
         } catch (Throwable failure) {
+            if (committed && !(failure instanceof RefusedByDestination)) {
+                endPhase(phaseEvent, phase, "outcome unknown");
+                return settleUnknownOutcome(failure, start, pauseStart, tracker);
+            }
             String rollback = rollBack(saving, paused, tracker);
             long done = rounds;
             String where = phase + (done > 0 ? " after " + done + " round" + (done == 1 ? "" : "s") + " (expected downtime "
@@ -352,6 +357,106 @@ public final class MigrationSource {
     }
 
     private long phaseStartNanos;
+
+    /** The destination's first frame on the first connection: the nonce this attempt's header must carry. */
+    private static Nonce readHello(SocketChannel channel, FrameCodec back) throws IOException {
+        FrameType t = back.readHeader(channel);
+        back.skipPayload(channel);
+        if (t != FrameType.HELLO) throw new WireFormatException("the destination opened with " + t + ", not HELLO: not a vmmkit destination of wire format " + StreamHeader.VERSION);
+        return new Nonce(back.a(), back.b());
+    }
+
+    /** The final statistics of a migration whose destination runs; {@code note} says how that was learned when not by ACK_COMPLETE. */
+    private MigrationStats completed(long start, long pauseStart, String note) {
+        long now = System.nanoTime();
+        long total = now - start;
+        TransferRing ring = liveRing;
+        long transferred = ring.bytesWritten();
+        MigrationStats stats = new MigrationStats("completed", total / 1_000_000, setupNanos / 1_000_000, (now - pauseStart) / 1_000_000,
+                expectedMicros / 1000, transferred, 0, rounds, ring.ramPages(), ring.zeroPages(), ring.deviceBytes(), dirtyRate,
+                transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
+        error = note;
+        finalStats = stats;
+        return stats;
+    }
+
+    /**
+     * The connection failed after COMMIT was begun and no ERROR came: the destination may run the VM. The
+     * source asks it on a fresh connection; a decided answer settles it (completed, or rolled back), any other
+     * leaves the VM paused with status {@code unknown} until {@link #resolve} or {@link #resolveByAsking}.
+     */
+    private MigrationStats settleUnknownOutcome(Throwable failure, long start, long pauseStart, DirtyTracker tracker) throws MigrationException {
+        try {
+            tracker.stop();
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "stopping dirty tracking after the handover failed: " + e.getMessage());
+        }
+        String lost = (cancelled ? "cancelled after COMMIT was sent (too late to roll back)" : "the answer to COMMIT was lost: " + failure.getMessage());
+        synchronized (this) {
+            String asked;
+            try {
+                HandoverOutcome outcome = ask(destinationAddress);
+                if (outcome == HandoverOutcome.STARTED) {
+                    return completed(start, pauseStart, lost + "; the destination, asked, said its VM runs");
+                }
+                if (outcome == HandoverOutcome.NOT_STARTED) {
+                    error = "migration failed in handover: " + lost + "; the destination, asked, said it did not start; " + rollBack(true, true, null);
+                    finalStats = stats().withStatus("failed");
+                    throw new MigrationException(error, failure);
+                }
+                asked = "the destination answered " + outcome;
+            } catch (IOException | RuntimeException e) {
+                asked = "asking the destination failed: " + e.getMessage();
+            }
+            unresolvedRollback = () -> rollBack(true, true, null);
+            error = "handover outcome unknown: " + lost + "; " + asked + ". The VM stays paused here, since it may run at the destination"
+                    + " (stream " + streamNonce + "): ask again with migrate-resolve, or settle it with migrate-resolve destination=running|stopped";
+            finalStats = stats().withStatus("unknown");
+            throw new MigrationException(error, failure);
+        }
+    }
+
+    private HandoverOutcome ask(SocketAddress where) throws IOException {
+        if (where == null) throw new IOException("no destination address to ask (the migration was given its connections)");
+        return OutcomeQuery.ask(where, streamNonce, OUTCOME_QUERY_TIMEOUT);
+    }
+
+    /** Whether the last migration's outcome is unknown (its VM paused, waiting for {@link #resolve}). */
+    public synchronized boolean unresolved() {
+        return unresolvedRollback != null;
+    }
+
+    /**
+     * Settles an unknown outcome by asking the destination at {@code where} (null: the address migrated to);
+     * a decided answer is acted on (completed, or rolled back and resumed); any other leaves it unknown.
+     * Returns the statistics after.
+     */
+    public synchronized MigrationStats resolveByAsking(SocketAddress where) throws IOException {
+        if (unresolvedRollback == null) throw new IllegalStateException("no migration outcome is unknown (status " + stats().status() + ")");
+        HandoverOutcome outcome = ask(where != null ? where : destinationAddress);
+        if (!outcome.decided()) throw new IOException("the destination answered " + outcome + " for stream " + streamNonce + "; the outcome stays unknown");
+        return resolve(outcome == HandoverOutcome.STARTED, "the destination, asked, said " + outcome);
+    }
+
+    /**
+     * Settles an unknown outcome on an operator's word: the destination runs the VM (this one stays paused for
+     * good, completed) or never will (this one is rolled back and resumes). Only the operator, who asked the
+     * destination, can know the second; resuming while the destination runs would leave two copies.
+     */
+    public synchronized MigrationStats resolve(boolean destinationRuns, String why) {
+        if (unresolvedRollback == null) throw new IllegalStateException("no migration outcome is unknown (status " + stats().status() + ")");
+        java.util.function.Supplier<String> rollback = unresolvedRollback;
+        unresolvedRollback = null;
+        MigrationStats before = finalStats;
+        if (destinationRuns) {
+            error = "resolved: " + why + "; this VM stays paused";
+            finalStats = before.withStatus("completed");
+        } else {
+            error = "resolved: " + why + "; " + rollback.get() + ": the VM runs here again";
+            finalStats = before.withStatus("failed");
+        }
+        return finalStats;
+    }
 
     /** Every device's {@code pending_bytes}, summed (no chunk is out when it is called). */
     private long pendingDeviceBytes() {
@@ -384,15 +489,22 @@ public final class MigrationSource {
         return next;
     }
 
+    /** The destination's ERROR: it says its VM does not run and will not from this stream. */
+    static final class RefusedByDestination extends IOException {
+        RefusedByDestination(String message) {
+            super(message);
+        }
+    }
+
     /** Reads the destination's answer: the expected type, or an ERROR whose reason is thrown. */
     private static void expectFromDestination(SocketChannel channel, FrameCodec back, FrameType expected, String phase) throws IOException {
         FrameType t = back.readHeader(channel);
-        ByteBuffer payload = ByteBuffer.allocate((int) Math.min(back.length(), 1 << 20));
+        ByteBuffer payload = ByteBuffer.allocate((int) back.length()); // the return path's limit bounds it
         back.readPayload(channel, payload);
         back.verify();
         if (t == expected) return;
         if (t == FrameType.ERROR) {
-            throw new IOException("the destination refused in " + phase + ": " + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
+            throw new RefusedByDestination("the destination refused in " + phase + ": " + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
         }
         throw new IOException("the destination answered " + t + " in " + phase + " where " + expected + " was due");
     }
@@ -413,11 +525,13 @@ public final class MigrationSource {
             vm.resume();
             done.add("vCPUs resumed");
         }
-        try {
-            tracker.stop();
-            done.add("dirty tracking stopped");
-        } catch (RuntimeException e) {
-            done.add("stopping dirty tracking failed: " + e.getMessage());
+        if (tracker != null) {
+            try {
+                tracker.stop();
+                done.add("dirty tracking stopped");
+            } catch (RuntimeException e) {
+                done.add("stopping dirty tracking failed: " + e.getMessage());
+            }
         }
         return "rolled back: " + String.join(", ", done);
     }

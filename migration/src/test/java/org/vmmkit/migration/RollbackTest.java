@@ -49,12 +49,21 @@ class RollbackTest {
         }
     }
 
+    /** What a destination does before READY: HELLO with a nonce, the header (carrying it back), READY. Returns the return path's codec. */
+    static FrameCodec handshake(SocketChannel in) throws java.io.IOException {
+        FrameCodec back = new FrameCodec(1 << 20);
+        back.write(in, FrameType.HELLO, 1, 2, null, null);
+        StreamHeader header = StreamHeader.read(in);
+        assertEquals(new org.vmmkit.migration.wire.Nonce(1, 2), header.nonce(), "the header carries the HELLO's nonce back");
+        back.write(in, FrameType.READY, 0, 0, null, null);
+        return back;
+    }
+
     /** A destination that reads the stream and closes the connection at {@code cut}. */
     private static void cuttingDestination(ServerSocketChannel server, Cut cut) {
         try (SocketChannel in = server.accept()) {
             if (cut == Cut.IN_SETUP) return;
-            StreamHeader.read(in);
-            new FrameCodec(1 << 20).write(in, FrameType.READY, 0, 0, null, null);
+            handshake(in);
             FrameCodec codec = new FrameCodec(1L << 30);
             ByteBuffer scratch = ByteBuffer.allocateDirect(8 << 20);
             long frames = 0;
@@ -76,8 +85,7 @@ class RollbackTest {
     /** A destination that takes everything and never answers the COMPLETE: only a cancel ends the wait. */
     private static void silentDestination(ServerSocketChannel server, java.util.concurrent.CountDownLatch completeSeen) {
         try (SocketChannel in = server.accept()) {
-            StreamHeader.read(in);
-            new FrameCodec(1 << 20).write(in, FrameType.READY, 0, 0, null, null);
+            handshake(in);
             FrameCodec codec = new FrameCodec(1L << 30);
             ByteBuffer scratch = ByteBuffer.allocateDirect(8 << 20);
             while (true) {

@@ -108,10 +108,11 @@ public final class ControlServer implements AutoCloseable {
             case "query-status" -> {
                 Map<String, Object> s = new LinkedHashMap<>();
                 Machine.Status status = machine.status();
-                s.put("status", status.name().toLowerCase().replace('_', '-'));
+                s.put("status", status.label());
                 s.put("running", status == Machine.Status.RUNNING);
                 s.put("listen", listening);
                 s.put("devices-left-out", machine.devicesLeftOut());
+                s.put("incoming-stream", machine.incomingStream());
                 yield s;
             }
             case "query-migrate" -> MigrateJson.of(machine.migrationStats(), machine.guestRamBytes(), machine.migrationError());
@@ -127,9 +128,31 @@ public final class ControlServer implements AutoCloseable {
                 machine.cancelMigration();
                 yield Map.of();
             }
+            case "migrate-resolve" -> {
+                Boolean destinationRuns = null;
+                if (args.has("destination")) {
+                    destinationRuns = switch (args.get("destination").getAsString()) {
+                        case "running" -> true;
+                        case "stopped" -> false;
+                        default -> throw new IllegalArgumentException("expected \"destination\": \"running\" or \"stopped\" (or no argument: ask it)");
+                    };
+                }
+                java.net.SocketAddress askAt = null;
+                if (args.has("uri")) {
+                    String uri = args.get("uri").getAsString();
+                    if (!uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
+                    HostPort at = HostPort.parse(uri.substring(4));
+                    askAt = new java.net.InetSocketAddress(at.host(), at.port());
+                }
+                try {
+                    yield Map.of("status", machine.resolveMigration(destinationRuns, askAt));
+                } catch (IOException e) {
+                    throw new IllegalStateException(e.getMessage(), e);
+                }
+            }
             case "quit" -> QUIT;
             default -> throw new IllegalArgumentException("unknown command '" + command
-                    + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, quit)");
+                    + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, migrate-resolve, quit)");
         };
     }
 

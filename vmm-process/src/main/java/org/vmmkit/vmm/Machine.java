@@ -43,7 +43,16 @@ public final class Machine implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
 
     /** QEMU's run states, the ones this process goes through. */
-    public enum Status { RUNNING, PAUSED, INMIGRATE, POSTMIGRATE, FINISH_MIGRATE }
+    public enum Status {
+        RUNNING, PAUSED, INMIGRATE, POSTMIGRATE, FINISH_MIGRATE,
+        /** Paused after a handover whose outcome is unknown: the VM may run at the destination (migrate-resolve settles it). */
+        POSTMIGRATE_UNKNOWN;
+
+        /** The name the control endpoint shows: {@code postmigrate-unknown}. */
+        public String label() {
+            return name().toLowerCase().replace('_', '-');
+        }
+    }
 
     private final VmmSettings settings;
     private final Kvm kvm; // null with a software guest
@@ -61,6 +70,7 @@ public final class Machine implements AutoCloseable {
     private volatile String migrationError;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
+    private MigrationDestination incomingMigration; // a destination's; null on a source
 
     private final boolean recordDigest;
     private volatile long incomingDigestMillis = -1;
@@ -113,6 +123,7 @@ public final class Machine implements AutoCloseable {
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
             this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
+            if (incoming) this.incomingMigration = newDestination();
         } catch (RuntimeException e) {
             for (int i = opened.size() - 1; i >= 0; i--) {
                 try {
@@ -151,6 +162,7 @@ public final class Machine implements AutoCloseable {
             String s = m.stats().status();
             if (s.equals("completed")) return Status.POSTMIGRATE;
             if (s.equals("device")) return Status.FINISH_MIGRATE;
+            if (s.equals("unknown")) return Status.POSTMIGRATE_UNKNOWN;
         }
         return status;
     }
@@ -182,7 +194,7 @@ public final class Machine implements AutoCloseable {
     public synchronized void migrate(String host, int port, MigrationSettings overrides) {
         if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
         Status now = status();
-        if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.name().toLowerCase().replace('_', '-') + ", not running");
+        if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
         List<DirtySource> dirty = List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory));
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
@@ -211,6 +223,30 @@ public final class Machine implements AutoCloseable {
         return true;
     }
 
+    /**
+     * Settles a migration whose handover outcome is unknown: {@code destinationRuns} null asks the
+     * destination ({@code askAt}, or where it migrated to); true or false is the operator's word. Returns the
+     * migration's status after.
+     */
+    public String resolveMigration(Boolean destinationRuns, java.net.SocketAddress askAt) throws IOException {
+        MigrationSource m = migration;
+        if (m == null || !m.unresolved()) throw new IllegalStateException("no migration outcome is unknown (the VM is " + status().label() + ")");
+        MigrationStats after = destinationRuns == null ? m.resolveByAsking(askAt)
+                : m.resolve(destinationRuns, destinationRuns ? "the operator says the destination runs the VM" : "the operator says the destination does not run the VM");
+        LOG.log(System.Logger.Level.WARNING, "migration outcome resolved: " + m.error());
+        return after.status();
+    }
+
+    /** What this destination knows of the last stream it received: its nonce and outcome; null before any. */
+    public Map<String, Object> incomingStream() {
+        MigrationDestination d = incomingMigration;
+        if (d == null || d.lastStream() == null) return null;
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("stream", d.lastStream().toString());
+        out.put("outcome", d.outcomeOf(d.lastStream()).name().toLowerCase().replace('_', '-'));
+        return out;
+    }
+
     /** The statistics of the current or last migration. */
     public MigrationStats migrationStats() {
         MigrationSource m = migration;
@@ -229,14 +265,7 @@ public final class Machine implements AutoCloseable {
      * for the next connection; returns once the VM runs.
      */
     public void receive(ServerSocketChannel server) throws IOException {
-        MigrationDestination destination = new MigrationDestination(guest, plan.devices(), () -> {
-            incomingPasses = DirtyingWorkload.passesDone(memory);
-            if (recordDigest) {
-                long start = System.nanoTime();
-                incomingMemoryDigest = digest();
-                incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
-            }
-        });
+        MigrationDestination destination = incomingMigration;
         while (true) {
             try {
                 destination.receive(server, Duration.ofDays(365));
@@ -249,6 +278,25 @@ public final class Machine implements AutoCloseable {
                 if (!server.isOpen()) throw new IOException("the listening socket closed", e);
             }
         }
+    }
+
+    /**
+     * After {@link #receive}: answers outcome queries on {@code server} (a source whose acknowledgement was lost
+     * asks whether the VM runs here) and refuses further streams, until the socket is closed.
+     */
+    public void serveOutcomeQueries(ServerSocketChannel server) {
+        incomingMigration.serveOutcomeQueries(server);
+    }
+
+    private MigrationDestination newDestination() {
+        return new MigrationDestination(guest, plan.devices(), () -> {
+            incomingPasses = DirtyingWorkload.passesDone(memory);
+            if (recordDigest) {
+                long start = System.nanoTime();
+                incomingMemoryDigest = digest();
+                incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
+            }
+        });
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */
@@ -275,9 +323,9 @@ public final class Machine implements AutoCloseable {
     public Map<String, Object> guestReport() {
         Map<String, Object> out = new LinkedHashMap<>();
         Status s = status();
-        out.put("status", s.name().toLowerCase().replace('_', '-'));
+        out.put("status", s.label());
         out.put("passes", passes());
-        boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED;
+        boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED || s == Status.POSTMIGRATE_UNKNOWN;
         out.put("memory-digest", still ? digest() : null);
         out.put("incoming-memory-digest", incomingMemoryDigest);
         out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);

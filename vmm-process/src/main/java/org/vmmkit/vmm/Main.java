@@ -27,6 +27,8 @@ public final class Main {
      * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, no KVM).
      */
     static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
+    /** The handover's outcome is unknown: the source VM stays paused, since it may run at the destination (migrate-resolve). */
+    static final int OUTCOME_UNKNOWN = 4;
 
     public static void main(String[] args) {
         System.exit(run(args));
@@ -118,8 +120,10 @@ public final class Main {
                 Thread receiver = Thread.ofPlatform().name("incoming").daemon().start(() -> {
                     try {
                         machine.receive(socket);
-                        socket.close(); // one VM, one incoming migration: later connections are refused at once
                         System.out.println("vmm: migration received; guest running");
+                        // One VM, one incoming migration: the socket stays open only to answer outcome queries
+                        // (a source whose acknowledgement was lost asks whether the VM runs here) and refuses streams.
+                        machine.serveOutcomeQueries(socket);
                     } catch (IOException e) {
                         System.err.println("vmm: " + e.getMessage());
                     }
@@ -162,7 +166,11 @@ public final class Main {
             JsonObject last = watch(control, args, Progress.onTerminal());
             if (json) System.out.println(ControlServer.GSON.toJson(last));
             else System.out.println(Progress.summary(last));
-            return "completed".equals(last.get("status").getAsString()) ? 0 : FAILED;
+            return switch (last.get("status").getAsString()) {
+                case "completed" -> 0;
+                case "unknown" -> OUTCOME_UNKNOWN;
+                default -> FAILED;
+            };
         }
     }
 
@@ -181,7 +189,8 @@ public final class Main {
                     for (int i = 0; i < 200; i++) {
                         String s = c.query("query-migrate").get("status").getAsString();
                         if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
-                            System.err.println("vmm: migration " + s + "; the source VM keeps running");
+                            System.err.println(s.equals("unknown") ? "vmm: cancel came after the decision point: the outcome is unknown and the"
+                                    + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
                             return;
                         }
                         Thread.sleep(50);
@@ -196,7 +205,7 @@ public final class Main {
                 while (true) {
                     JsonObject stats = client.query("query-migrate");
                     String status = stats.get("status").getAsString();
-                    if (status.equals("completed") || status.equals("failed") || status.equals("cancelled")) {
+                    if (status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown")) {
                         bar.finish(stats);
                         return stats;
                     }

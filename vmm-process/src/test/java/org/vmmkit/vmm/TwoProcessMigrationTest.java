@@ -100,7 +100,7 @@ class TwoProcessMigrationTest {
 
     private static boolean ended(JsonObject s) {
         String status = s.get("status").getAsString();
-        return status.equals("completed") || status.equals("failed") || status.equals("cancelled");
+        return status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown");
     }
 
     /** Runs the CLI in this JVM and returns its exit code and stdout. */
@@ -237,6 +237,45 @@ class TwoProcessMigrationTest {
             Thread.sleep(200);
             assertTrue(s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject().get("operations").getAsLong() > ops,
                     "the source device runs again");
+        }
+    }
+
+    /**
+     * Split brain, the first defect of the trust issue: a proxy forwards everything but swallows the
+     * destination's ACK_COMPLETE and cuts, and the source cannot reach the destination afterwards. The
+     * destination runs the guest; the source must not: it stays paused, says the outcome is unknown, and
+     * settles only when asked to (here by asking the destination directly).
+     */
+    @Test
+    void aLostAcknowledgementNeverLeavesTwoRunningCopies() throws Exception {
+        startBoth();
+        String[] hostPort = listen.split(":");
+        try (org.vmmkit.migration.testing.FrameProxy proxy = new org.vmmkit.migration.testing.FrameProxy(
+                new java.net.InetSocketAddress(hostPort[0], Integer.parseInt(hostPort[1])), (c, d, i, t) ->
+                d == org.vmmkit.migration.testing.FrameProxy.Direction.TO_SOURCE && t == org.vmmkit.migration.wire.FrameType.ACK_COMPLETE.code()
+                        ? org.vmmkit.migration.testing.FrameProxy.Action.PARTITION : org.vmmkit.migration.testing.FrameProxy.Action.FORWARD);
+             ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
+            java.net.InetSocketAddress via = (java.net.InetSocketAddress) proxy.address();
+            Map.Entry<Integer, String> result = cli("migrate", "--to", "127.0.0.1:" + via.getPort(), "--control", sourceControl.toString(), "--json");
+            assertEquals(Main.OUTCOME_UNKNOWN, result.getKey(), result.getValue());
+            JsonObject stats = JsonParser.parseString(result.getValue()).getAsJsonObject();
+            assertEquals("unknown", stats.get("status").getAsString());
+            assertTrue(stats.get("error-desc").getAsString().contains("stays paused"), stats.toString());
+
+            assertEquals("postmigrate-unknown", s.query("query-status").get("status").getAsString());
+            JsonObject dstStatus = d.query("query-status");
+            assertEquals("running", dstStatus.get("status").getAsString());
+            assertEquals("started", dstStatus.getAsJsonObject("incoming-stream").get("outcome").getAsString());
+            // Exactly one copy runs: the destination's counter rises while the source's stands still.
+            long sourcePasses = s.query("query-guest").get("passes").getAsLong();
+            awaitPasses(d, d.query("query-guest").get("passes").getAsLong() + 3);
+            assertEquals(sourcePasses, s.query("query-guest").get("passes").getAsLong(), "the source guest ran on");
+
+            // Settled by asking the destination directly: it says the VM runs there.
+            JsonObject resolved = s.execute("migrate-resolve", Map.of("uri", "tcp:" + listen)).getAsJsonObject();
+            assertEquals("completed", resolved.get("status").getAsString(), resolved.toString());
+            assertEquals("postmigrate", s.query("query-status").get("status").getAsString());
+            assertEquals(sourcePasses, s.query("query-guest").get("passes").getAsLong());
         }
     }
 }

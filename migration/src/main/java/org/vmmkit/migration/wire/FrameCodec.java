@@ -9,8 +9,10 @@ import java.nio.channels.ReadableByteChannel;
 import java.util.zip.CRC32C;
 
 /**
- * Frames of wire format version 2: a 40-byte little-endian header (type, flags, {@code a}, {@code b},
- * payload length, CRC32C of the payload, CRC32C of the header) and the payload. The header CRC is
+ * Frames of wire format version 3: a 40-byte little-endian header (type, flags, sequence, {@code a},
+ * {@code b}, payload length, CRC32C of the payload, CRC32C of the header) and the payload. The sequence is
+ * the frame's index on its connection in its direction (from 0, modulo 2^32): the reader checks it on every
+ * frame, so a frame dropped, repeated or moved is caught at the first frame out of place. The header CRC is
  * checked before any field is used; the payload CRC separately, because a RAM page sent while the guest
  * runs may change between the CRC and the send (a torn page, which pre-copy resends anyway). One codec
  * per channel and thread: its header buffer and CRC are reused, so writing and reading a frame allocates
@@ -31,11 +33,27 @@ public final class FrameCodec {
     private int flags;
     private long a, b, length;
     private int expectedCrc;
-    private long framesRead;
+    private long framesRead, framesWritten;
+    private ByteBuffer scratch; // for skipping payloads; made on the first skip
 
     /** {@code maxPayload}: the largest payload a frame may announce; more is a corrupt stream. */
     public FrameCodec(long maxPayload) {
         this.maxPayload = maxPayload;
+    }
+
+    /**
+     * Continues the sequence of a connection on which {@code frames} frames were already written or read by
+     * another codec (a further channel's CHANNEL frame, written in setup).
+     */
+    public FrameCodec sequenceFrom(long frames) {
+        this.framesRead = frames;
+        this.framesWritten = frames;
+        return this;
+    }
+
+    /** Frames this codec wrote (including those of {@link #sequenceFrom}). */
+    public long framesWritten() {
+        return framesWritten;
     }
 
     /** Writes a frame with up to two payload buffers (read from position to limit; positions advance). */
@@ -60,7 +78,7 @@ public final class FrameCodec {
         if (payload1 != null && !tableOnly) crcOf(payload1);
         if (payload2 != null) crcOf(payload2);
         header.clear();
-        header.putShort((short) type.code()).putShort((short) 0).putInt(0).putLong(a).putLong(b).putLong(length)
+        header.putShort((short) type.code()).putShort((short) 0).putInt((int) framesWritten).putLong(a).putLong(b).putLong(length)
                 .putInt((int) crc.getValue());
         crc.reset();
         header.flip();
@@ -72,6 +90,7 @@ public final class FrameCodec {
         // gathering write that includes a buffer backed by a memory segment (guest RAM, a data section) to
         // acquire its scope, and nothing for a single write (measured on JDK 25). Three system calls per
         // 1 MiB frame cost nothing measurable; the sockets have TCP_NODELAY, so a header is never held back.
+        framesWritten++; // a frame begun counts: whatever follows on this connection comes after it
         writeFully(out, header);
         if (payload1 != null) writeFully(out, payload1);
         if (payload2 != null) writeFully(out, payload2);
@@ -113,8 +132,13 @@ public final class FrameCodec {
             throw new WireFormatException("frame " + framesRead + " has type " + code + ", unknown to wire format version "
                     + StreamHeader.VERSION + " and not skippable");
         }
-        if (header.getInt(4) != 0 || (flags & ~FLAG_SKIPPABLE) != 0) {
+        if ((flags & ~FLAG_SKIPPABLE) != 0) {
             throw new WireFormatException("frame " + framesRead + " (" + type + ") has reserved bits set");
+        }
+        int sequence = header.getInt(4);
+        if (sequence != (int) framesRead) {
+            throw new WireFormatException("frame " + framesRead + " (" + type + ") carries sequence " + Integer.toUnsignedString(sequence)
+                    + ": a frame was dropped, repeated or moved on this connection");
         }
         if (length < 0 || length > maxPayload) {
             throw new WireFormatException("frame " + framesRead + " (" + type + ") announces " + length + " bytes; the limit is " + maxPayload);
@@ -132,6 +156,19 @@ public final class FrameCodec {
         dst.position(p);
         crc.update(dst);
         dst.position(end);
+    }
+
+    /**
+     * Reads past the whole payload of the current frame (a skippable frame of an unknown type), checking
+     * its CRC32C; a payload of any length the limit allows is skipped whole, through one reused buffer.
+     */
+    public void skipPayload(ReadableByteChannel in) throws IOException {
+        if (scratch == null) scratch = ByteBuffer.allocateDirect(64 * 1024);
+        for (long left = length; left > 0; left -= scratch.capacity()) {
+            scratch.clear().limit((int) Math.min(left, scratch.capacity()));
+            readPayload(in, scratch);
+        }
+        verify();
     }
 
     /** Reads payload bytes into {@code dst} without adding them to the payload CRC (RAM data: the table covers it). */

@@ -1,6 +1,6 @@
 package org.vmmkit.migration.wire;
 
-/** The frame types of wire format version 1 (a closed set: see docs/wire-format.md for the version rules). */
+/** The frame types of wire format version 3 (a closed set: see docs/wire-format.md for the version rules). */
 public enum FrameType {
     /** Guest RAM: {@code a} = guest physical address, {@code b} = pages, payload = the pages. */
     RAM(1),
@@ -20,13 +20,27 @@ public enum FrameType {
     ABANDON(8),
     /** The first frame of every channel but the first: {@code a} = the stream id of the header, {@code b} = the channel's index (1, 2, ...). */
     CHANNEL(9),
+    /**
+     * The source's decision to hand over, answering PREPARED: the destination may start its VM once it has
+     * read it. From the moment the source begins to write it, the source never resumes on its own.
+     */
+    COMMIT(10),
     // Return path, destination to source.
     /** The destination accepted the stream header and is ready. */
     READY(16),
-    /** The destination loaded everything and its VM runs: the source may let go. */
+    /** The destination's VM runs (it read COMMIT and started): the source may let go. */
     ACK_COMPLETE(17),
-    /** The destination failed; payload = the reason (UTF-8). */
-    ERROR(18);
+    /** The destination failed and its VM does not run, nor will from this stream; payload = the reason (UTF-8). */
+    ERROR(18),
+    /**
+     * The first frame on every connection the destination accepts, before it reads anything: {@code a},
+     * {@code b} = a fresh 128-bit nonce that the stream header (or an outcome query) must carry back.
+     */
+    HELLO(19),
+    /** The stream is whole and loaded (COMPLETE checked, vCPU state restored); the VM waits for COMMIT. */
+    PREPARED(20),
+    /** The answer to an outcome query: {@code a} = the {@link HandoverOutcome} code of the stream asked about. */
+    OUTCOME(21);
 
     private final int code;
 

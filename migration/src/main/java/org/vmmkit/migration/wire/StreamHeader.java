@@ -14,16 +14,16 @@ import java.util.zip.CRC32C;
  * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
  */
 public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus, int channels,
-                           long streamId, boolean ramChecksums) {
+                           long streamId, boolean ramChecksums, Nonce nonce) {
 
     /** Header flag bit 0: RAM frames carry a CRC32C per page. */
     static final int FLAG_RAM_CHECKSUMS = 1;
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
-    public static final int VERSION = 2;
+    public static final int VERSION = 3;
     public static final int MAX_CHANNELS = 16;
-    static final int FIXED = 48, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
+    static final int FIXED = 64, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
 
     /** A RAM range of the source's guest physical address space. */
     public record Range(long guestAddress, long size) {}
@@ -38,17 +38,22 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
 
     /** A header for one channel. */
     public StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
-        this(version, pageSize, memory, devices, vcpus, 1, 0, true);
+        this(version, pageSize, memory, devices, vcpus, 1, 0, true, new Nonce(0, 0));
     }
 
     /** The same header for a stream of {@code channels} connections named {@code streamId}. */
     public StreamHeader withChannels(int channels, long streamId) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums);
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums, nonce);
     }
 
     /** The same header with RAM page checksums on or off. */
     public StreamHeader withRamChecksums(boolean on) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, on);
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, on, nonce);
+    }
+
+    /** The same header bound to the attempt whose HELLO carried {@code destinationNonce}. */
+    public StreamHeader withNonce(Nonce destinationNonce) {
+        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums, destinationNonce);
     }
 
     public ByteBuffer encode() {
@@ -56,7 +61,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         for (Device d : devices) size += 8 + pad8(d.name().getBytes(StandardCharsets.UTF_8).length);
         ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
         b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus)
-                .putInt(channels).putInt(ramChecksums ? FLAG_RAM_CHECKSUMS : 0).putLong(streamId);
+                .putInt(channels).putInt(ramChecksums ? FLAG_RAM_CHECKSUMS : 0).putLong(streamId).putLong(nonce.high()).putLong(nonce.low());
         for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
         for (Device d : devices) {
             byte[] name = d.name().getBytes(StandardCharsets.UTF_8);
@@ -75,11 +80,24 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
 
     /** Reads and checks a header: magic, version, size bounds, CRC32C, counts. */
     public static StreamHeader read(ReadableByteChannel in) throws IOException {
-        ByteBuffer fixed = ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN);
-        FrameCodec.readFully(in, fixed, "the stream header");
-        fixed.flip();
-        long magic = fixed.getLong();
+        long magic = readMagic(in);
         if (magic != MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
+        return readAfterMagic(in);
+    }
+
+    /** The first 8 bytes of a connection: a stream header's magic or an outcome query's ({@link OutcomeQuery#MAGIC}). */
+    public static long readMagic(ReadableByteChannel in) throws IOException {
+        ByteBuffer magic = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+        FrameCodec.readFully(in, magic, "the stream header");
+        return magic.getLong(0);
+    }
+
+    /** {@link #read} after the magic. */
+    public static StreamHeader readAfterMagic(ReadableByteChannel in) throws IOException {
+        ByteBuffer fixed = ByteBuffer.allocate(16).order(ByteOrder.LITTLE_ENDIAN);
+        fixed.putLong(MAGIC).limit(16);
+        FrameCodec.readFully(in, fixed, "the stream header");
+        fixed.flip().position(8);
         int version = fixed.getInt();
         if (version != VERSION) {
             throw new WireFormatException("the stream has wire format version " + version + "; this destination reads version "
@@ -97,6 +115,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt(), channels = b.getInt(),
                 flags = b.getInt();
         long streamId = b.getLong();
+        Nonce nonce = new Nonce(b.getLong(), b.getLong());
         if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || devices < 0 || devices > MAX_DEVICES
                 || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || (flags & ~FLAG_RAM_CHECKSUMS) != 0) {
             throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + devices
@@ -115,7 +134,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
                 devs.add(new Device(id, new String(name, StandardCharsets.UTF_8)));
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
-            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0);
+            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0, nonce);
         } catch (java.nio.BufferUnderflowException e) {
             throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
         }

@@ -152,6 +152,52 @@ class WireFormatTest {
         return h.flip();
     }
 
+    /** A whole frame of any type code: header with {@code sequence} and both CRCs right, then the payload. */
+    private static ByteBuffer rawFrame(int type, int flags, int sequence, ByteBuffer payload) {
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(payload.duplicate());
+        ByteBuffer f = ByteBuffer.allocate(FrameCodec.HEADER + payload.remaining()).order(ByteOrder.LITTLE_ENDIAN);
+        f.putShort((short) type).putShort((short) flags).putInt(sequence).putLong(0).putLong(0).putLong(payload.remaining())
+                .putInt((int) crc.getValue());
+        crc.reset();
+        crc.update(f.array(), 0, 36);
+        f.putInt((int) crc.getValue()).put(payload.duplicate());
+        return f.flip();
+    }
+
+    @Test
+    void aSkippableFrameJustOverSixtyFourMibIsSkippedWholeAndTheNextFrameReads() throws Exception {
+        long limit = (64L << 20) + 64; // the destination's limit
+        ByteBuffer payload = ByteBuffer.allocate((int) limit);
+        for (int i = 0; i < payload.capacity(); i += 4096) payload.put(i, (byte) i);
+        ByteBuffer stream = ByteBuffer.allocate((int) limit + 2 * FrameCodec.HEADER);
+        stream.put(rawFrame(30, FrameCodec.FLAG_SKIPPABLE, 0, payload)).put(rawFrame(FrameType.COMPLETE.code(), 0, 1, ByteBuffer.allocate(0))).flip();
+        try (FileChannel ch = withBytes(stream)) {
+            FrameCodec in = new FrameCodec(limit);
+            assertEquals(null, in.readHeader(ch));
+            in.skipPayload(ch);
+            assertEquals(FrameType.COMPLETE, in.readHeader(ch), "the frame after the skipped one is read as a frame");
+        }
+    }
+
+    @Test
+    void aFrameDroppedRepeatedOrMovedIsCaughtByItsSequence() throws Exception {
+        ByteBuffer[] frames = new ByteBuffer[3];
+        for (int i = 0; i < 3; i++) frames[i] = rawFrame(FrameType.END_OF_ROUND.code(), 0, i, ByteBuffer.allocate(0));
+        int[][] orders = {{0, 2}, {0, 1, 1}, {1, 0}};
+        for (int[] order : orders) {
+            ByteBuffer stream = ByteBuffer.allocate(order.length * FrameCodec.HEADER);
+            for (int i : order) stream.put(frames[i].duplicate());
+            try (FileChannel ch = withBytes(stream.flip())) {
+                FrameCodec in = new FrameCodec(1 << 20);
+                WireFormatException e = assertThrows(WireFormatException.class, () -> {
+                    for (int i = 0; i < order.length; i++) in.readHeader(ch);
+                });
+                assertTrue(e.getMessage().contains("a frame was dropped, repeated or moved"), e.getMessage());
+            }
+        }
+    }
+
     @Test
     void aCorruptHeaderIsRefusedBeforeAnyFieldIsUsed() throws Exception {
         ByteBuffer h = rawHeader(FrameType.RAM.code(), 0, 4096);

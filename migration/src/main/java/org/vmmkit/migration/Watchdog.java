@@ -1,0 +1,55 @@
+package org.vmmkit.migration;
+
+import java.io.Closeable;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * Closes connections unless disarmed in time: turns a peer that stopped answering into a failed read or
+ * accept, where waiting is only safe while nothing has changed. Disarming and firing exclude each other, so
+ * exactly one of "disarmed in time" and "fired" holds.
+ */
+final class Watchdog implements AutoCloseable {
+    private final Thread thread;
+    private boolean disarmed, fired; // guarded by this
+
+    Watchdog(String name, Duration timeout, List<? extends Closeable> connections) {
+        this.thread = Thread.ofPlatform().name(name).daemon().start(() -> {
+            try {
+                Thread.sleep(timeout.toMillis());
+            } catch (InterruptedException e) {
+                return; // disarmed or closed
+            }
+            synchronized (this) {
+                if (disarmed) return;
+                fired = true;
+            }
+            for (Closeable c : connections) {
+                try {
+                    c.close();
+                } catch (IOException ignored) {
+                    // closing is the whole job; one that fails to close is already unusable
+                }
+            }
+        });
+    }
+
+    /** Stops the watchdog; false if it fired first (the connections are closed). */
+    synchronized boolean disarm() {
+        if (fired) return false;
+        disarmed = true;
+        thread.interrupt();
+        return true;
+    }
+
+    /** Whether it fired: a failed read is then the timeout's doing. */
+    synchronized boolean fired() {
+        return fired;
+    }
+
+    @Override
+    public void close() {
+        disarm();
+    }
+}
