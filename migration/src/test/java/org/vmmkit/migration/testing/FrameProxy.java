@@ -39,6 +39,7 @@ public final class FrameProxy implements AutoCloseable {
     }
 
     private final ServerSocketChannel listener;
+    private final Thread acceptor;
     private final SocketAddress target;
     private final Rule rule;
     private final AtomicInteger connections = new AtomicInteger();
@@ -49,16 +50,26 @@ public final class FrameProxy implements AutoCloseable {
         this.target = target;
         this.rule = rule;
         this.listener = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
-        Thread.ofPlatform().name("frame-proxy").daemon().start(this::acceptLoop);
+        this.acceptor = Thread.ofPlatform().name("frame-proxy").daemon().start(this::acceptLoop);
     }
 
     public SocketAddress address() throws IOException {
         return listener.getLocalAddress();
     }
 
-    /** Takes no more connections: a later connect is refused (a partition between the two ends). */
+    /**
+     * Takes no more connections: a later connect is refused (a partition between the two ends). Returns once
+     * that holds: the JDK closes a listening socket that a thread is blocked accepting on only when that
+     * thread has left accept (until then connections still complete), so this waits for the accept thread.
+     */
     public void refuseNewConnections() throws IOException {
         listener.close();
+        try {
+            acceptor.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted while closing the proxy's listener", e);
+        }
     }
 
     /** Counted down when a rule cut a connection. */
@@ -122,7 +133,7 @@ public final class FrameProxy implements AutoCloseable {
                         forward(connection, direction, out, head, payload);
                     }
                     case CUT, PARTITION -> {
-                        if (action == Action.PARTITION) listener.close();
+                        if (action == Action.PARTITION) refuseNewConnections();
                         in.close();
                         out.close();
                         cut.countDown();
