@@ -119,8 +119,7 @@ public final class ControlServer implements AutoCloseable {
             case "migrate" -> {
                 String uri = args.has("uri") ? args.get("uri").getAsString() : null;
                 if (uri == null || !uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
-                HostPort to = HostPort.parse(uri.substring(4));
-                machine.migrate(to.host(), to.port(), overrides(args));
+                machine.migrate(HostPort.parse(uri.substring(4)).resolve(), overrides(args));
                 yield Map.of();
             }
             case "migrate-cancel" -> {
