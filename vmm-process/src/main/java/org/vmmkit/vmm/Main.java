@@ -18,7 +18,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /** The {@code vmm} command line: run, incoming, migrate, demo. */
-@Command(name = "vmm", mixinStandardHelpOptions = true, version = "vmm 0.1.0",
+@Command(name = "vmm", mixinStandardHelpOptions = true, version = Main.VERSION,
         description = "A Java VMM with live migration of guest memory, vCPU state and VFIO device state.",
         subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Demo.class, CommandLine.HelpCommand.class})
 public final class Main {
@@ -27,6 +27,9 @@ public final class Main {
      * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, no KVM).
      */
     static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
+
+    /** What {@code -V} prints, for vmm and each subcommand (each takes picocli's standard -h and -V). */
+    static final String VERSION = "vmm 0.1.0";
 
     public static void main(String[] args) {
         System.exit(run(args));
@@ -66,7 +69,7 @@ public final class Main {
         }
     }
 
-    @Command(name = "run", description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
+    @Command(name = "run", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
     static final class Run implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
 
@@ -89,7 +92,7 @@ public final class Main {
         }
     }
 
-    @Command(name = "incoming", description = "Starts a destination VM of the same shape that waits for a migration stream, then runs it.")
+    @Command(name = "incoming", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Starts a destination VM of the same shape that waits for a migration stream, then runs it.")
     static final class Incoming implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
 
@@ -131,7 +134,7 @@ public final class Main {
         }
     }
 
-    @Command(name = "migrate", description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
+    @Command(name = "migrate", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
     static final class Migrate implements Callable<Integer> {
         @Option(names = "--to", paramLabel = "HOST:PORT", required = true, description = "The destination's --listen address.")
         String to;
@@ -142,7 +145,7 @@ public final class Main {
         @Option(names = "--json", description = "Print the final statistics as JSON (fields in README).")
         boolean json;
 
-        @Option(names = "--channels", description = "Override migration.channels for this migration.")
+        @Option(names = "--channels", paramLabel = "N", description = "Override migration.channels for this migration.")
         Integer channels;
 
         @Option(names = "--max-bandwidth", paramLabel = "SIZE", description = "Override migration.max-bandwidth (bytes per second, e.g. 100M).")

@@ -4,6 +4,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -11,6 +13,7 @@ import org.vmmkit.core.config.ConfigException;
 import org.vmmkit.core.config.ConfigKey;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -61,6 +64,19 @@ class CommandLineTest {
         assertEquals(Main.USAGE, Main.run("incoming"), "--listen is required");
         assertEquals(Main.ENVIRONMENT, Main.run("migrate", "--to", "127.0.0.1:1", "--control", dir.resolve("none.sock").toString()),
                 "no VM behind the control endpoint");
+    }
+
+    @Test
+    void everySubcommandTakesHelpAndLabelsEachOptionsValue() {
+        for (String command : List.of("run", "incoming", "migrate", "demo")) {
+            for (String flag : List.of("--help", "-h")) {
+                CliRun help = CliRun.of(command, flag);
+                assertEquals(0, help.code(), help.toString());
+                assertTrue(help.out().startsWith("Usage: vmm " + command + " "), help.toString());
+                Matcher fieldName = Pattern.compile("<[a-z][A-Za-z]*>").matcher(help.out());
+                assertFalse(fieldName.find(), () -> command + " labels an option's value with a field name, " + fieldName.group() + ":\n" + help.out());
+            }
+        }
     }
 
     @Test
