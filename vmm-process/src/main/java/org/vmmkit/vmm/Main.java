@@ -113,7 +113,7 @@ public final class Main {
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.destination(settings, recordDigest); ControlServer server = new ControlServer(control, machine, quit::countDown);
-                 ServerSocketChannel socket = ServerSocketChannel.open().bind(new InetSocketAddress(at.host(), at.port()))) {
+                 ServerSocketChannel socket = listen(at)) {
                 InetSocketAddress bound = (InetSocketAddress) socket.getLocalAddress();
                 server.listening(at.host() + ":" + bound.getPort());
                 System.out.println("vmm: waiting for a migration on " + at.host() + ":" + bound.getPort() + "; control endpoint " + control);
@@ -131,6 +131,23 @@ public final class Main {
                 receiver.interrupt();
             }
             return 0;
+        }
+
+        /** A socket bound to {@code at}; an IOException naming the address and the reason if it cannot be. */
+        private static ServerSocketChannel listen(HostPort at) throws IOException {
+            InetSocketAddress address;
+            try {
+                address = at.resolve();
+            } catch (IllegalArgumentException e) {
+                throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
+            }
+            ServerSocketChannel socket = ServerSocketChannel.open();
+            try {
+                return socket.bind(address);
+            } catch (IOException e) {
+                socket.close();
+                throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 package org.vmmkit.vmm;
 
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -64,6 +66,37 @@ class CommandLineTest {
         assertEquals(Main.USAGE, Main.run("incoming"), "--listen is required");
         assertEquals(Main.ENVIRONMENT, Main.run("migrate", "--to", "127.0.0.1:1", "--control", dir.resolve("none.sock").toString()),
                 "no VM behind the control endpoint");
+    }
+
+    @Test
+    void aConfigFileThatCannotBeReadSaysWhy() throws Exception {
+        Path missing = dir.resolve("missing.conf");
+        ConfigException e = assertThrows(ConfigException.class, () -> VmmSettings.load(missing, List.of()));
+        assertEquals("cannot read config file " + missing + ": no such file", e.getMessage());
+        Path latin1 = dir.resolve("latin1.conf");
+        Files.write(latin1, new byte[] {'#', ' ', (byte) 0xE9, '\n'});
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(latin1, List.of()));
+        assertEquals("cannot read config file " + latin1 + ": not UTF-8 text", e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(dir, List.of()));
+        assertEquals("cannot read config file " + dir + ": Is a directory", e.getMessage());
+        CliRun run = CliRun.of("run", "--config", missing.toString());
+        assertEquals(Main.USAGE, run.code(), run.toString());
+        assertTrue(run.err().contains("vmm: cannot read config file " + missing + ": no such file"), run.toString());
+    }
+
+    @Test
+    void aListenAddressThatCannotBeBoundIsNamedWithTheReason() throws Exception {
+        Path control = dir.resolve("incoming.sock");
+        try (ServerSocketChannel busy = ServerSocketChannel.open().bind(new InetSocketAddress("127.0.0.1", 0))) {
+            int port = ((InetSocketAddress) busy.getLocalAddress()).getPort();
+            CliRun incoming = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "127.0.0.1:" + port, "--control", control.toString()));
+            assertEquals(Main.ENVIRONMENT, incoming.code(), incoming.toString());
+            assertTrue(incoming.err().contains("vmm: cannot listen on 127.0.0.1:" + port + ": Address already in use"), incoming.toString());
+        }
+        CliRun incoming = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "nosuchhost.invalid:0", "--control", control.toString()));
+        assertEquals(Main.ENVIRONMENT, incoming.code(), incoming.toString());
+        assertTrue(incoming.err().contains("vmm: cannot listen on nosuchhost.invalid:0: cannot resolve host 'nosuchhost.invalid'"), incoming.toString());
+        assertFalse(Files.exists(control), "the control endpoint is gone with the process that could not listen");
     }
 
     @Test

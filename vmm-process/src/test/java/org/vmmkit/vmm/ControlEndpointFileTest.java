@@ -8,8 +8,6 @@ import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.BasicFileAttributes;
-import java.util.ArrayList;
-import java.util.List;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -35,18 +33,12 @@ class ControlEndpointFileTest {
         }
     }
 
-    private static String[] runArgs(Path control) {
-        List<String> args = new ArrayList<>(List.of("run", "--control", control.toString()));
-        for (String o : CliRun.SOFTWARE_GUEST) args.addAll(List.of("--set", o));
-        return args.toArray(String[]::new);
-    }
-
     @Test
     void aLiveControlEndpointIsNotTakenOver() throws Exception {
         Path socket = dir.resolve("vmm.sock");
         try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST)); ControlServer live = new ControlServer(socket, machine, () -> {})) {
             Object before = Files.readAttributes(socket, BasicFileAttributes.class).fileKey();
-            CliRun second = CliRun.of(runArgs(socket));
+            CliRun second = CliRun.of(CliRun.softwareGuest("run", "--control", socket.toString()));
             assertEquals(Main.ENVIRONMENT, second.code(), second.toString());
             assertTrue(second.err().contains("vmm: control endpoint " + socket + " is in use by another process"), second.toString());
             assertEquals(before, Files.readAttributes(socket, BasicFileAttributes.class).fileKey(), "the file is the first one's");
