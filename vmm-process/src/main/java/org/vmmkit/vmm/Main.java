@@ -179,7 +179,13 @@ public final class Main {
             if (channels != null) args.put("channels", channels);
             if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
             if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
-            JsonObject last = watch(control, args, Progress.onTerminal());
+            JsonObject last;
+            try {
+                last = watch(control, args, Progress.onTerminal());
+            } catch (IOException e) { // unreachable endpoint or refused command: the handler prints it and picks the exit code
+                if (json) System.out.println(ControlServer.GSON.toJson(MigrateJson.notFollowed(e.getMessage())));
+                throw e;
+            }
             if (json) System.out.println(ControlServer.GSON.toJson(last));
             else System.out.println(Progress.summary(last));
             return "completed".equals(last.get("status").getAsString()) ? 0 : FAILED;

@@ -9,6 +9,8 @@ import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.vmmkit.core.config.ConfigException;
@@ -97,6 +99,25 @@ class CommandLineTest {
         assertEquals(Main.ENVIRONMENT, incoming.code(), incoming.toString());
         assertTrue(incoming.err().contains("vmm: cannot listen on nosuchhost.invalid:0: cannot resolve host 'nosuchhost.invalid'"), incoming.toString());
         assertFalse(Files.exists(control), "the control endpoint is gone with the process that could not listen");
+    }
+
+    @Test
+    void migrateJsonPrintsAFailedObjectWhenItCannotFollowAMigration() throws Exception {
+        Path none = dir.resolve("none.sock");
+        CliRun unreachable = CliRun.of("migrate", "--to", "127.0.0.1:1", "--control", none.toString(), "--json");
+        assertEquals(Main.ENVIRONMENT, unreachable.code(), unreachable.toString());
+        JsonObject out = JsonParser.parseString(unreachable.out()).getAsJsonObject();
+        assertEquals("failed", out.get("status").getAsString());
+        assertTrue(out.get("error-desc").getAsString().startsWith("cannot reach the control endpoint " + none + ": "), out.toString());
+
+        Path socket = dir.resolve("vmm.sock");
+        try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST)); ControlServer server = new ControlServer(socket, machine, () -> {})) {
+            CliRun refused = CliRun.of("migrate", "--to", "nosuchhost.invalid:4444", "--control", socket.toString(), "--json");
+            assertEquals(Main.FAILED, refused.code(), refused.toString());
+            out = JsonParser.parseString(refused.out()).getAsJsonObject();
+            assertEquals("failed", out.get("status").getAsString());
+            assertEquals("migrate: cannot resolve host 'nosuchhost.invalid'", out.get("error-desc").getAsString());
+        }
     }
 
     @Test
