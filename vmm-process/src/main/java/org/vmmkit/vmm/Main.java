@@ -194,47 +194,22 @@ public final class Main {
 
     /**
      * Starts a migration through the control endpoint at {@code control} and follows it with a progress
-     * line on stderr until it ends; Ctrl-C (a shutdown hook) cancels it and waits for the rollback. Returns
-     * the final query-migrate answer.
+     * line on stderr until it ends; Ctrl-C or SIGTERM cancels it ({@link CancelOnShutdown}). Returns the final
+     * query-migrate answer.
      */
     static JsonObject watch(Path control, Map<String, Object> migrateArgs, boolean progress) throws IOException, InterruptedException {
-        try (ControlClient client = ControlClient.connect(control)) {
-            client.execute("migrate", migrateArgs);
-            Thread cancelOnInterrupt = new Thread(() -> {
-                try (ControlClient c = ControlClient.connect(control)) {
-                    c.execute("migrate-cancel", null);
-                    System.err.println("\nvmm: cancelling the migration ...");
-                    for (int i = 0; i < 200; i++) {
-                        String s = c.query("query-migrate").get("status").getAsString();
-                        if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
-                            System.err.println("vmm: migration " + s + "; the source VM keeps running");
-                            return;
-                        }
-                        Thread.sleep(50);
-                    }
-                } catch (IOException | InterruptedException e) {
-                    System.err.println("vmm: cancel failed: " + e.getMessage());
+        try (ControlClient client = ControlClient.connect(control); CancelOnShutdown cancel = CancelOnShutdown.install(control)) {
+            cancel.start(() -> client.execute("migrate", migrateArgs));
+            Progress bar = new Progress(System.err, progress);
+            while (true) {
+                JsonObject stats = client.query("query-migrate");
+                String status = stats.get("status").getAsString();
+                if (status.equals("completed") || status.equals("failed") || status.equals("cancelled")) {
+                    bar.finish(stats);
+                    return stats;
                 }
-            });
-            Runtime.getRuntime().addShutdownHook(cancelOnInterrupt);
-            try {
-                Progress bar = new Progress(System.err, progress);
-                while (true) {
-                    JsonObject stats = client.query("query-migrate");
-                    String status = stats.get("status").getAsString();
-                    if (status.equals("completed") || status.equals("failed") || status.equals("cancelled")) {
-                        bar.finish(stats);
-                        return stats;
-                    }
-                    bar.show(stats);
-                    Thread.sleep(100);
-                }
-            } finally {
-                try {
-                    Runtime.getRuntime().removeShutdownHook(cancelOnInterrupt);
-                } catch (IllegalStateException shuttingDown) {
-                    // the hook is running: it cancels
-                }
+                bar.show(stats);
+                Thread.sleep(100);
             }
         }
     }
