@@ -24,7 +24,9 @@ import picocli.CommandLine.Option;
 public final class Main {
     /**
      * Exit codes beyond 0 (success): 1 a failed check or migration, or a command the VM refused; 2 a usage or
-     * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, no KVM).
+     * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, a control endpoint
+     * another process serves, a --listen address that cannot be bound, no KVM). A signal ends the JVM with 128 + its
+     * number instead (see {@link CancelOnShutdown}).
      */
     static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
 
