@@ -10,7 +10,6 @@ import java.nio.channels.Channels;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -40,15 +39,26 @@ public final class ControlServer implements AutoCloseable {
     private final Machine machine;
     private final Runnable onQuit;
     private final ServerSocketChannel server;
+    private final SocketFile file;
     private volatile String listening;
 
-    /** Binds the socket at {@code path} (an existing socket file there is replaced) and starts serving. */
+    /**
+     * Binds the socket at {@code path} and starts serving. A stale socket file there (its process gone) is
+     * replaced; one a process answers on, or a file that is not a socket, is an IOException saying so.
+     */
     public ControlServer(Path path, Machine machine, Runnable onQuit) throws IOException {
         this.path = path;
         this.machine = machine;
         this.onQuit = onQuit;
-        Files.deleteIfExists(path);
-        this.server = ServerSocketChannel.open(StandardProtocolFamily.UNIX).bind(UnixDomainSocketAddress.of(path));
+        SocketFile.makeRoom(path);
+        this.server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        try {
+            server.bind(UnixDomainSocketAddress.of(path));
+            this.file = SocketFile.bound(path);
+        } catch (IOException e) {
+            server.close();
+            throw new IOException("cannot serve the control endpoint " + path + ": " + e.getMessage(), e);
+        }
         Thread.ofPlatform().name("control").daemon().start(this::serve);
     }
 
@@ -120,8 +130,7 @@ public final class ControlServer implements AutoCloseable {
             case "migrate" -> {
                 String uri = args.has("uri") ? args.get("uri").getAsString() : null;
                 if (uri == null || !uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
-                HostPort to = HostPort.parse(uri.substring(4));
-                machine.migrate(to.host(), to.port(), overrides(args));
+                machine.migrate(HostPort.parse(uri.substring(4)).resolve(), overrides(args));
                 yield Map.of();
             }
             case "migrate-cancel" -> {
@@ -175,9 +184,8 @@ public final class ControlServer implements AutoCloseable {
 
     @Override
     public void close() {
-        try {
-            server.close();
-            Files.deleteIfExists(path);
+        try (server) {
+            file.deleteIfOwn(); // first: another process may have bound this path since (see SocketFile)
         } catch (IOException e) {
             LOG.log(System.Logger.Level.WARNING, "closing the control endpoint " + path + ": " + e.getMessage());
         }

@@ -22,7 +22,7 @@ import picocli.CommandLine.Option;
  * verification read back through both endpoints (memory digest at resume equals the source's at pause,
  * device state equal, the guest's counter continues) and the statistics. Exits non-zero if a check fails.
  */
-@Command(name = "demo", description = "Migrates a running VM between two vmm processes on loopback and verifies the result.")
+@Command(name = "demo", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Migrates a running VM between two vmm processes on loopback and verifies the result.")
 public final class Demo implements Callable<Integer> {
     static final List<String> CONFIG = List.of(
             "# vmm demo: a 256 MiB guest rewriting 64 MiB at 50k pages/s, one emulated GPU doing DMA into 8 MiB of RAM",
@@ -35,13 +35,13 @@ public final class Demo implements Callable<Integer> {
             "device.gpu0.dma-address = 128M",
             "device.gpu0.dma-size = 8M");
 
-    @Option(names = "--channels", description = "Connections for the migration (migration.channels).")
+    @Option(names = "--channels", paramLabel = "N", description = "Connections for the migration (migration.channels).")
     int channels = 1;
 
     @Option(names = {"-v", "--verbose"}, description = "Show both processes' phase lines.")
     boolean verbose;
 
-    @Option(names = "--accelerator", description = "kvm, software (a Java thread as the guest, as on a host without /dev/kvm) or auto.")
+    @Option(names = "--accelerator", paramLabel = "kvm|software|auto", description = "kvm, software (a Java thread as the guest, as on a host without /dev/kvm) or auto.")
     String acceleratorOption = "auto";
 
     @Option(names = "--keep", description = "Keep the working directory (config, logs, sockets) for a look afterwards.")

@@ -1,6 +1,7 @@
 package org.vmmkit.vmm;
 
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.nio.channels.ServerSocketChannel;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
@@ -68,6 +69,12 @@ public final class Machine implements AutoCloseable {
     private volatile MigrationSource migration;
     private volatile Thread migrationThread;
     private volatile String migrationError;
+    /**
+     * Set when the migration thread ended on an exception the source did not record (its status would stay
+     * {@code none} or mid-way, and a client following it would wait for ever): the source's figures, failed.
+     * Cleared before {@link #migration} is replaced, so a reader that sees the new source never sees the old value.
+     */
+    private volatile MigrationStats abandoned;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
     private MigrationDestination incomingMigration; // a destination's; null on a source
@@ -188,26 +195,29 @@ public final class Machine implements AutoCloseable {
     }
 
     /**
-     * Starts a migration to {@code host:port} on its own thread; {@link #migrationStats()} follows it. Refused
-     * while one runs or once the VM has migrated away.
+     * Starts a migration to {@code destination} (resolved by the caller, who can say which name failed) on its
+     * own thread; {@link #migrationStats()} follows it. Refused while one runs or once the VM has migrated away.
      */
-    public synchronized void migrate(String host, int port, MigrationSettings overrides) {
+    public synchronized void migrate(InetSocketAddress destination, MigrationSettings overrides) {
         if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
         List<DirtySource> dirty = List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory));
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
+        abandoned = null;
         migration = source;
         migrationError = null;
         migrationThread = Thread.ofPlatform().name("migration").start(() -> {
             try {
-                LOG.log(System.Logger.Level.INFO, "migrating to {0}:{1}", host, String.valueOf(port));
-                source.migrate(new java.net.InetSocketAddress(host, port)); // status() follows it: postmigrate once completed
+                LOG.log(System.Logger.Level.INFO, "migrating to {0}", destination);
+                source.migrate(destination); // status() follows it: postmigrate once completed
                 LOG.log(System.Logger.Level.INFO, "migration completed: {0}", source.stats());
             } catch (MigrationException | RuntimeException e) {
-                migrationError = e.getMessage();
-                LOG.log(System.Logger.Level.WARNING, e.getMessage());
+                migrationError = e.getMessage() != null ? e.getMessage() : e.toString();
+                LOG.log(System.Logger.Level.WARNING, migrationError);
+                MigrationStats last = source.stats();
+                if (!List.of("completed", "failed", "cancelled").contains(last.status())) abandoned = last.withStatus("failed");
             } finally {
                 if (kvmLog != null) kvmLog.close();
             }
@@ -250,7 +260,8 @@ public final class Machine implements AutoCloseable {
     /** The statistics of the current or last migration. */
     public MigrationStats migrationStats() {
         MigrationSource m = migration;
-        return m == null ? MigrationStats.none() : m.stats();
+        MigrationStats failed = abandoned;
+        return m == null ? MigrationStats.none() : failed != null ? failed : m.stats();
     }
 
     /** Why the last migration failed or was cancelled (and what the rollback did), or null. */

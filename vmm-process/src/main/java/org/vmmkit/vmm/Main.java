@@ -18,17 +18,22 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /** The {@code vmm} command line: run, incoming, migrate, demo. */
-@Command(name = "vmm", mixinStandardHelpOptions = true, version = "vmm 0.1.0",
+@Command(name = "vmm", mixinStandardHelpOptions = true, version = Main.VERSION,
         description = "A Java VMM with live migration of guest memory, vCPU state and VFIO device state.",
         subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Demo.class, CommandLine.HelpCommand.class})
 public final class Main {
     /**
      * Exit codes beyond 0 (success): 1 a failed check or migration, or a command the VM refused; 2 a usage or
-     * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, no KVM).
+     * config error (picocli's); 3 an environment problem (an endpoint that cannot be reached, a control endpoint
+     * another process serves, a --listen address that cannot be bound, no KVM). A signal ends the JVM with 128 + its
+     * number instead (see {@link CancelOnShutdown}).
      */
     static final int FAILED = 1, USAGE = 2, ENVIRONMENT = 3;
     /** The handover's outcome is unknown: the source VM stays paused, since it may run at the destination (migrate-resolve). */
     static final int OUTCOME_UNKNOWN = 4;
+
+    /** What {@code -V} prints, for vmm and each subcommand (each takes picocli's standard -h and -V). */
+    static final String VERSION = "vmm 0.1.0";
 
     public static void main(String[] args) {
         System.exit(run(args));
@@ -68,7 +73,7 @@ public final class Main {
         }
     }
 
-    @Command(name = "run", description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
+    @Command(name = "run", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Starts a VM (a KVM guest running the built-in workload, with the configured devices) and serves its control endpoint.")
     static final class Run implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
 
@@ -91,7 +96,7 @@ public final class Main {
         }
     }
 
-    @Command(name = "incoming", description = "Starts a destination VM of the same shape that waits for a migration stream, then runs it.")
+    @Command(name = "incoming", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Starts a destination VM of the same shape that waits for a migration stream, then runs it.")
     static final class Incoming implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
 
@@ -112,7 +117,7 @@ public final class Main {
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.destination(settings, recordDigest); ControlServer server = new ControlServer(control, machine, quit::countDown);
-                 ServerSocketChannel socket = ServerSocketChannel.open().bind(new InetSocketAddress(at.host(), at.port()))) {
+                 ServerSocketChannel socket = listen(at)) {
                 InetSocketAddress bound = (InetSocketAddress) socket.getLocalAddress();
                 server.listening(at.host() + ":" + bound.getPort());
                 System.out.println("vmm: waiting for a migration on " + at.host() + ":" + bound.getPort() + "; control endpoint " + control);
@@ -133,9 +138,26 @@ public final class Main {
             }
             return 0;
         }
+
+        /** A socket bound to {@code at}; an IOException naming the address and the reason if it cannot be. */
+        private static ServerSocketChannel listen(HostPort at) throws IOException {
+            InetSocketAddress address;
+            try {
+                address = at.resolve();
+            } catch (IllegalArgumentException e) {
+                throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
+            }
+            ServerSocketChannel socket = ServerSocketChannel.open();
+            try {
+                return socket.bind(address);
+            } catch (IOException e) {
+                socket.close();
+                throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
+            }
+        }
     }
 
-    @Command(name = "migrate", description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
+    @Command(name = "migrate", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
     static final class Migrate implements Callable<Integer> {
         @Option(names = "--to", paramLabel = "HOST:PORT", required = true, description = "The destination's --listen address.")
         String to;
@@ -146,7 +168,7 @@ public final class Main {
         @Option(names = "--json", description = "Print the final statistics as JSON (fields in README).")
         boolean json;
 
-        @Option(names = "--channels", description = "Override migration.channels for this migration.")
+        @Option(names = "--channels", paramLabel = "N", description = "Override migration.channels for this migration.")
         Integer channels;
 
         @Option(names = "--max-bandwidth", paramLabel = "SIZE", description = "Override migration.max-bandwidth (bytes per second, e.g. 100M).")
@@ -163,7 +185,13 @@ public final class Main {
             if (channels != null) args.put("channels", channels);
             if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
             if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
-            JsonObject last = watch(control, args, Progress.onTerminal());
+            JsonObject last;
+            try {
+                last = watch(control, args, Progress.onTerminal());
+            } catch (IOException e) { // unreachable endpoint or refused command: the handler prints it and picks the exit code
+                if (json) System.out.println(ControlServer.GSON.toJson(MigrateJson.notFollowed(e.getMessage())));
+                throw e;
+            }
             if (json) System.out.println(ControlServer.GSON.toJson(last));
             else System.out.println(Progress.summary(last));
             return switch (last.get("status").getAsString()) {
@@ -176,48 +204,22 @@ public final class Main {
 
     /**
      * Starts a migration through the control endpoint at {@code control} and follows it with a progress
-     * line on stderr until it ends; Ctrl-C (a shutdown hook) cancels it and waits for the rollback. Returns
-     * the final query-migrate answer.
+     * line on stderr until it ends; Ctrl-C or SIGTERM cancels it ({@link CancelOnShutdown}). Returns the final
+     * query-migrate answer.
      */
     static JsonObject watch(Path control, Map<String, Object> migrateArgs, boolean progress) throws IOException, InterruptedException {
-        try (ControlClient client = ControlClient.connect(control)) {
-            client.execute("migrate", migrateArgs);
-            Thread cancelOnInterrupt = new Thread(() -> {
-                try (ControlClient c = ControlClient.connect(control)) {
-                    c.execute("migrate-cancel", null);
-                    System.err.println("\nvmm: cancelling the migration ...");
-                    for (int i = 0; i < 200; i++) {
-                        String s = c.query("query-migrate").get("status").getAsString();
-                        if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
-                            System.err.println(s.equals("unknown") ? "vmm: cancel came after the decision point: the outcome is unknown and the"
-                                    + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
-                            return;
-                        }
-                        Thread.sleep(50);
-                    }
-                } catch (IOException | InterruptedException e) {
-                    System.err.println("vmm: cancel failed: " + e.getMessage());
+        try (ControlClient client = ControlClient.connect(control); CancelOnShutdown cancel = CancelOnShutdown.install(control)) {
+            cancel.start(() -> client.execute("migrate", migrateArgs));
+            Progress bar = new Progress(System.err, progress);
+            while (true) {
+                JsonObject stats = client.query("query-migrate");
+                String status = stats.get("status").getAsString();
+                if (status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown")) {
+                    bar.finish(stats);
+                    return stats;
                 }
-            });
-            Runtime.getRuntime().addShutdownHook(cancelOnInterrupt);
-            try {
-                Progress bar = new Progress(System.err, progress);
-                while (true) {
-                    JsonObject stats = client.query("query-migrate");
-                    String status = stats.get("status").getAsString();
-                    if (status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown")) {
-                        bar.finish(stats);
-                        return stats;
-                    }
-                    bar.show(stats);
-                    Thread.sleep(100);
-                }
-            } finally {
-                try {
-                    Runtime.getRuntime().removeShutdownHook(cancelOnInterrupt);
-                } catch (IllegalStateException shuttingDown) {
-                    // the hook is running: it cancels
-                }
+                bar.show(stats);
+                Thread.sleep(100);
             }
         }
     }

@@ -50,4 +50,15 @@ public final class MigrateJson {
         out.put("error-desc", error);
         return out;
     }
+
+    /**
+     * What {@code vmm migrate --json} prints when it has no statistics to show: the control endpoint could
+     * not be reached, refused the command, or went away. Only the two fields it can fill, so nothing looks measured.
+     */
+    public static Map<String, Object> notFollowed(String error) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("status", "failed");
+        out.put("error-desc", error);
+        return out;
+    }
 }

@@ -1,16 +1,23 @@
 package org.vmmkit.vmm;
 
+import java.net.InetSocketAddress;
+import java.nio.channels.ServerSocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.vmmkit.core.config.ConfigException;
 import org.vmmkit.core.config.ConfigKey;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -61,6 +68,69 @@ class CommandLineTest {
         assertEquals(Main.USAGE, Main.run("incoming"), "--listen is required");
         assertEquals(Main.ENVIRONMENT, Main.run("migrate", "--to", "127.0.0.1:1", "--control", dir.resolve("none.sock").toString()),
                 "no VM behind the control endpoint");
+    }
+
+    @Test
+    void aConfigFileThatCannotBeReadSaysWhy() throws Exception {
+        Path missing = dir.resolve("missing.conf");
+        ConfigException e = assertThrows(ConfigException.class, () -> VmmSettings.load(missing, List.of()));
+        assertEquals("cannot read config file " + missing + ": no such file", e.getMessage());
+        Path latin1 = dir.resolve("latin1.conf");
+        Files.write(latin1, new byte[] {'#', ' ', (byte) 0xE9, '\n'});
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(latin1, List.of()));
+        assertEquals("cannot read config file " + latin1 + ": not UTF-8 text", e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(dir, List.of()));
+        assertEquals("cannot read config file " + dir + ": Is a directory", e.getMessage());
+        CliRun run = CliRun.of("run", "--config", missing.toString());
+        assertEquals(Main.USAGE, run.code(), run.toString());
+        assertTrue(run.err().contains("vmm: cannot read config file " + missing + ": no such file"), run.toString());
+    }
+
+    @Test
+    void aListenAddressThatCannotBeBoundIsNamedWithTheReason() throws Exception {
+        Path control = dir.resolve("incoming.sock");
+        try (ServerSocketChannel busy = ServerSocketChannel.open().bind(new InetSocketAddress("127.0.0.1", 0))) {
+            int port = ((InetSocketAddress) busy.getLocalAddress()).getPort();
+            CliRun incoming = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "127.0.0.1:" + port, "--control", control.toString()));
+            assertEquals(Main.ENVIRONMENT, incoming.code(), incoming.toString());
+            assertTrue(incoming.err().contains("vmm: cannot listen on 127.0.0.1:" + port + ": Address already in use"), incoming.toString());
+        }
+        CliRun incoming = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "nosuchhost.invalid:0", "--control", control.toString()));
+        assertEquals(Main.ENVIRONMENT, incoming.code(), incoming.toString());
+        assertTrue(incoming.err().contains("vmm: cannot listen on nosuchhost.invalid:0: cannot resolve host 'nosuchhost.invalid'"), incoming.toString());
+        assertFalse(Files.exists(control), "the control endpoint is gone with the process that could not listen");
+    }
+
+    @Test
+    void migrateJsonPrintsAFailedObjectWhenItCannotFollowAMigration() throws Exception {
+        Path none = dir.resolve("none.sock");
+        CliRun unreachable = CliRun.of("migrate", "--to", "127.0.0.1:1", "--control", none.toString(), "--json");
+        assertEquals(Main.ENVIRONMENT, unreachable.code(), unreachable.toString());
+        JsonObject out = JsonParser.parseString(unreachable.out()).getAsJsonObject();
+        assertEquals("failed", out.get("status").getAsString());
+        assertTrue(out.get("error-desc").getAsString().startsWith("cannot reach the control endpoint " + none + ": "), out.toString());
+
+        Path socket = dir.resolve("vmm.sock");
+        try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST)); ControlServer server = new ControlServer(socket, machine, () -> {})) {
+            CliRun refused = CliRun.of("migrate", "--to", "nosuchhost.invalid:4444", "--control", socket.toString(), "--json");
+            assertEquals(Main.FAILED, refused.code(), refused.toString());
+            out = JsonParser.parseString(refused.out()).getAsJsonObject();
+            assertEquals("failed", out.get("status").getAsString());
+            assertEquals("migrate: cannot resolve host 'nosuchhost.invalid'", out.get("error-desc").getAsString());
+        }
+    }
+
+    @Test
+    void everySubcommandTakesHelpAndLabelsEachOptionsValue() {
+        for (String command : List.of("run", "incoming", "migrate", "demo")) {
+            for (String flag : List.of("--help", "-h")) {
+                CliRun help = CliRun.of(command, flag);
+                assertEquals(0, help.code(), help.toString());
+                assertTrue(help.out().startsWith("Usage: vmm " + command + " "), help.toString());
+                Matcher fieldName = Pattern.compile("<[a-z][A-Za-z]*>").matcher(help.out());
+                assertFalse(fieldName.find(), () -> command + " labels an option's value with a field name, " + fieldName.group() + ":\n" + help.out());
+            }
+        }
     }
 
     @Test

@@ -3,6 +3,7 @@ package org.vmmkit.vmm;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
+import java.net.InetSocketAddress;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.channels.Channels;
@@ -48,8 +49,7 @@ class ControlProtocolTest {
 
     @Test
     void answersAndRefusesClearly() throws Exception {
-        VmmSettings settings = VmmSettings.load(null, List.of("vm.accelerator=software", "vm.memory=16M", "workload.size=4M",
-                "workload.pages-per-second=10000", "device.gpu0.memory=1M"));
+        VmmSettings settings = VmmSettings.load(null, CliRun.SOFTWARE_GUEST);
         Path socket = dir.resolve("control.sock");
         CountDownLatch quit = new CountDownLatch(1);
         try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(socket, machine, quit::countDown)) {
@@ -83,6 +83,31 @@ class ControlProtocolTest {
 
             assertEquals(Map.of(), ControlServer.GSON.fromJson(raw(socket, "{\"execute\": \"quit\"}").get("return"), Map.class));
             assertTrue(quit.await(5, TimeUnit.SECONDS), "quit ends the process");
+        }
+    }
+
+    @Test
+    void migrateToAnUnresolvableHostIsRefusedAtOnceNamingTheHost() throws Exception {
+        Path socket = dir.resolve("control.sock");
+        try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST)); ControlServer server = new ControlServer(socket, machine, () -> {})) {
+            assertTrue(error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:nosuchhost.invalid:4444\"}}"))
+                    .contains("migrate: cannot resolve host 'nosuchhost.invalid'"));
+            CliRun migrate = CliRun.of("migrate", "--to", "nosuchhost.invalid:4444", "--control", socket.toString());
+            assertEquals(Main.FAILED, migrate.code(), migrate.toString());
+            assertTrue(migrate.err().contains("vmm: migrate: cannot resolve host 'nosuchhost.invalid'"), migrate.toString());
+            assertEquals("none", raw(socket, "{\"execute\": \"query-migrate\"}").getAsJsonObject("return").get("status").getAsString());
+            assertEquals("running", raw(socket, "{\"execute\": \"query-status\"}").getAsJsonObject("return").get("status").getAsString());
+        }
+    }
+
+    @Test
+    void aMigrationThreadEndingOnAnUnexpectedExceptionEndsFailedSayingWhy() throws Exception {
+        try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST))) {
+            machine.migrate(InetSocketAddress.createUnresolved("nosuchhost.invalid", 4444), null); // the source gets an address it cannot use
+            while (machine.migrationStats().status().equals("none")) Thread.sleep(5); // a paced poll for the thread's end; the class's timeout bounds it
+            assertEquals("failed", machine.migrationStats().status());
+            assertTrue(machine.migrationError().contains("UnresolvedAddressException"), machine.migrationError());
+            assertEquals(Machine.Status.RUNNING, machine.status());
         }
     }
 }

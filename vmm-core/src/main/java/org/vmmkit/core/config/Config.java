@@ -1,7 +1,11 @@
 package org.vmmkit.core.config;
 
 import java.io.IOException;
+import java.nio.charset.CharacterCodingException;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
@@ -41,7 +45,7 @@ public final class Config {
             try {
                 lines = Files.readAllLines(file);
             } catch (IOException e) {
-                throw new ConfigException("cannot read config file " + file + ": " + e.getMessage());
+                throw new ConfigException("cannot read config file " + file + ": " + reason(e));
             }
             Map<String, Integer> seen = new LinkedHashMap<>();
             for (int i = 0; i < lines.size(); i++) {
@@ -62,6 +66,17 @@ public final class Config {
             config.set(o.substring(0, eq).strip(), o.substring(eq + 1).strip(), "override");
         }
         return config;
+    }
+
+    /** Why reading failed, in words: a file-system exception's message is often only the file's name. */
+    private static String reason(IOException e) {
+        return switch (e) {
+            case NoSuchFileException missing -> "no such file";
+            case AccessDeniedException denied -> "permission denied";
+            case CharacterCodingException notText -> "not UTF-8 text";
+            case FileSystemException f when f.getReason() != null -> f.getReason();
+            default -> e.getMessage() != null && !e.getMessage().isBlank() ? e.getMessage() : e.getClass().getSimpleName();
+        };
     }
 
     private static final String NAME = "<name>";

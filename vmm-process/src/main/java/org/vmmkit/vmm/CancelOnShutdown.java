@@ -1,0 +1,75 @@
+package org.vmmkit.vmm;
+
+import java.io.IOException;
+import java.nio.file.Path;
+
+/**
+ * The shutdown hook of {@code vmm migrate} (and the demo): on Ctrl-C (SIGINT) or SIGTERM it cancels the
+ * migration this process started and waits for the source's rollback. The JVM then exits with 128 + the
+ * signal's number (130, 143) whatever the hook does: {@code System.exit} from a hook blocks for ever, and
+ * {@code Runtime.halt} would cut short the JVM's own hooks; README says so.
+ * <p>
+ * It is installed before the migrate command is sent, and the two are ordered by this object's lock: a
+ * signal before the command keeps it from being sent, a signal after it cancels the migration. So there is
+ * no moment at which the process can exit and leave a migration running that nobody watches.
+ */
+final class CancelOnShutdown implements AutoCloseable {
+    /** Sends the migrate command. */
+    interface Start {
+        void run() throws IOException;
+    }
+
+    private final Path control;
+    private final Thread hook;
+    private boolean started, shuttingDown; // guarded by this
+
+    private CancelOnShutdown(Path control) {
+        this.control = control;
+        this.hook = new Thread(this::cancel, "cancel-migration");
+    }
+
+    static CancelOnShutdown install(Path control) {
+        CancelOnShutdown c = new CancelOnShutdown(control);
+        Runtime.getRuntime().addShutdownHook(c.hook);
+        return c;
+    }
+
+    /** Runs {@code start} unless the process is already shutting down (then it throws and nothing is sent). */
+    synchronized void start(Start start) throws IOException {
+        if (shuttingDown) throw new IOException("interrupted before the migration was started; nothing was sent");
+        start.run();
+        started = true;
+    }
+
+    private void cancel() {
+        synchronized (this) {
+            shuttingDown = true;
+            if (!started) return;
+        }
+        try (ControlClient c = ControlClient.connect(control)) {
+            c.execute("migrate-cancel", null);
+            System.err.println("\nvmm: cancelling the migration ...");
+            for (int i = 0; i < 200; i++) {
+                String s = c.query("query-migrate").get("status").getAsString();
+                if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
+                    System.err.println(s.equals("unknown") ? "vmm: cancel came after the decision point: the outcome is unknown and the"
+                            + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
+                    return;
+                }
+                Thread.sleep(50);
+            }
+        } catch (IOException | InterruptedException e) {
+            System.err.println("vmm: cancel failed: " + e.getMessage());
+        }
+    }
+
+    /** Removes the hook once the migration has ended; while the hook runs, it is left to finish. */
+    @Override
+    public void close() {
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException shuttingDown) {
+            // the hook is running: it cancels
+        }
+    }
+}
