@@ -1,10 +1,13 @@
 package org.vmmkit.migration;
 
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 
 import org.vmmkit.core.config.Config;
 import org.vmmkit.core.config.ConfigKey;
+import org.vmmkit.migration.transport.TlsTransport;
+import org.vmmkit.migration.transport.Transport;
 import org.vmmkit.migration.wire.StreamHeader;
 
 /** The {@code migration} section of the config file: its keys and the {@link MigrationSettings} they make. */
@@ -25,8 +28,44 @@ public final class MigrationConfig {
     public static final ConfigKey<Boolean> RAM_CHECKSUMS = ConfigKey.flag("migration.ram-checksums", "true",
             "A CRC32C per RAM page, checked by the destination (corruption beyond TCP's is caught); false trusts TCP as QEMU does, for throughput.");
 
+    public static final ConfigKey<Boolean> TLS = ConfigKey.flag("migration.tls", "false",
+            "TLS 1.3 with mutual authentication on every migration connection, both ends alike (the keys below); false is plain TCP, unauthenticated and unencrypted.");
+    public static final ConfigKey<String> TLS_CERTIFICATE = ConfigKey.text("migration.tls.certificate", "",
+            "This side's certificate chain, PEM (with `migration.tls.key`); or use `migration.tls.keystore`.");
+    public static final ConfigKey<String> TLS_KEY = ConfigKey.text("migration.tls.key", "",
+            "This side's private key, unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`).");
+    public static final ConfigKey<String> TLS_KEYSTORE = ConfigKey.text("migration.tls.keystore", "",
+            "This side's key and certificate chain as a PKCS#12 file, instead of the two PEM files.");
+    public static final ConfigKey<String> TLS_KEYSTORE_PASSWORD = ConfigKey.text("migration.tls.keystore-password", "",
+            "The PKCS#12 file's password.");
+    public static final ConfigKey<String> TLS_CA = ConfigKey.text("migration.tls.ca", "",
+            "PEM file of the CA certificates the peer's certificate must chain to.");
+    public static final ConfigKey<String> TLS_AUTHZ = ConfigKey.text("migration.tls.authz", "",
+            "Peers allowed, comma-separated: a distinguished name (`CN=host-a,O=example`) or a name matched against the certificate's CN and DNS names; empty allows any certificate the CA signed.");
+
     public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
-            RAM_CHECKSUMS);
+            RAM_CHECKSUMS, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
+
+    /**
+     * The transport the config gives: plain TCP, or TLS with the key material it names (loaded now, so a
+     * missing or malformed file is an error at start naming the key and why).
+     */
+    public static Transport transport(Config config) {
+        if (!config.get(TLS)) return Transport.PLAIN;
+        String keystore = config.get(TLS_KEYSTORE), certificate = config.get(TLS_CERTIFICATE), key = config.get(TLS_KEY), ca = config.get(TLS_CA);
+        if (ca.isEmpty()) throw config.invalid(TLS_CA, "is needed with migration.tls = true");
+        if (keystore.isEmpty() && (certificate.isEmpty() || key.isEmpty())) {
+            throw config.invalid(TLS_KEYSTORE, "or migration.tls.certificate and migration.tls.key are needed with migration.tls = true");
+        }
+        List<String> allowed = new java.util.ArrayList<>();
+        for (String a : config.get(TLS_AUTHZ).split(",")) if (!a.isBlank()) allowed.add(a.strip());
+        try {
+            return TlsTransport.load(new TlsTransport.Settings(certificate.isEmpty() ? null : Path.of(certificate), key.isEmpty() ? null : Path.of(key),
+                    keystore.isEmpty() ? null : Path.of(keystore), config.get(TLS_KEYSTORE_PASSWORD), Path.of(ca), allowed));
+        } catch (IllegalArgumentException e) {
+            throw config.invalid(TLS, e.getMessage());
+        }
+    }
 
     /** The settings the config gives, each value checked against its key's bounds. */
     public static MigrationSettings from(Config config) {

@@ -15,6 +15,8 @@ import org.vmmkit.core.kvm.ExitHandler;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.ram.RamReceiver;
+import org.vmmkit.migration.transport.Connection;
+import org.vmmkit.migration.transport.Transport;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.HandoverOutcome;
@@ -49,6 +51,7 @@ public final class MigrationDestination {
     private final Runnable beforeStart;
     private Duration channelWait = CHANNEL_WAIT, commitWait = COMMIT_WAIT;
     private java.util.function.Supplier<Nonce> nonces = Nonce::random;
+    private Transport transport = Transport.PLAIN;
     private final java.util.LinkedHashMap<Nonce, HandoverOutcome> outcomes = new java.util.LinkedHashMap<>() {
         @Override
         protected boolean removeEldestEntry(java.util.Map.Entry<Nonce, HandoverOutcome> eldest) {
@@ -82,6 +85,12 @@ public final class MigrationDestination {
         return this;
     }
 
+    /** The transport every connection must use (plain TCP by default; {@link org.vmmkit.migration.transport.TlsTransport}). */
+    public MigrationDestination withTransport(Transport transport) {
+        this.transport = transport;
+        return this;
+    }
+
     /** What became of the stream with {@code nonce} here. */
     public HandoverOutcome outcomeOf(Nonce nonce) {
         synchronized (outcomes) {
@@ -103,9 +112,12 @@ public final class MigrationDestination {
     /** Where the connections after the first come from. */
     @FunctionalInterface
     public interface Acceptor {
-        /** The next connection; fails if {@code first} closes or {@code deadlineNanos} passes first. */
+        /** The next connection (as accepted, before any handshake); fails if {@code first} closes or {@code deadlineNanos} passes first. */
         SocketChannel accept(SocketChannel first, long deadlineNanos) throws IOException;
     }
+
+    /** How long a connection may take from being accepted to its stream header or query (the TLS handshake included). */
+    public static final Duration OPENING_WAIT = Duration.ofSeconds(30);
 
     /**
      * Accepts connections on {@code server} (each within {@code acceptTimeout}) until one carries a stream:
@@ -114,14 +126,14 @@ public final class MigrationDestination {
      */
     public void receive(ServerSocketChannel server, Duration acceptTimeout) throws MigrationException {
         while (true) {
-            SocketChannel first;
+            SocketChannel raw;
             try {
-                first = acceptWithin(server, acceptTimeout);
+                raw = acceptWithin(server, acceptTimeout);
             } catch (IOException e) {
                 throw new MigrationException("incoming migration failed: " + e.getMessage() + "; the VM was not started", e);
             }
-            try (first) {
-                if (receiveOrAnswer(first, (c, deadline) -> acceptWhileWatching(server, c, deadline))) return;
+            try (raw) {
+                if (receiveOrAnswer(raw, (c, deadline) -> acceptWhileWatching(server, c, deadline))) return;
             } catch (IOException e) {
                 // closing a connection after its outcome was decided
             }
@@ -132,14 +144,22 @@ public final class MigrationDestination {
      * Receives a stream (or answers a query) on {@code channel}, taking further channels from {@code more}.
      * Returns true once the VM runs, false after answering an outcome query.
      */
-    public boolean receiveOrAnswer(SocketChannel channel, Acceptor more) throws MigrationException {
+    public boolean receiveOrAnswer(SocketChannel raw, Acceptor more) throws MigrationException {
         Nonce nonce = nonces.get();
         FrameCodec back = new FrameCodec(0); // the return path: its own sequence
         long magic;
-        try {
-            MigrationSource.noDelay(channel);
+        Connection channel;
+        // A peer that connects and then says nothing (no handshake, no header) is dropped: it must not hold the destination.
+        try (Watchdog opening = new Watchdog("migration-opening-watchdog", OPENING_WAIT, List.of(raw))) {
+            MigrationSource.noDelay(raw);
+            try {
+                channel = transport.server(raw);
+            } catch (IOException e) {
+                throw new IOException("the " + transport.kind() + " handshake with " + remote(raw) + " failed: " + e.getMessage(), e);
+            }
             back.write(channel, FrameType.HELLO, nonce.high(), nonce.low(), null, null);
             magic = StreamHeader.readMagic(channel);
+            if (!opening.disarm()) throw new IOException("no stream header within " + OPENING_WAIT.toMillis() + " ms");
         } catch (IOException e) {
             throw new MigrationException("incoming migration failed before its header: " + e.getMessage() + "; the VM was not started", e);
         }
@@ -149,6 +169,14 @@ public final class MigrationDestination {
         }
         receiveStream(channel, back, nonce, magic, more);
         return true;
+    }
+
+    private static String remote(SocketChannel c) {
+        try {
+            return String.valueOf(c.getRemoteAddress());
+        } catch (IOException e) {
+            return "a closed connection";
+        }
     }
 
     private static SocketChannel acceptWithin(ServerSocketChannel server, Duration timeout) throws IOException {
@@ -195,7 +223,9 @@ public final class MigrationDestination {
      */
     public void serveOutcomeQueries(ServerSocketChannel server) {
         while (server.isOpen()) {
-            try (SocketChannel c = acceptWithin(server, Duration.ofDays(365))) {
+            try (SocketChannel raw = acceptWithin(server, Duration.ofDays(365));
+                 Watchdog opening = new Watchdog("migration-opening-watchdog", OPENING_WAIT, List.of(raw))) {
+                Connection c = transport.server(raw);
                 FrameCodec back = new FrameCodec(0);
                 back.write(c, FrameType.HELLO, 0, 0, null, null); // no stream is taken: the nonce would never be used
                 long magic = StreamHeader.readMagic(c);
@@ -210,7 +240,7 @@ public final class MigrationDestination {
         }
     }
 
-    private void answerQuery(SocketChannel channel, FrameCodec back) {
+    private void answerQuery(Connection channel, FrameCodec back) {
         try {
             Nonce asked = OutcomeQuery.readAfterMagic(channel);
             HandoverOutcome outcome = outcomeOf(asked);
@@ -228,7 +258,7 @@ public final class MigrationDestination {
      * {@code nonce}; the stream's further channels are taken from {@code more} (each must begin with a
      * CHANNEL frame naming this stream) and closed at the end. Returns once the VM runs.
      */
-    private void receiveStream(SocketChannel channel, FrameCodec back, Nonce nonce, long magic, Acceptor more) throws MigrationException {
+    private void receiveStream(Connection channel, FrameCodec back, Nonce nonce, long magic, Acceptor more) throws MigrationException {
         FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
         boolean resuming = false;
         List<RamChannel> extras = new ArrayList<>();
@@ -242,12 +272,12 @@ public final class MigrationDestination {
             lastStream = nonce;
             record(nonce, HandoverOutcome.IN_PROGRESS);
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpuCount()));
-            SocketChannel[] byIndex = new SocketChannel[header.channels()];
+            Connection[] byIndex = new Connection[header.channels()];
             long deadline = System.nanoTime() + channelWait.toNanos();
             for (int i = 1; i < header.channels(); i++) {
-                SocketChannel c;
+                Connection c;
                 try {
-                    c = more.accept(channel, deadline);
+                    c = transport.server(more.accept(channel.socket(), deadline));
                 } catch (IOException e) {
                     throw new IOException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage()
                             + " (waited at most " + channelWait.toMillis() + " ms)", e);
@@ -371,7 +401,7 @@ public final class MigrationDestination {
      * After PREPARED: the source's COMMIT, within {@link #commitWait}. Anything else — a cut, ABANDON, silence —
      * leaves the VM unstarted, and the stream is given up.
      */
-    private void awaitCommit(SocketChannel channel, FrameCodec codec) throws IOException {
+    private void awaitCommit(Connection channel, FrameCodec codec) throws IOException {
         // The watchdog ends the read only (shutdownInput), so the ERROR that says "not started" still goes out.
         try (Watchdog watchdog = new Watchdog("migration-commit-watchdog", commitWait, List.of(channel::shutdownInput))) {
             FrameType t;
@@ -393,15 +423,15 @@ public final class MigrationDestination {
      * the main loop stops reading and reports it.
      */
     private static final class RamChannel {
-        private final SocketChannel in;
+        private final Connection in;
         private final MigratableVm vm;
-        private final SocketChannel first;
+        private final Connection first;
         private final java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
         private volatile Throwable failure;
 
         private final boolean ramChecksums;
 
-        RamChannel(SocketChannel in, MigratableVm vm, SocketChannel first, boolean ramChecksums) {
+        RamChannel(Connection in, MigratableVm vm, Connection first, boolean ramChecksums) {
             this.ramChecksums = ramChecksums;
             this.in = in;
             this.vm = vm;
@@ -463,7 +493,7 @@ public final class MigrationDestination {
         }
     }
 
-    private static void answer(SocketChannel channel, FrameCodec back, FrameType type, String reason) throws IOException {
+    private static void answer(Connection channel, FrameCodec back, FrameType type, String reason) throws IOException {
         byte[] text = reason.getBytes(StandardCharsets.UTF_8);
         ByteBuffer payload = reason.isEmpty() ? null : ByteBuffer.wrap(text, 0, Math.min(text.length, 64 * 1024));
         back.write(channel, type, 0, 0, payload, null);

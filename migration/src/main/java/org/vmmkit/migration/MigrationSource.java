@@ -19,6 +19,8 @@ import org.vmmkit.migration.pipeline.DeviceProducer;
 import org.vmmkit.migration.pipeline.MemoryProducer;
 import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.transport.Connection;
+import org.vmmkit.migration.transport.Transport;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.HandoverOutcome;
@@ -89,7 +91,8 @@ public final class MigrationSource {
     public static final java.time.Duration OUTCOME_QUERY_TIMEOUT = java.time.Duration.ofSeconds(5);
 
     private volatile boolean cancelled;
-    private volatile List<SocketChannel> active = List.of();
+    private volatile List<Connection> active = List.of();
+    private Transport transport = Transport.PLAIN;
     private volatile SocketAddress destinationAddress; // where outcome queries go; null when given connections
     private volatile Nonce streamNonce; // the destination's HELLO, naming this attempt
     private java.util.function.Supplier<String> unresolvedRollback; // set while the handover's outcome is unknown; guarded by this
@@ -115,7 +118,7 @@ public final class MigrationSource {
      */
     public void cancel() {
         cancelled = true;
-        for (SocketChannel channel : active) {
+        for (Connection channel : active) {
             try {
                 channel.close();
             } catch (IOException ignored) {
@@ -152,25 +155,73 @@ public final class MigrationSource {
         return out;
     }
 
+    /** How long the source waits for each TCP connection to the destination to be made. */
+    public static final java.time.Duration CONNECT_TIMEOUT = java.time.Duration.ofSeconds(10);
+
+    /** The transport every connection uses (plain TCP by default; {@link org.vmmkit.migration.transport.TlsTransport}). */
+    public MigrationSource withTransport(Transport transport) {
+        this.transport = transport;
+        return this;
+    }
+
     /**
-     * Connects {@code settings.channels()} times to {@code destination} (the first connection first, so the
-     * destination accepts it first), migrates, and closes the connections.
+     * Connects to {@code destination} (each connection with the transport's handshake: the first, then the
+     * further channels once the destination has the header and accepts them), migrates, and closes the
+     * connections.
      */
     public MigrationStats migrate(SocketAddress destination) throws MigrationException {
         destinationAddress = destination;
-        List<SocketChannel> channels = new ArrayList<>();
+        Connection first;
         try {
-            try {
-                for (int i = 0; i < settings.channels(); i++) channels.add(SocketChannel.open(destination));
-            } catch (IOException | RuntimeException e) { // an unresolved address is a RuntimeException
-                error = "connecting to " + destination + " (channel " + channels.size() + " of " + settings.channels()
-                        + ") failed: " + e.getMessage() + "; nothing was changed";
-                finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
-                throw new MigrationException(error, e);
-            }
-            return migrate(channels);
+            first = transport.connect(destination, CONNECT_TIMEOUT);
+        } catch (IOException | RuntimeException e) {
+            throw notConnected("connecting to " + destination + " (" + transport.kind() + ")", e);
+        }
+        return migrateOver(first, i -> transport.connect(destination, CONNECT_TIMEOUT));
+    }
+
+    private MigrationException notConnected(String what, Exception e) {
+        error = what + " failed: " + (e.getMessage() == null ? e.toString() : e.getMessage()) + "; nothing was changed";
+        finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
+        return new MigrationException(error, e);
+    }
+
+    /** Migrates over one connection (settings with one channel). */
+    public MigrationStats migrate(SocketChannel channel) throws MigrationException {
+        return migrate(List.of(channel));
+    }
+
+    /**
+     * Migrates over {@code channels}, TCP connections already made (as many as the settings say; the first
+     * carries the header, device data, control and the return path), each given the transport's handshake
+     * in turn; returns the statistics once the destination runs, or throws after rolling back.
+     */
+    public MigrationStats migrate(List<SocketChannel> channels) throws MigrationException {
+        if (channels.size() != settings.channels()) {
+            throw new IllegalArgumentException(channels.size() + " connections for a migration set to " + settings.channels() + " channels");
+        }
+        Connection first;
+        try {
+            first = transport.client(channels.get(0));
+        } catch (IOException | RuntimeException e) {
+            throw notConnected("the " + transport.kind() + " handshake on the first connection", e);
+        }
+        return migrateOver(first, i -> transport.client(channels.get(i)));
+    }
+
+    /** The further channels' connections, made (and handshaken) when the destination is ready to accept them. */
+    @FunctionalInterface
+    private interface FurtherChannels {
+        Connection open(int index) throws IOException;
+    }
+
+    /** Migrates over {@code first} and {@code settings.channels() - 1} further connections; closes the further ones. */
+    private MigrationStats migrateOver(Connection first, FurtherChannels further) throws MigrationException {
+        List<Connection> channels = new java.util.concurrent.CopyOnWriteArrayList<>(List.of(first));
+        try {
+            return migrateOver(channels, further);
         } finally {
-            for (SocketChannel c : channels) {
+            for (Connection c : channels) {
                 try {
                     c.close();
                 } catch (IOException ignored) {
@@ -180,23 +231,11 @@ public final class MigrationSource {
         }
     }
 
-    /** Migrates over one connection (settings with one channel). */
-    public MigrationStats migrate(SocketChannel channel) throws MigrationException {
-        return migrate(List.of(channel));
-    }
-
-    /**
-     * Migrates over {@code channels} (as many as the settings say; the first carries the header, device
-     * data, control and the return path); returns the statistics once the destination runs, or throws after
-     * rolling back.
-     */
-    public MigrationStats migrate(List<SocketChannel> channels) throws MigrationException {
-        if (channels.size() != settings.channels()) {
-            throw new IllegalArgumentException(channels.size() + " connections for a migration set to " + settings.channels() + " channels");
-        }
-        SocketChannel channel = channels.get(0);
-        active = List.copyOf(channels);
-        for (SocketChannel c : channels) noDelay(c);
+    /** {@code channels} holds the first connection; the further ones are added as they are opened. */
+    private MigrationStats migrateOver(List<Connection> channels, FurtherChannels further) throws MigrationException {
+        Connection channel = channels.get(0);
+        active = channels;
+        noDelay(channel.socket());
         if (cancelled) cancel();
         long start = System.nanoTime();
         startNanos = start;
@@ -219,10 +258,22 @@ public final class MigrationSource {
             try (Watchdog watchdog = new Watchdog("migration-setup-watchdog", readyTimeout, channels)) {
                 try {
                     streamNonce = readHello(channel, back);
-                    ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(channels.size(), streamId)
+                    ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(settings.channels(), streamId)
                             .withRamChecksums(settings.ramChecksums()).withNonce(streamNonce).encode();
                     while (header.hasRemaining()) channel.write(header);
-                    for (int i = 1; i < channels.size(); i++) new FrameCodec(0).write(channels.get(i), FrameType.CHANNEL, streamId, i, null, null);
+                    // The destination accepts further channels once it has the header (their handshakes with them).
+                    for (int i = 1; i < settings.channels(); i++) {
+                        Connection c;
+                        try {
+                            c = further.open(i);
+                        } catch (IOException e) {
+                            throw new IOException("opening channel " + i + " of " + settings.channels() + " (" + transport.kind() + "): " + e.getMessage(), e);
+                        }
+                        channels.add(c);
+                        noDelay(c.socket());
+                        if (cancelled) c.close();
+                        new FrameCodec(0).write(c, FrameType.CHANNEL, streamId, i, null, null);
+                    }
                     helloSent = System.nanoTime();
                     expectFromDestination(channel, back, FrameType.READY, "setup");
                 } catch (IOException e) {
@@ -359,7 +410,7 @@ public final class MigrationSource {
     private long phaseStartNanos;
 
     /** The destination's first frame on the first connection: the nonce this attempt's header must carry. */
-    private static Nonce readHello(SocketChannel channel, FrameCodec back) throws IOException {
+    private static Nonce readHello(Connection channel, FrameCodec back) throws IOException {
         FrameType t = back.readHeader(channel);
         back.skipPayload(channel);
         if (t != FrameType.HELLO) throw new WireFormatException("the destination opened with " + t + ", not HELLO: not a vmmkit destination of wire format " + StreamHeader.VERSION);
@@ -416,9 +467,18 @@ public final class MigrationSource {
         }
     }
 
+    /** Asks the destination at {@code where}, on a fresh connection of this migration's transport, what became of this stream. */
     private HandoverOutcome ask(SocketAddress where) throws IOException {
         if (where == null) throw new IOException("no destination address to ask (the migration was given its connections)");
-        return OutcomeQuery.ask(where, streamNonce, OUTCOME_QUERY_TIMEOUT);
+        try (Connection c = transport.connect(where, OUTCOME_QUERY_TIMEOUT);
+             Watchdog silent = new Watchdog("migration-outcome-query-watchdog", OUTCOME_QUERY_TIMEOUT, List.of(c))) {
+            try {
+                return OutcomeQuery.ask(c, streamNonce);
+            } catch (IOException e) {
+                if (silent.fired()) throw new IOException("the destination did not answer within " + OUTCOME_QUERY_TIMEOUT.toMillis() + " ms", e);
+                throw e;
+            }
+        }
     }
 
     /** Whether the last migration's outcome is unknown (its VM paused, waiting for {@link #resolve}). */
@@ -497,7 +557,7 @@ public final class MigrationSource {
     }
 
     /** Reads the destination's answer: the expected type, or an ERROR whose reason is thrown. */
-    private static void expectFromDestination(SocketChannel channel, FrameCodec back, FrameType expected, String phase) throws IOException {
+    private static void expectFromDestination(Connection channel, FrameCodec back, FrameType expected, String phase) throws IOException {
         FrameType t = back.readHeader(channel);
         ByteBuffer payload = ByteBuffer.allocate((int) back.length()); // the return path's limit bounds it
         back.readPayload(channel, payload);

@@ -5,8 +5,9 @@ import java.util.List;
 /**
  * A migration's statistics, in QEMU's query-migrate vocabulary, as a snapshot: taken live from
  * {@link MigrationSource#stats()} while it runs, or returned when it completes. {@code status} is one of
- * {@code none, setup, active, device, completed, failed, cancelled} ({@code device}: vCPUs paused, the
- * stop-and-copy and the handover). Times in milliseconds; the downtime runs from the pause to the
+ * {@code none, setup, active, device, completed, failed, cancelled, unknown} ({@code device}: vCPUs paused,
+ * the stop-and-copy and the handover; {@code unknown}: the handover's outcome is unknown and the VM stays
+ * paused until {@link MigrationSource#resolve}). Times in milliseconds; the downtime runs from the pause to the
  * destination's acknowledgement that its VM runs; {@code remainingBytes} is what the current round still
  * has to send (its dirty pages plus the devices' pending bytes at the round's start, less what was sent);
  * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
@@ -28,6 +29,14 @@ public record MigrationStats(String status, long totalMillis, long setupMillis, 
     public MigrationStats withStatus(String newStatus) {
         return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
                 rounds, ramPages, zeroPages, deviceBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, devices);
+    }
+
+    /** Whether the migration has ended: completed, failed, cancelled, or with its handover's outcome unknown. */
+    public boolean ended() {
+        return switch (status) {
+            case "completed", "failed", "cancelled", "unknown" -> true;
+            default -> false;
+        };
     }
 
     /** The stats of a migration that has not started. */

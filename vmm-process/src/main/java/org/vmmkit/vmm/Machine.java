@@ -204,7 +204,8 @@ public final class Machine implements AutoCloseable {
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
         List<DirtySource> dirty = List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory));
-        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides);
+        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
+                .withTransport(settings.transport());
         abandoned = null;
         migration = source;
         migrationError = null;
@@ -217,7 +218,7 @@ public final class Machine implements AutoCloseable {
                 migrationError = e.getMessage() != null ? e.getMessage() : e.toString();
                 LOG.log(System.Logger.Level.WARNING, migrationError);
                 MigrationStats last = source.stats();
-                if (!List.of("completed", "failed", "cancelled").contains(last.status())) abandoned = last.withStatus("failed");
+                if (!last.ended()) abandoned = last.withStatus("failed");
             } finally {
                 if (kvmLog != null) kvmLog.close();
             }
@@ -307,7 +308,7 @@ public final class Machine implements AutoCloseable {
                 incomingMemoryDigest = digest();
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
-        });
+        }).withTransport(settings.transport());
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */

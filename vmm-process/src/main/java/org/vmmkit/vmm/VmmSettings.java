@@ -9,9 +9,10 @@ import org.vmmkit.core.config.ConfigKey;
 import org.vmmkit.core.config.VmmConfig;
 import org.vmmkit.migration.MigrationConfig;
 import org.vmmkit.migration.MigrationSettings;
+import org.vmmkit.migration.transport.Transport;
 
 /** Everything a vmm process reads from its config file: the VM, its devices, and how it migrates. */
-public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSettings migration) {
+public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSettings migration, Transport transport) {
 
     /** Every key of the file, in README's order. */
     public static final List<ConfigKey<?>> KEYS;
@@ -25,7 +26,7 @@ public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSetti
 
     public static VmmSettings from(Config config) {
         VmmConfig vm = VmmConfig.from(config);
-        return new VmmSettings(vm, DeviceSpec.from(config, vm.memorySize()), MigrationConfig.from(config));
+        return new VmmSettings(vm, DeviceSpec.from(config, vm.memorySize()), MigrationConfig.from(config), MigrationConfig.transport(config));
     }
 
     /** Reads {@code file} (null: defaults only) and applies {@code overrides} ({@code key=value}). */

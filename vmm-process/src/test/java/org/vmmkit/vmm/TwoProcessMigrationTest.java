@@ -53,14 +53,23 @@ class TwoProcessMigrationTest {
             "device.nic0.migratable = false");
 
     private void startBoth() throws Exception {
+        startBoth(List.of(), List.of());
+    }
+
+    /** Starts both, each with its own extra {@code --set key=value} overrides. */
+    private void startBoth(List<String> sourceSets, List<String> destinationSets) throws Exception {
         Path config = dir.resolve("vm.conf");
         Files.write(config, CONFIG);
         sourceControl = dir.resolve("source.sock");
         destinationControl = dir.resolve("destination.sock");
-        destination = Demo.Child.start("destination", dir, false, "incoming", "--config", config.toString(), "--listen", "127.0.0.1:0",
-                "--control", destinationControl.toString(), "--record-digest");
+        List<String> dstArgs = new ArrayList<>(List.of("incoming", "--config", config.toString(), "--listen", "127.0.0.1:0",
+                "--control", destinationControl.toString(), "--record-digest"));
+        for (String set : destinationSets) dstArgs.addAll(List.of("--set", set));
+        destination = Demo.Child.start("destination", dir, false, dstArgs.toArray(String[]::new));
         children.add(destination);
-        source = Demo.Child.start("source", dir, false, "run", "--config", config.toString(), "--control", sourceControl.toString());
+        List<String> srcArgs = new ArrayList<>(List.of("run", "--config", config.toString(), "--control", sourceControl.toString()));
+        for (String set : sourceSets) srcArgs.addAll(List.of("--set", set));
+        source = Demo.Child.start("source", dir, false, srcArgs.toArray(String[]::new));
         children.add(source);
         try (ControlClient d = ControlClient.await(destinationControl, Duration.ofSeconds(30), destination.process.toHandle())) {
             listen = d.query("query-status").get("listen").getAsString();
@@ -277,5 +286,46 @@ class TwoProcessMigrationTest {
             assertEquals("postmigrate", s.query("query-status").get("status").getAsString());
             assertEquals(sourcePasses, s.query("query-guest").get("passes").getAsLong());
         }
+    }
+
+    /** TLS settings for one end: its PKCS#12 keystore, the CA, and the one peer it lets in. */
+    private static List<String> tls(org.vmmkit.migration.testing.TestCertificates certs, Path dir, String cn, Path ca, String peer) {
+        return List.of("migration.tls=true", "migration.tls.keystore=" + dir.resolve(cn + ".p12"),
+                "migration.tls.keystore-password=" + org.vmmkit.migration.testing.TestCertificates.PASSWORD, "migration.tls.ca=" + ca,
+                "migration.tls.authz=" + peer);
+    }
+
+    /**
+     * Both processes configured for TLS with mutual authentication: a third process whose certificate the
+     * same CA signed but which the destination does not authorize is refused in setup with nothing changed
+     * on either side; then the genuine source migrates over two TLS channels.
+     */
+    @Test
+    void tlsMigrationBetweenProcessesAuthenticatesBothEndsAndRefusesAnUnauthorisedPeer() throws Exception {
+        org.vmmkit.migration.testing.TestCertificates certs = new org.vmmkit.migration.testing.TestCertificates(dir);
+        Path ca = certs.ca("ca");
+        for (String cn : List.of("src", "dst", "intruder")) certs.peer(cn, "ca");
+        startBoth(tls(certs, dir, "src", ca, "dst"), tls(certs, dir, "dst", ca, "src"));
+        Path intruderControl = dir.resolve("intruder.sock");
+        List<String> intruderArgs = new ArrayList<>(List.of("run", "--config", dir.resolve("vm.conf").toString(), "--control", intruderControl.toString()));
+        for (String set : tls(certs, dir, "intruder", ca, "dst")) intruderArgs.addAll(List.of("--set", set));
+        Demo.Child intruder = Demo.Child.start("intruder", dir, false, intruderArgs.toArray(String[]::new));
+        children.add(intruder);
+        try (ControlClient i = ControlClient.await(intruderControl, Duration.ofSeconds(30), intruder.process.toHandle());
+             ControlClient d = ControlClient.connect(destinationControl)) {
+            i.execute("migrate", Map.of("uri", "tcp:" + listen));
+            JsonObject refused = awaitMigration(i, TwoProcessMigrationTest::ended);
+            assertEquals("failed", refused.get("status").getAsString(), refused.toString());
+            assertEquals("running", i.query("query-status").get("status").getAsString());
+            assertEquals("inmigrate", d.query("query-status").get("status").getAsString(), "the destination did not start");
+        } finally {
+            intruder.stop(intruderControl);
+        }
+        String log = Files.readString(destination.log);
+        assertTrue(log.contains("CN=intruder is not in migration.tls.authz"), "the destination says why it refused: " + log);
+
+        Map.Entry<Integer, String> result = cli("migrate", "--to", listen, "--control", sourceControl.toString(), "--json", "--channels", "2");
+        assertEquals(0, result.getKey(), result.getValue());
+        checkDestinationTookOver();
     }
 }

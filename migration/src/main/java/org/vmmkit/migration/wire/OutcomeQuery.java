@@ -1,14 +1,10 @@
 package org.vmmkit.migration.wire;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.Socket;
-import java.net.SocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.Channels;
+import java.nio.channels.ByteChannel;
 import java.nio.channels.ReadableByteChannel;
-import java.time.Duration;
 import java.util.zip.CRC32C;
 
 /**
@@ -47,32 +43,23 @@ public final class OutcomeQuery {
     }
 
     /**
-     * Asks the destination at {@code address} what became of {@code stream}, within {@code timeout} for the
-     * connection and again for the answer. Throws if there is no answer (refused, silent, cut).
+     * Asks, on {@code connection} (fresh, to the destination), what became of {@code stream}: reads the
+     * destination's HELLO, sends the query, reads the OUTCOME. An ERROR answer is thrown with its reason.
      */
-    public static HandoverOutcome ask(SocketAddress address, Nonce stream, Duration timeout) throws IOException {
-        int millis = (int) Math.clamp(timeout.toMillis(), 1, Integer.MAX_VALUE);
-        try (Socket s = new Socket()) {
-            if (address instanceof InetSocketAddress inet && inet.isUnresolved()) {
-                throw new IOException("cannot resolve " + inet.getHostString());
-            }
-            s.connect(address, millis);
-            s.setSoTimeout(millis);
-            ReadableByteChannel in = Channels.newChannel(s.getInputStream());
-            FrameCodec codec = new FrameCodec(1 << 16);
-            if (codec.readHeader(in) != FrameType.HELLO) throw new WireFormatException("the destination did not open with HELLO");
-            codec.skipPayload(in);
-            s.getOutputStream().write(encode(stream).array());
-            s.getOutputStream().flush();
-            FrameType t = codec.readHeader(in);
-            if (t == FrameType.ERROR) {
-                ByteBuffer reason = ByteBuffer.allocate((int) codec.length());
-                codec.readPayload(in, reason);
-                throw new IOException("the destination refused the query: " + new String(reason.array(), java.nio.charset.StandardCharsets.UTF_8));
-            }
-            if (t != FrameType.OUTCOME) throw new WireFormatException("the destination answered " + t + " to an outcome query");
-            codec.skipPayload(in);
-            return HandoverOutcome.of(codec.a());
+    public static HandoverOutcome ask(ByteChannel connection, Nonce stream) throws IOException {
+        FrameCodec codec = new FrameCodec(1 << 16);
+        if (codec.readHeader(connection) != FrameType.HELLO) throw new WireFormatException("the destination did not open with HELLO");
+        codec.skipPayload(connection);
+        ByteBuffer query = encode(stream);
+        while (query.hasRemaining()) connection.write(query);
+        FrameType t = codec.readHeader(connection);
+        if (t == FrameType.ERROR) {
+            ByteBuffer reason = ByteBuffer.allocate((int) codec.length());
+            codec.readPayload(connection, reason);
+            throw new IOException("the destination refused the query: " + new String(reason.array(), java.nio.charset.StandardCharsets.UTF_8));
         }
+        if (t != FrameType.OUTCOME) throw new WireFormatException("the destination answered " + t + " to an outcome query");
+        codec.skipPayload(connection);
+        return HandoverOutcome.of(codec.a());
     }
 }

@@ -24,6 +24,11 @@ public record ConfigKey<T>(String name, String defaultValue, String description,
         return new ConfigKey<>(name, defaultValue, description, Units::parseBoolean);
     }
 
+    /** A value taken as written (a path, a list); its user checks it. */
+    public static ConfigKey<String> text(String name, String defaultValue, String description) {
+        return new ConfigKey<>(name, defaultValue, description, value -> value);
+    }
+
     public static ConfigKey<java.time.Duration> duration(String name, String defaultValue, String description) {
         return new ConfigKey<>(name, defaultValue, description, Units::parseDuration);
     }
