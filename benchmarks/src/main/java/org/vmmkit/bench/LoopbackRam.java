@@ -28,7 +28,7 @@ final class LoopbackRam {
     }
 
     /** Applies RAM frames into {@code destination}, releasing {@code done} at each COMPLETE; a failure goes to {@code onFailure}. */
-    static void receiveFramed(SocketChannel in, GuestMemory destination, boolean checksums, Semaphore done, Consumer<Throwable> onFailure) {
+    static void receiveFramed(java.nio.channels.ReadableByteChannel in, GuestMemory destination, boolean checksums, Semaphore done, Consumer<Throwable> onFailure) {
         try {
             FrameCodec codec = new FrameCodec(64L << 20);
             RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);

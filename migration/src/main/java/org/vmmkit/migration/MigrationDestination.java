@@ -444,7 +444,7 @@ public final class MigrationDestination {
 
         private void run() {
             try {
-                FrameCodec codec = new FrameCodec(MAX_CHUNK + 64).sequenceFrom(1); // its CHANNEL frame was read in setup
+                FrameCodec codec = new FrameCodec(MAX_CHUNK + 64); // its frames after the CHANNEL frame that opened it
                 RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), ramChecksums);
                 ram.allowTorn(true);
                 while (true) {

@@ -165,8 +165,8 @@ public final class TransferRing implements AutoCloseable {
     }
 
     /**
-     * Queues COMPLETE on every channel, each with {@code a} = the frames that channel carried before it (its
-     * CHANNEL frame included), which the destination checks against the frames it read; the
+     * Queues COMPLETE on every channel, each with {@code a} = the frames that channel carried before it (after
+     * its opening), which the destination checks against the frames it read; the
      * first channel's goes last in its order, so the destination can wait for the others when it reads it.
      */
     public void publishComplete() {
@@ -266,8 +266,6 @@ public final class TransferRing implements AutoCloseable {
         Sender(int index, GatheringByteChannel out, MemoryViews views, long maxFramePages, long maxBandwidth, boolean ramChecksums) {
             this.index = index;
             this.out = out;
-            // A further channel's first frame, CHANNEL, was written in setup: its sequence goes on from 1.
-            codec.sequenceFrom(index == 0 ? 0 : 1);
             this.ram = new RamSender(views, codec, maxFramePages, ramChecksums);
             this.pageBytes = RAM_PAGE + (ramChecksums ? 4 : 0);
             this.nanosPerByte100 = maxBandwidth <= 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
