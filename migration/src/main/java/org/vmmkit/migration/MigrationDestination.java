@@ -24,13 +24,14 @@ import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.migration.wire.OutcomeQuery;
 import org.vmmkit.migration.wire.StreamHeader;
 import org.vmmkit.migration.wire.WireFormatException;
-import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.core.migration.SectionInfo;
+import org.vmmkit.core.migration.SectionLoader;
 
 /**
  * The destination side. On every connection it accepts it first says HELLO with a fresh nonce; the stream
  * header that follows must carry that nonce back (a recorded stream, replayed, is refused before anything
  * changes), and be compatible with its own VM. It answers READY, applies every frame (RAM straight into guest
- * memory, on every channel; device chunks straight into the resuming devices' data sections in the source's
+ * memory, on every channel; each section's chunks straight into the memory its loader names, in the source's
  * order; vCPU state), checking each frame's sequence on its connection, and at COMPLETE — with every
  * channel's frame count matching, no page left torn, every vCPU's state present — restores the vCPUs and
  * answers PREPARED. It starts the VM only when it reads the source's COMMIT (then ACK_COMPLETE); a
@@ -47,7 +48,7 @@ public final class MigrationDestination {
     private static final int OUTCOMES_KEPT = 64;
 
     private final MigratableVm vm;
-    private final List<V1DeviceMigration> devices;
+    private final List<SectionLoader> sections;
     private final Runnable beforeStart;
     private Duration channelWait = CHANNEL_WAIT, commitWait = COMMIT_WAIT;
     private java.util.function.Supplier<Nonce> nonces = Nonce::random;
@@ -61,14 +62,14 @@ public final class MigrationDestination {
     private volatile Nonce lastStream;
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
-    public MigrationDestination(Vm vm, List<V1DeviceMigration> devices, ExitHandler handler, Runnable beforeStart) {
-        this(new KvmGuest(vm, handler), devices, beforeStart);
+    public MigrationDestination(Vm vm, List<? extends SectionLoader> sections, ExitHandler handler, Runnable beforeStart) {
+        this(new KvmGuest(vm, handler), sections, beforeStart);
     }
 
     /** For any {@link MigratableVm}; {@code beforeStart} as above. */
-    public MigrationDestination(MigratableVm vm, List<V1DeviceMigration> devices, Runnable beforeStart) {
+    public MigrationDestination(MigratableVm vm, List<? extends SectionLoader> sections, Runnable beforeStart) {
         this.vm = vm;
-        this.devices = List.copyOf(devices);
+        this.sections = List.copyOf(sections);
         this.beforeStart = beforeStart;
     }
 
@@ -261,6 +262,7 @@ public final class MigrationDestination {
     private void receiveStream(Connection channel, FrameCodec back, Nonce nonce, long magic, Acceptor more) throws MigrationException {
         FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
         boolean resuming = false;
+        SectionLoader[] loaders = new SectionLoader[0];
         List<RamChannel> extras = new ArrayList<>();
         try {
             if (magic != StreamHeader.MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
@@ -271,7 +273,8 @@ public final class MigrationDestination {
             }
             lastStream = nonce;
             record(nonce, HandoverOutcome.IN_PROGRESS);
-            header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), devices, vm.vcpuCount()));
+            header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
+            loaders = matchSections(header.sections());
             Connection[] byIndex = new Connection[header.channels()];
             long deadline = System.nanoTime() + channelWait.toNanos();
             for (int i = 1; i < header.channels(); i++) {
@@ -294,12 +297,12 @@ public final class MigrationDestination {
                 byIndex[(int) hello.b()] = c;
             }
             answer(channel, back, FrameType.READY, "");
-            for (V1DeviceMigration d : devices) d.startResume();
+            for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
             resuming = true;
             for (RamChannel e : extras) e.start();
             RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), header.ramChecksums());
             ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
-            long[] nextSequence = new long[devices.size()];
+            long[] nextSequence = new long[loaders.length];
             // ByteBuffer views of the devices' data sections (or staging buffers), made once each.
             java.util.IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new java.util.IdentityHashMap<>();
             byte[][] states = new byte[vm.vcpuCount()][];
@@ -317,21 +320,27 @@ public final class MigrationDestination {
                 }
                 switch (t) {
                     case RAM, ZERO_RUN -> ram.apply(channel, codec);
-                    case DEVICE_CHUNK -> {
+                    case SECTION_CHUNK -> {
                         int id = (int) codec.a();
-                        if (codec.a() < 0 || codec.a() >= devices.size() || codec.b() != nextSequence[id]) {
-                            throw new WireFormatException("device chunk for device " + codec.a() + " with sequence " + codec.b()
-                                    + (codec.a() >= 0 && codec.a() < devices.size() ? " where " + nextSequence[id] + " was due" : ": no such device"));
+                        if (codec.a() < 0 || codec.a() >= loaders.length || codec.b() != nextSequence[id]) {
+                            throw new WireFormatException("section chunk for section " + codec.a() + " with sequence " + codec.b()
+                                    + (codec.a() >= 0 && codec.a() < loaders.length ? " where " + nextSequence[id] + " was due" : ": no such section"));
                         }
-                        // Straight into the device's data section at data_offset (checked there), committed only
-                        // once the payload's CRC holds.
-                        V1DeviceMigration device = devices.get(id);
-                        long at = device.placeChunk(codec.length());
-                        ByteBuffer target = sectionViews.computeIfAbsent(device.targetSegment(), MemorySegment::asByteBuffer);
+                        // Straight into the memory the section names (a device's data section at data_offset),
+                        // committed only once the payload's CRC holds. Where it may go is checked here too: a
+                        // section's own code does not get to say where the stream writes.
+                        SectionLoader section = loaders[id];
+                        long at = section.placeChunk(codec.length());
+                        MemorySegment segment = section.targetSegment();
+                        if (at < 0 || at > segment.byteSize() - codec.length() || at + codec.length() > Integer.MAX_VALUE) {
+                            throw new IllegalStateException("section " + section.info() + " placed a chunk of " + codec.length() + " bytes at offset "
+                                    + at + " of its " + segment.byteSize() + "-byte target");
+                        }
+                        ByteBuffer target = sectionViews.computeIfAbsent(segment, MemorySegment::asByteBuffer);
                         target.limit((int) (at + codec.length())).position((int) at);
                         codec.readPayload(channel, target);
                         codec.verify();
-                        device.commitChunk(codec.length());
+                        section.commitChunk(codec.length());
                         nextSequence[id]++;
                     }
                     case VCPU_STATE -> {
@@ -353,11 +362,12 @@ public final class MigrationDestination {
                         for (int i = 0; i < states.length; i++) {
                             if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
                         }
+                        for (SectionLoader x : loaders) x.finishLoad();
                         if (beforeStart != null) beforeStart.run();
                         for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
                         answer(channel, back, FrameType.PREPARED, "");
                         awaitCommit(channel, codec);
-                        for (V1DeviceMigration d : devices) d.completeResume(); // refuses a device without its final chunk
+                        for (SectionLoader x : loaders) x.start(); // a VFIO v1 device refuses to run without its final chunk
                         resuming = false;
                         vm.startLoaded();
                         record(nonce, HandoverOutcome.STARTED);
@@ -375,7 +385,7 @@ public final class MigrationDestination {
             }
         } catch (Throwable failure) {
             if (lastStream == nonce) record(nonce, HandoverOutcome.NOT_STARTED);
-            if (resuming) for (V1DeviceMigration d : devices) d.abortResume();
+            if (resuming) for (int i = loaders.length - 1; i >= 0; i--) abort(loaders[i]);
             try {
                 answer(channel, back, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
             } catch (IOException | RuntimeException ignored) {
@@ -389,6 +399,43 @@ public final class MigrationDestination {
     }
 
     private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
+
+    /**
+     * This VM's loader for each section of the stream, by the stream's order: the same id, the same kind, a
+     * version it can load, and no section of this VM left out. Refuses naming the first that differs, before
+     * anything is loaded.
+     */
+    private SectionLoader[] matchSections(List<SectionInfo> stream) {
+        java.util.Map<String, SectionLoader> byId = new java.util.LinkedHashMap<>();
+        for (SectionLoader x : sections) byId.put(x.info().id(), x);
+        SectionLoader[] out = new SectionLoader[stream.size()];
+        for (int i = 0; i < out.length; i++) {
+            SectionInfo theirs = stream.get(i);
+            SectionLoader mine = byId.remove(theirs.id());
+            if (mine == null) {
+                throw new WireFormatException("the source has section " + theirs + ", which this VM " + (out.length > 0 && java.util.Arrays.stream(out).anyMatch(
+                        l -> l != null && l.info().id().equals(theirs.id())) ? "was given twice" : "does not have"));
+            }
+            if (!mine.info().kind().equals(theirs.kind())) {
+                throw new WireFormatException("section " + theirs.id() + " is of kind " + theirs.kind() + " at the source, " + mine.info().kind() + " here");
+            }
+            if (!mine.canLoad(theirs.version())) {
+                throw new WireFormatException("section " + theirs.id() + " (" + theirs.kind() + ") carries state version " + theirs.version()
+                        + ", which this VM cannot load (it has version " + mine.info().version() + ")");
+            }
+            out[i] = mine;
+        }
+        if (!byId.isEmpty()) throw new WireFormatException("this VM's sections " + byId.keySet() + " are not in the stream");
+        return out;
+    }
+
+    private static void abort(SectionLoader x) {
+        try {
+            x.abortLoad();
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "section " + x.info() + ": aborting its load failed: " + e.getMessage());
+        }
+    }
 
     /** COMPLETE's {@code a} is the frames its channel carried before it: all of them arrived, each once. */
     static void checkFrameCount(FrameCodec codec, String channel) {

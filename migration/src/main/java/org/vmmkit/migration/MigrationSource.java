@@ -15,7 +15,7 @@ import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.DirtyTracker;
-import org.vmmkit.migration.pipeline.DeviceProducer;
+import org.vmmkit.migration.pipeline.SectionProducer;
 import org.vmmkit.migration.pipeline.MemoryProducer;
 import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
@@ -28,8 +28,8 @@ import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.migration.wire.OutcomeQuery;
 import org.vmmkit.migration.wire.StreamHeader;
 import org.vmmkit.migration.wire.WireFormatException;
-import org.vmmkit.vfio.migration.DeviceState;
-import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.core.migration.SectionInfo;
+import org.vmmkit.core.migration.SectionSaver;
 
 /**
  * The source side of a live migration, the pre-copy coordinator: setup (header, READY, dirty tracking,
@@ -51,30 +51,43 @@ public final class MigrationSource {
     private final MigratableVm vm;
     private final GuestMemory memory;
     private final List<DirtySource> dirtySources;
-    private final List<V1DeviceMigration> devices;
+    private final List<SectionSaver> sections;
     private final MigrationSettings settings;
 
     /** Migrates a KVM VM. */
-    public MigrationSource(Vm vm, List<DirtySource> dirtySources, List<V1DeviceMigration> devices, MigrationSettings settings) {
-        this(new KvmGuest(vm, null), dirtySources, devices, settings);
+    public MigrationSource(Vm vm, List<DirtySource> dirtySources, List<? extends SectionSaver> sections, MigrationSettings settings) {
+        this(new KvmGuest(vm, null), dirtySources, sections, settings);
     }
 
-    /** Migrates any {@link MigratableVm} (a KVM VM, a software guest). */
-    public MigrationSource(MigratableVm vm, List<DirtySource> dirtySources, List<V1DeviceMigration> devices, MigrationSettings settings) {
+    /**
+     * Migrates any {@link MigratableVm} (a KVM VM, a software guest, a host VMM's own) with its guest RAM, vCPU
+     * state, and {@code sections}: every other component, iterated without the coordinator knowing what it is
+     * (a VFIO device, a host device, platform state), each with an id unique in the VM.
+     */
+    public MigrationSource(MigratableVm vm, List<DirtySource> dirtySources, List<? extends SectionSaver> sections, MigrationSettings settings) {
         this.vm = vm;
         this.memory = vm.memory();
         this.dirtySources = List.copyOf(dirtySources);
-        this.devices = List.copyOf(devices);
+        this.sections = List.copyOf(sections);
         this.settings = settings;
+        java.util.Set<String> ids = new java.util.HashSet<>();
+        for (SectionSaver x : this.sections) {
+            if (!ids.add(x.info().id())) throw new IllegalArgumentException("two sections have the id " + x.info().id());
+        }
+        if (this.sections.size() > StreamHeader.MAX_SECTIONS) throw new IllegalArgumentException(this.sections.size() + " sections; a stream carries at most " + StreamHeader.MAX_SECTIONS);
     }
 
-    /** The stream header this VM sends: its layout, devices and vCPUs. */
-    public static StreamHeader headerOf(GuestMemory memory, List<V1DeviceMigration> devices, int vcpus) {
+    /** The stream header of a VM: its layout, sections (in this order, which their frames' indexes follow) and vCPUs. */
+    public static StreamHeader headerOf(GuestMemory memory, List<SectionInfo> sections, int vcpus) {
         List<StreamHeader.Range> ranges = new ArrayList<>();
         for (GuestRegion r : memory.regions()) ranges.add(new StreamHeader.Range(r.guestAddress(), r.size()));
-        List<StreamHeader.Device> devs = new ArrayList<>();
-        for (V1DeviceMigration d : devices) devs.add(new StreamHeader.Device(d.deviceId(), d.deviceName()));
-        return new StreamHeader(StreamHeader.VERSION, (int) PAGE, ranges, devs, vcpus);
+        return new StreamHeader(StreamHeader.VERSION, (int) PAGE, ranges, sections, vcpus);
+    }
+
+    private List<SectionInfo> sectionInfos() {
+        List<SectionInfo> out = new ArrayList<>();
+        for (SectionSaver x : sections) out.add(x.info());
+        return out;
     }
 
     /** How long the source waits for the destination's READY (nothing has started before it). */
@@ -145,13 +158,18 @@ public final class MigrationSource {
         long sent = ring == null ? 0 : ring.bytesWritten();
         long remaining = Math.max(0, roundRemaining - (sent - roundSentAtStart));
         return new MigrationStats(now, total / 1_000_000, setupNanos / 1_000_000, 0, expectedMicros / 1000, sent, remaining, rounds,
-                ring == null ? 0 : ring.ramPages(), ring == null ? 0 : ring.zeroPages(), ring == null ? 0 : ring.deviceBytes(), dirtyRate,
-                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
+                ring == null ? 0 : ring.ramPages(), ring == null ? 0 : ring.zeroPages(), ring == null ? 0 : ring.sectionBytes(), dirtyRate,
+                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats());
     }
 
-    private List<MigrationStats.DeviceStats> deviceStats() {
-        List<MigrationStats.DeviceStats> out = new ArrayList<>();
-        for (V1DeviceMigration d : devices) out.add(new MigrationStats.DeviceStats(d.deviceName(), d.bytesSaved(), d.chunksSaved()));
+    /** This migration's bytes and chunks per section (counted by the ring: nothing of an earlier attempt). */
+    private List<MigrationStats.SectionStats> sectionStats() {
+        TransferRing ring = liveRing;
+        List<MigrationStats.SectionStats> out = new ArrayList<>();
+        for (int i = 0; i < sections.size(); i++) {
+            SectionInfo info = sections.get(i).info();
+            out.add(new MigrationStats.SectionStats(info.id(), info.kind(), ring == null ? 0 : ring.sectionBytes(i), ring == null ? 0 : ring.sectionChunks(i)));
+        }
         return out;
     }
 
@@ -182,7 +200,7 @@ public final class MigrationSource {
 
     private MigrationException notConnected(String what, Exception e) {
         error = what + " failed: " + (e.getMessage() == null ? e.toString() : e.getMessage()) + "; nothing was changed";
-        finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, deviceStats());
+        finalStats = new MigrationStats("failed", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, sectionStats());
         return new MigrationException(error, e);
     }
 
@@ -258,7 +276,7 @@ public final class MigrationSource {
             try (Watchdog watchdog = new Watchdog("migration-setup-watchdog", readyTimeout, channels)) {
                 try {
                     streamNonce = readHello(channel, back);
-                    ByteBuffer header = headerOf(memory, devices, vm.vcpuCount()).withChannels(settings.channels(), streamId)
+                    ByteBuffer header = headerOf(memory, sectionInfos(), vm.vcpuCount()).withChannels(settings.channels(), streamId)
                             .withRamChecksums(settings.ramChecksums()).withNonce(streamNonce).encode();
                     while (header.hasRemaining()) channel.write(header);
                     // The destination accepts further channels once it has the header (their handshakes with them).
@@ -288,14 +306,14 @@ public final class MigrationSource {
             long roundTripMicros = Math.max(1, (System.nanoTime() - helloSent) / 1000);
             tracker.start();
             saving = true;
-            for (V1DeviceMigration d : devices) d.startPrecopy();
-            long pendingDevices = pendingDeviceBytes();
+            for (SectionSaver x : sections) x.startSave();
+            long pendingDevices = pendingSectionBytes();
             ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(),
                     new com.lmax.disruptor.BlockingWaitStrategy(), settings.maxBandwidth(), settings.ramChecksums());
             liveRing = ring;
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
-            List<DeviceProducer> deviceProducers = new ArrayList<>();
-            for (V1DeviceMigration d : devices) deviceProducers.add(new DeviceProducer(d, ring));
+            List<SectionProducer> deviceProducers = new ArrayList<>();
+            for (int i = 0; i < sections.size(); i++) deviceProducers.add(new SectionProducer(sections.get(i), i, ring));
             setupNanos = System.nanoTime() - start;
             phaseEvent = endPhase(phaseEvent, phase, "done");
             phase = "pre-copy";
@@ -317,7 +335,7 @@ public final class MigrationSource {
                 rounds = round;
                 List<Thread> threads = new ArrayList<>();
                 List<Throwable> deviceErrors = new java.util.concurrent.CopyOnWriteArrayList<>();
-                for (DeviceProducer p : deviceProducers) {
+                for (SectionProducer p : deviceProducers) {
                     threads.add(Thread.ofPlatform().name("device-producer").start(() -> {
                         try {
                             p.drain(settings.deviceChunksPerRound());
@@ -334,7 +352,7 @@ public final class MigrationSource {
                 long now = System.nanoTime();
                 long roundNanos = Math.max(1, now - roundStart);
                 long bytes = ring.bytesWritten() - bytesBefore;
-                pendingDevices = pendingDeviceBytes();
+                pendingDevices = pendingSectionBytes();
                 long micros = estimator.round(syncedAt, dirty, roundStart, now, bytes, ring.bytesWritten(), pendingDevices);
                 dirtyRate = estimator.dirtyRate();
                 expectedMicros = micros;
@@ -360,14 +378,15 @@ public final class MigrationSource {
             pauseStart = System.nanoTime();
             vm.pause();
             paused = true;
-            for (V1DeviceMigration d : devices) d.enterStopAndCopy();
+            for (SectionSaver x : sections) x.stop();
             tracker.sync();
             roundSentAtStart = ring.bytesWritten();
             roundRemaining = tracker.dirtyPages() * PAGE;
             producer.publish(tracker);
-            for (int i = 0; i < devices.size(); i++) {
-                if (deviceProducers.get(i).drain(0) != 0) throw new IllegalStateException("device " + devices.get(i).deviceName() + " still has data");
-                devices.get(i).transition(DeviceState.STOP);
+            for (SectionProducer p : deviceProducers) {
+                if (p.drain(0) != 0) throw new IllegalStateException("section " + p.section().info() + " still has data after stop-and-copy");
+                p.awaitRelease();
+                p.section().finishSave();
             }
             for (int i = 0; i < vm.vcpuCount(); i++) ring.publishControl(FrameType.VCPU_STATE, i, 0, ByteBuffer.wrap(vm.saveVcpu(i)));
             ring.publishComplete();
@@ -424,8 +443,8 @@ public final class MigrationSource {
         TransferRing ring = liveRing;
         long transferred = ring.bytesWritten();
         MigrationStats stats = new MigrationStats("completed", total / 1_000_000, setupNanos / 1_000_000, (now - pauseStart) / 1_000_000,
-                expectedMicros / 1000, transferred, 0, rounds, ring.ramPages(), ring.zeroPages(), ring.deviceBytes(), dirtyRate,
-                transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, deviceStats());
+                expectedMicros / 1000, transferred, 0, rounds, ring.ramPages(), ring.zeroPages(), ring.sectionBytes(), dirtyRate,
+                transferred * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats());
         error = note;
         finalStats = stats;
         return stats;
@@ -518,10 +537,10 @@ public final class MigrationSource {
         return finalStats;
     }
 
-    /** Every device's {@code pending_bytes}, summed (no chunk is out when it is called). */
-    private long pendingDeviceBytes() {
+    /** Every section's pending bytes, summed (no chunk is out when it is called). */
+    private long pendingSectionBytes() {
         long sum = 0;
-        for (V1DeviceMigration d : devices) sum += d.pendingBytes();
+        for (SectionSaver x : sections) sum += x.pending();
         return sum;
     }
 
@@ -572,12 +591,13 @@ public final class MigrationSource {
     /** Puts the source back as it was: devices running, vCPUs resumed, tracking stopped. Says what it did. */
     private String rollBack(boolean saving, boolean paused, DirtyTracker tracker) {
         List<String> done = new ArrayList<>();
-        if (saving) {
-            for (V1DeviceMigration d : devices) {
+        if (saving) { // every section cancelled, in reverse order
+            for (int i = sections.size() - 1; i >= 0; i--) {
+                SectionSaver x = sections.get(i);
                 try {
-                    done.add(d.cancelSave());
+                    done.add(x.cancelSave());
                 } catch (RuntimeException e) {
-                    done.add("device " + d.deviceName() + " could not be put back: " + e.getMessage());
+                    done.add("section " + x.info().id() + " could not be put back: " + e.getMessage());
                 }
             }
         }

@@ -15,20 +15,20 @@ import java.util.List;
  */
 public record MigrationStats(String status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
                              long transferredBytes, long remainingBytes, long rounds, long ramPages, long zeroPages,
-                             long deviceBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
-                             List<DeviceStats> devices) {
+                             long sectionBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
+                             List<SectionStats> sections) {
 
-    /** One device's share: the bytes and chunks of device state it sent. */
-    public record DeviceStats(String name, long bytes, long chunks) {}
+    /** One section's share of this migration: the bytes and chunks of its state sent. */
+    public record SectionStats(String id, String kind, long bytes, long chunks) {}
 
     public MigrationStats {
-        devices = List.copyOf(devices);
+        sections = List.copyOf(sections);
     }
 
     /** The same figures under another status (the end of a failed or cancelled migration). */
     public MigrationStats withStatus(String newStatus) {
         return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
-                rounds, ramPages, zeroPages, deviceBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, devices);
+                rounds, ramPages, zeroPages, sectionBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, sections);
     }
 
     /** Whether the migration has ended: completed, failed, cancelled, or with its handover's outcome unknown. */

@@ -48,7 +48,13 @@ class HandoverTest {
         final java.util.concurrent.Semaphore attemptsEnded = new java.util.concurrent.Semaphore(0);
 
         Destination(java.util.function.UnaryOperator<MigrationDestination> configure) throws IOException {
-            destination = configure.apply(new MigrationDestination(guest, List.of(), null));
+            this(List.of(), configure);
+        }
+
+        /** With the VM's sections: their loaders. */
+        Destination(List<? extends org.vmmkit.core.migration.SectionLoader> loaders, java.util.function.UnaryOperator<MigrationDestination> configure)
+                throws IOException {
+            destination = configure.apply(new MigrationDestination(guest, loaders, null));
             Thread.ofPlatform().name("test-destination").daemon().start(() -> {
                 while (server.isOpen()) {
                     try {

@@ -169,8 +169,8 @@ class LiveMigrationTest {
     @Test
     void aRunningGuestAndItsDeviceMigrateLiveAndContinue() throws Exception {
         MigrationStats stats = migrateGuestAndDevice(MigrationSettings.DEFAULT);
-        assertEquals(1, stats.devices().size());
-        assertTrue(stats.devices().get(0).bytes() > 16 * MIB && stats.devices().get(0).chunks() > 16, stats.devices().toString());
+        assertEquals(1, stats.sections().size());
+        assertTrue(stats.sections().get(0).bytes() > 16 * MIB && stats.sections().get(0).chunks() > 16, stats.sections().toString());
     }
 
     @Test

@@ -35,17 +35,25 @@ public final class MigrateJson {
         ram.put("page-size", GuestMemory.PAGE_SIZE);
         out.put("ram", ram);
         Map<String, Object> vfio = new LinkedHashMap<>();
-        vfio.put("transferred", s.deviceBytes());
-        List<Map<String, Object>> devices = new ArrayList<>();
-        for (MigrationStats.DeviceStats d : s.devices()) {
+        long vfioBytes = 0;
+        List<Map<String, Object>> devices = new ArrayList<>(), sections = new ArrayList<>();
+        for (MigrationStats.SectionStats d : s.sections()) {
             Map<String, Object> dev = new LinkedHashMap<>();
-            dev.put("name", d.name());
+            dev.put("name", d.id());
             dev.put("transferred", d.bytes());
             dev.put("chunks", d.chunks());
-            devices.add(dev);
+            if (d.kind().startsWith("vfio")) {
+                devices.add(dev);
+                vfioBytes += d.bytes();
+            }
+            Map<String, Object> section = new LinkedHashMap<>(dev);
+            section.put("kind", d.kind());
+            sections.add(section);
         }
+        vfio.put("transferred", vfioBytes);
         vfio.put("devices", devices);
         out.put("vfio", vfio);
+        out.put("sections", sections);
         out.put("stopped-by-iteration-cap", s.stoppedByIterationCap());
         out.put("error-desc", error);
         return out;

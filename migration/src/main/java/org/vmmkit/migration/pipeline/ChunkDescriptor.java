@@ -2,20 +2,21 @@ package org.vmmkit.migration.pipeline;
 
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.migration.wire.FrameType;
-import org.vmmkit.vfio.migration.DeviceChunk;
+import org.vmmkit.core.migration.SectionChunk;
 
 /**
  * One slot of the transfer ring, allocated once and reused: what the sender is to write next. It points
- * at the data (a run of guest pages, or a device chunk in the device's data section); it never holds a copy.
+ * at the data (a run of guest pages, or a section's chunk in memory the section owns); it never holds a copy.
  */
 public final class ChunkDescriptor {
-    enum Kind { RAM, DEVICE, CONTROL }
+    enum Kind { RAM, SECTION, CONTROL }
 
     Kind kind;
     int channel; // the channel whose sender writes it; TransferRing.ALL_CHANNELS for every one
     GuestRegion region;
     long firstPage, pages;
-    DeviceChunk chunk;
+    SectionChunk chunk;
+    int section; // the section's index in the stream header
     FrameType control;
     long a, b;
     java.nio.ByteBuffer payload; // small control payloads only (vCPU state); null for none
@@ -29,9 +30,10 @@ public final class ChunkDescriptor {
         this.chunk = null;
     }
 
-    void device(DeviceChunk chunk) {
-        this.kind = Kind.DEVICE;
+    void section(int section, SectionChunk chunk) {
+        this.kind = Kind.SECTION;
         this.channel = 0;
+        this.section = section;
         this.chunk = chunk;
         this.region = null;
     }

@@ -22,15 +22,15 @@ import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.ram.RamSender;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
-import org.vmmkit.vfio.migration.DeviceChunk;
+import org.vmmkit.core.migration.SectionChunk;
 
 /**
  * The transfer ring: a Disruptor ring of pre-allocated {@link ChunkDescriptor}s with several producers
  * (the memory scanner, one per device) and one sender thread per channel that writes the descriptors of its
- * channel as frames, straight from guest RAM or a device's data section, without a copy (every sender
- * sees every slot and skips the others' — the ring is gated by all of them). A device chunk is released right after
- * its frame is written (or at once, if the sender has failed), which lets its producer read
- * {@code pending_bytes} again.
+ * channel as frames, straight from guest RAM or the memory a section's chunk is in, without a copy (every
+ * sender sees every slot and skips the others' — the ring is gated by all of them). A section's chunk is
+ * released right after its frame is written (or at once, if the sender has failed), which lets its producer
+ * ask the section for more.
  *
  * <p>Memory ordering: a producer fills a claimed slot and {@code publish}es it (the Disruptor's release
  * store of the sequence); the sender reads the slot after its barrier saw that sequence (acquire). The
@@ -140,15 +140,15 @@ public final class TransferRing implements AutoCloseable {
         }
     }
 
-    /** Queues a device chunk on the first channel; its sender releases it after writing it. */
-    public void publishDevice(DeviceChunk chunk) {
+    /** Queues a chunk of section {@code section} (its index in the stream header) on the first channel; its sender releases it after writing it. */
+    public void publishSection(int section, SectionChunk chunk) {
         if (failure != null) {
             chunk.release();
             check();
         }
         long seq = ring.next();
         try {
-            ring.get(seq).device(chunk);
+            ring.get(seq).section(section, chunk);
         } finally {
             ring.publish(seq);
         }
@@ -227,12 +227,23 @@ public final class TransferRing implements AutoCloseable {
         return n;
     }
 
-    public long deviceBytes() {
-        return senders.get(0).deviceBytes;
+    /** Bytes of section state written so far, over all sections. */
+    public long sectionBytes() {
+        return senders.get(0).sectionBytes;
     }
 
-    public long deviceChunks() {
-        return senders.get(0).deviceChunks;
+    public long sectionChunks() {
+        return senders.get(0).sectionChunks;
+    }
+
+    /** Bytes of section {@code index}'s state written so far in this ring's migration. */
+    public long sectionBytes(int index) {
+        return senders.get(0).perSection.get(2 * index);
+    }
+
+    /** Chunks of section {@code index} written so far. */
+    public long sectionChunks(int index) {
+        return senders.get(0).perSection.get(2 * index + 1);
     }
 
     @Override
@@ -254,12 +265,14 @@ public final class TransferRing implements AutoCloseable {
         private final GatheringByteChannel out;
         private final FrameCodec codec = new FrameCodec(Long.MAX_VALUE);
         private final RamSender ram;
-        /** ByteBuffer views of device data sections, made once per segment (a few per device). */
-        private final IdentityHashMap<MemorySegment, ByteBuffer> deviceViews = new IdentityHashMap<>();
+        /** ByteBuffer views of the segments sections' chunks are in, made once per segment (a few per section). */
+        private final IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new IdentityHashMap<>();
+        /** Bytes and chunks per section index (2 × index, 2 × index + 1), written by this sender, read by stats. */
+        final java.util.concurrent.atomic.AtomicLongArray perSection = new java.util.concurrent.atomic.AtomicLongArray(2 * org.vmmkit.migration.wire.StreamHeader.MAX_SECTIONS);
         private final long nanosPerByte100; // 100 x nanoseconds per byte at the cap; 0 = no cap
         private long paceStart, paceBytes;
         // Written by this sender only; volatile so that stats can be read live from any thread.
-        volatile long ramPages, zeroPages, frames, bytes, deviceBytes, deviceChunks;
+        volatile long ramPages, zeroPages, frames, bytes, sectionBytes, sectionChunks;
 
         private final long pageBytes;
 
@@ -307,17 +320,19 @@ public final class TransferRing implements AutoCloseable {
                     }
                     d.region = null;
                 }
-                case DEVICE -> {
-                    DeviceChunk c = d.chunk;
+                case SECTION -> {
+                    SectionChunk c = d.chunk;
                     d.chunk = null;
                     try {
                         if (failure == null) {
-                            ByteBuffer view = deviceViews.computeIfAbsent(c.base(), MemorySegment::asByteBuffer);
+                            ByteBuffer view = sectionViews.computeIfAbsent(c.base(), MemorySegment::asByteBuffer);
                             view.limit((int) (c.offset() + c.length())).position((int) c.offset());
-                            codec.write(out, FrameType.DEVICE_CHUNK, c.deviceId(), c.sequence(), view, null);
+                            codec.write(out, FrameType.SECTION_CHUNK, d.section, c.sequence(), view, null);
                             frames++;
-                            deviceBytes += c.length();
-                            deviceChunks++;
+                            sectionBytes += c.length();
+                            sectionChunks++;
+                            perSection.setRelease(2 * d.section, perSection.getPlain(2 * d.section) + c.length());
+                            perSection.setRelease(2 * d.section + 1, perSection.getPlain(2 * d.section + 1) + 1);
                             bytes += c.length() + FrameCodec.HEADER;
                             pace(c.length() + FrameCodec.HEADER);
                         }

@@ -6,8 +6,8 @@ public enum FrameType {
     RAM(1),
     /** A run of zero pages: {@code a} = guest physical address, {@code b} = pages, no payload. */
     ZERO_RUN(2),
-    /** A device state chunk: {@code a} = device id, {@code b} = sequence, payload = the chunk as the device produced it. */
-    DEVICE_CHUNK(3),
+    /** A section's chunk: {@code a} = the section's index in the stream header, {@code b} = sequence, payload = the chunk as the section produced it. */
+    SECTION_CHUNK(3),
     /** One vCPU's state: {@code a} = vCPU id, payload = {@code VcpuState.toBytes()}. */
     VCPU_STATE(4),
     /** A device's configuration: {@code a} = device id, payload = opaque bytes. */

@@ -9,11 +9,13 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.zip.CRC32C;
 
+import org.vmmkit.core.migration.SectionInfo;
+
 /**
  * The first bytes of a migration stream: what the source is, so the destination can refuse an
  * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
  */
-public record StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus, int channels,
+public record StreamHeader(int version, int pageSize, List<Range> memory, List<SectionInfo> sections, int vcpus, int channels,
                            long streamId, boolean ramChecksums, Nonce nonce) {
 
     /** Header flag bit 0: RAM frames carry a CRC32C per page. */
@@ -23,55 +25,60 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
     public static final long MAGIC = 0x474D54494B4D4D56L;
     public static final int VERSION = 3;
     public static final int MAX_CHANNELS = 16;
-    static final int FIXED = 64, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_DEVICES = 256, MAX_NAME = 256;
+    /** The most sections a stream carries. */
+    public static final int MAX_SECTIONS = 256;
+    static final int FIXED = 64, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_NAME = 256;
 
     /** A RAM range of the source's guest physical address space. */
     public record Range(long guestAddress, long size) {}
 
-    /** A migrating device: the id its chunks carry and its name. */
-    public record Device(int id, String name) {}
 
     public StreamHeader {
         memory = List.copyOf(memory);
-        devices = List.copyOf(devices);
+        sections = List.copyOf(sections);
     }
 
     /** A header for one channel. */
-    public StreamHeader(int version, int pageSize, List<Range> memory, List<Device> devices, int vcpus) {
-        this(version, pageSize, memory, devices, vcpus, 1, 0, true, new Nonce(0, 0));
+    public StreamHeader(int version, int pageSize, List<Range> memory, List<SectionInfo> sections, int vcpus) {
+        this(version, pageSize, memory, sections, vcpus, 1, 0, true, new Nonce(0, 0));
     }
 
     /** The same header for a stream of {@code channels} connections named {@code streamId}. */
     public StreamHeader withChannels(int channels, long streamId) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums, nonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, nonce);
     }
 
     /** The same header with RAM page checksums on or off. */
     public StreamHeader withRamChecksums(boolean on) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, on, nonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, on, nonce);
     }
 
     /** The same header bound to the attempt whose HELLO carried {@code destinationNonce}. */
     public StreamHeader withNonce(Nonce destinationNonce) {
-        return new StreamHeader(version, pageSize, memory, devices, vcpus, channels, streamId, ramChecksums, destinationNonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, destinationNonce);
     }
 
     public ByteBuffer encode() {
         int size = FIXED + 16 * memory.size() + 4;
-        for (Device d : devices) size += 8 + pad8(d.name().getBytes(StandardCharsets.UTF_8).length);
+        for (SectionInfo x : sections) size += 16 + pad8(utf8(x.id()).length) + pad8(utf8(x.kind()).length);
         ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
-        b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(devices.size()).putInt(vcpus)
+        b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(sections.size()).putInt(vcpus)
                 .putInt(channels).putInt(ramChecksums ? FLAG_RAM_CHECKSUMS : 0).putLong(streamId).putLong(nonce.high()).putLong(nonce.low());
         for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
-        for (Device d : devices) {
-            byte[] name = d.name().getBytes(StandardCharsets.UTF_8);
-            b.putInt(d.id()).putInt(name.length).put(name);
-            for (int i = name.length; i < pad8(name.length); i++) b.put((byte) 0);
+        for (SectionInfo x : sections) {
+            byte[] id = utf8(x.id()), kind = utf8(x.kind());
+            b.putInt(x.version()).putInt(id.length).putInt(kind.length).putInt(0);
+            b.put(id).position(b.position() + pad8(id.length) - id.length);
+            b.put(kind).position(b.position() + pad8(kind.length) - kind.length);
         }
         CRC32C crc = new CRC32C();
         crc.update(b.array(), 0, b.position());
         b.putInt((int) crc.getValue());
         return b.flip();
+    }
+
+    private static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
     }
 
     private static int pad8(int n) {
@@ -112,26 +119,31 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         crc.update(b.array(), 0, size - 4);
         if ((int) crc.getValue() != b.getInt(size - 4)) throw new WireFormatException("stream header CRC32C mismatch");
         b.position(16);
-        int pageSize = b.getInt(), regions = b.getInt(), devices = b.getInt(), vcpus = b.getInt(), channels = b.getInt(),
+        int pageSize = b.getInt(), regions = b.getInt(), sectionCount = b.getInt(), vcpus = b.getInt(), channels = b.getInt(),
                 flags = b.getInt();
         long streamId = b.getLong();
         Nonce nonce = new Nonce(b.getLong(), b.getLong());
-        if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || devices < 0 || devices > MAX_DEVICES
+        if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || sectionCount < 0 || sectionCount > MAX_SECTIONS
                 || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || (flags & ~FLAG_RAM_CHECKSUMS) != 0) {
-            throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + devices
-                    + " devices, " + vcpus + " vCPUs, " + channels + " channels, flags 0x" + Integer.toHexString(flags));
+            throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + sectionCount
+                    + " sections, " + vcpus + " vCPUs, " + channels + " channels, flags 0x" + Integer.toHexString(flags));
         }
         try {
             List<Range> memory = new ArrayList<>();
             for (int i = 0; i < regions; i++) memory.add(new Range(b.getLong(), b.getLong()));
-            List<Device> devs = new ArrayList<>();
-            for (int i = 0; i < devices; i++) {
-                int id = b.getInt(), len = b.getInt();
-                if (len < 0 || len > MAX_NAME) throw new WireFormatException("stream header: device name of " + len + " bytes");
-                byte[] name = new byte[len];
-                b.get(name);
-                b.position(b.position() + pad8(len) - len);
-                devs.add(new Device(id, new String(name, StandardCharsets.UTF_8)));
+            List<SectionInfo> devs = new ArrayList<>();
+            for (int i = 0; i < sectionCount; i++) {
+                int version2 = b.getInt(), idLength = b.getInt(), kindLength = b.getInt(), reserved = b.getInt();
+                if (idLength < 1 || idLength > MAX_NAME || kindLength < 1 || kindLength > MAX_NAME || reserved != 0) {
+                    throw new WireFormatException("stream header: section " + i + " has an id of " + idLength + " bytes, a kind of " + kindLength
+                            + " bytes, reserved 0x" + Integer.toHexString(reserved));
+                }
+                String id = text(b, idLength), kind = text(b, kindLength);
+                try {
+                    devs.add(new SectionInfo(id, kind, version2));
+                } catch (IllegalArgumentException e) {
+                    throw new WireFormatException("stream header: section " + i + ": " + e.getMessage());
+                }
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
             return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0, nonce);
@@ -140,18 +152,22 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<D
         }
     }
 
+    private static String text(ByteBuffer b, int length) {
+        byte[] bytes = new byte[length];
+        b.get(bytes);
+        b.position(b.position() + pad8(length) - length);
+        return new String(bytes, StandardCharsets.UTF_8);
+    }
+
     /**
      * Whether a VM with this layout (the destination's own) can take the stream: same page size, same RAM
-     * ranges, same devices by id and name, same vCPU count (the channels are the stream's, not the VM's).
-     * Names the first difference.
+     * ranges, same vCPU count (the channels are the stream's, not the VM's; the sections are matched to the
+     * destination's loaders by the destination). Names the first difference.
      */
     public void checkCompatibleWith(StreamHeader local) {
         if (pageSize != local.pageSize) throw new WireFormatException("page size " + pageSize + " here " + local.pageSize);
         if (!memory.equals(local.memory)) {
             throw new WireFormatException("memory layout differs: the source has " + describe(memory) + ", this VM " + describe(local.memory));
-        }
-        if (!devices.equals(local.devices)) {
-            throw new WireFormatException("devices differ: the source has " + devices + ", this VM " + local.devices);
         }
         if (vcpus != local.vcpus) throw new WireFormatException("the source has " + vcpus + " vCPUs, this VM " + local.vcpus);
     }

@@ -64,7 +64,7 @@ class TransferRingTest {
                  DirtyTracker tracker = new DirtyTracker(source, List.of(new VfioIommuDirtyPages(container, source)));
                  TransferRing ring = new TransferRing(1024, out, new MemoryViews(source), 256)) {
                 MemoryProducer memory = new MemoryProducer(ring, source, 256);
-                DeviceProducer device = new DeviceProducer(src, ring);
+                SectionProducer device = new SectionProducer(src, 0, ring);
                 tracker.start();
                 src.startPrecopy();
                 for (int round = 1; round <= 3; round++) {
@@ -86,13 +86,13 @@ class TransferRingTest {
                 ring.publishControl(FrameType.COMPLETE, ring.framesWritten(), 0);
                 ring.awaitSent(20, TimeUnit.SECONDS);
                 long[] counts = received.get(30, TimeUnit.SECONDS);
-                assertTrue(ring.deviceChunks() > 3 && counts[0] > 0, "chunks " + ring.deviceChunks() + ", RAM pages " + counts[0]);
+                assertTrue(ring.sectionChunks() > 3 && counts[0] > 0, "chunks " + ring.sectionChunks() + ", RAM pages " + counts[0]);
                 assertEquals(-1, region.host().mismatch(destination.regions().get(0).host()), "guest memory equal at stop");
                 assertArrayEquals(atStop, b.digestAtResume(), "device state equal at stop");
                 assertEquals(List.of(), a.misuse());
                 assertEquals(List.of(), b.misuse());
                 System.out.printf("ring: %d frames, %d device chunks (%d bytes), %d RAM pages, %d torn RAM frames resent%n",
-                        ring.framesWritten(), ring.deviceChunks(), ring.deviceBytes(), counts[0], counts[1]);
+                        ring.framesWritten(), ring.sectionChunks(), ring.sectionBytes(), counts[0], counts[1]);
             }
         }
     }
@@ -110,7 +110,7 @@ class TransferRingTest {
                 FrameType t = codec.readHeader(in);
                 switch (t) {
                     case RAM, ZERO_RUN -> ram.apply(in, codec);
-                    case DEVICE_CHUNK -> {
+                    case SECTION_CHUNK -> {
                         if (codec.a() != 0 || codec.b() != expectedSequence || codec.length() > chunk.capacity()) {
                             throw new WireFormatException("device chunk for device " + codec.a() + " sequence " + codec.b()
                                     + " (expected 0/" + expectedSequence + "), " + codec.length() + " bytes");

@@ -8,6 +8,8 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.List;
 
+import org.vmmkit.core.migration.SectionInfo;
+
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -20,7 +22,7 @@ class WireFormatTest {
 
     private static final StreamHeader SOURCE = new StreamHeader(StreamHeader.VERSION, 4096,
             List.of(new StreamHeader.Range(0, 3L << 30), new StreamHeader.Range(4L << 30, 1L << 30)),
-            List.of(new StreamHeader.Device(0, "emulated-gpu0"), new StreamHeader.Device(1, "nic")), 2).withChannels(3, 0x1234_5678_9abcL);
+            List.of(new SectionInfo("emulated-gpu0", "vfio-v1", 1), new SectionInfo("serial0", "host-uart", 7)), 2).withChannels(3, 0x1234_5678_9abcL);
 
     private FileChannel channel(String name) throws Exception {
         return FileChannel.open(dir.resolve(name), StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
@@ -88,12 +90,12 @@ class WireFormatTest {
 
     @Test
     void anIncompatibleVmIsNamedBeforeAnythingIsWritten() {
-        StreamHeader small = new StreamHeader(1, 4096, List.of(new StreamHeader.Range(0, 1L << 30)), SOURCE.devices(), 2);
+        StreamHeader small = new StreamHeader(1, 4096, List.of(new StreamHeader.Range(0, 1L << 30)), SOURCE.sections(), 2);
         WireFormatException e = assertThrows(WireFormatException.class, () -> SOURCE.checkCompatibleWith(small));
         assertTrue(e.getMessage().contains("memory layout differs") && e.getMessage().contains("0x100000000+1024M"), e.getMessage());
-        StreamHeader otherDevices = new StreamHeader(1, 4096, SOURCE.memory(), List.of(new StreamHeader.Device(0, "emulated-gpu0")), 2);
-        assertTrue(assertThrows(WireFormatException.class, () -> SOURCE.checkCompatibleWith(otherDevices)).getMessage()
-                .contains("devices differ"));
+        StreamHeader oneVcpu = new StreamHeader(1, 4096, SOURCE.memory(), SOURCE.sections(), 1);
+        assertTrue(assertThrows(WireFormatException.class, () -> SOURCE.checkCompatibleWith(oneVcpu)).getMessage()
+                .contains("2 vCPUs, this VM 1"));
     }
 
     @Test
@@ -105,7 +107,7 @@ class WireFormatTest {
         try (FileChannel ch = channel("frames")) {
             out.write(ch, FrameType.RAM, 0x200000, 2, pages, null);
             out.write(ch, FrameType.ZERO_RUN, 0x400000, 512, null, null);
-            out.write(ch, FrameType.DEVICE_CHUNK, 1, 7, part1, part2);
+            out.write(ch, FrameType.SECTION_CHUNK, 1, 7, part1, part2);
             out.write(ch, FrameType.COMPLETE, 3, 0, null, null);
             ch.position(0);
             assertEquals(FrameType.RAM, in.readHeader(ch));
@@ -118,7 +120,7 @@ class WireFormatTest {
             assertEquals(FrameType.ZERO_RUN, in.readHeader(ch));
             assertEquals(0, in.length());
             in.verify();
-            assertEquals(FrameType.DEVICE_CHUNK, in.readHeader(ch));
+            assertEquals(FrameType.SECTION_CHUNK, in.readHeader(ch));
             assertEquals(128, in.length());
             in.readPayload(ch, ByteBuffer.allocateDirect(128));
             in.verify();

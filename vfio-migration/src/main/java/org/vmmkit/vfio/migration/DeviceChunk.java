@@ -7,7 +7,7 @@ import java.lang.foreign.MemorySegment;
  * or of the pooled buffer it was pread into. Valid until {@link #release()}; the device's next
  * {@code pending_bytes} read (save step f) waits for that release. One object per device, reused.
  */
-public final class DeviceChunk {
+public final class DeviceChunk implements org.vmmkit.core.migration.SectionChunk {
     private final V1DeviceMigration owner;
     private MemorySegment base;
     private long offset, length;
@@ -32,6 +32,7 @@ public final class DeviceChunk {
     }
 
     /** 0 for the device's first chunk, then 1, 2, ...: the destination writes them in this order. */
+    @Override
     public long sequence() {
         return sequence;
     }
@@ -45,14 +46,17 @@ public final class DeviceChunk {
      * The segment the bytes are in (the whole mapped area, or the pooled buffer): with {@link #offset()} and
      * {@link #length()}, what a sender uses to write the chunk without creating an object per chunk.
      */
+    @Override
     public MemorySegment base() {
         return base;
     }
 
+    @Override
     public long offset() {
         return offset;
     }
 
+    @Override
     public long length() {
         return length;
     }
@@ -63,6 +67,7 @@ public final class DeviceChunk {
     }
 
     /** Hands the chunk back: the data has been consumed (save step e is done). */
+    @Override
     public void release() {
         owner.released(this);
     }

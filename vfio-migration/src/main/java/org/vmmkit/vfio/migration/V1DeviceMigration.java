@@ -4,6 +4,9 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 
+import org.vmmkit.core.migration.SectionInfo;
+import org.vmmkit.core.migration.SectionLoader;
+import org.vmmkit.core.migration.SectionSaver;
 import org.vmmkit.core.sys.SysException;
 import org.vmmkit.core.vfio.VfioDevice;
 import org.vmmkit.vfio.migration.abi.V1Abi;
@@ -29,7 +32,9 @@ import org.vmmkit.vfio.migration.abi.V1Abi;
  * ERROR is reset with {@code VFIO_DEVICE_RESET}. Not thread-safe: one thread drives a device, and the
  * release of a chunk may come from another thread (the sender) - it only sets a volatile flag.
  */
-public final class V1DeviceMigration implements AutoCloseable {
+public final class V1DeviceMigration implements SectionSaver, SectionLoader, AutoCloseable {
+    /** The section kind of a VFIO device's v1 migration region state; its chunks are the vendor driver's, opaque. */
+    public static final String SECTION_KIND = "vfio-v1";
 
     /** Bounds that turn a misbehaving device into an error instead of a hang. */
     public record Options(long maxStopCopyChunks, Duration stopCopyTimeout) {
@@ -370,6 +375,60 @@ public final class V1DeviceMigration implements AutoCloseable {
     public String abortResume() {
         targetOffset = -1;
         return resetFromError();
+    }
+
+    // ---- the migration section: the coordinator's view of the save and resume sequences above ----
+
+    /** Section id = the device name, kind {@value #SECTION_KIND}, version 1 (the framing; the chunks are the vendor's). */
+    @Override
+    public SectionInfo info() {
+        return new SectionInfo(deviceName(), SECTION_KIND, 1);
+    }
+
+    @Override
+    public void startSave() {
+        startPrecopy();
+    }
+
+    @Override
+    public long pending() {
+        return pendingBytes();
+    }
+
+    @Override
+    public void stop() {
+        enterStopAndCopy();
+    }
+
+    /** Every chunk was sent and released: 010b → 000b. */
+    @Override
+    public void finishSave() {
+        transition(DeviceState.STOP);
+    }
+
+    @Override
+    public boolean canLoad(int version) {
+        return version == 1;
+    }
+
+    @Override
+    public void startLoad(int version) {
+        startResume();
+    }
+
+    /** Nothing to check before the VM starts: {@link #start} refuses a device without its final chunk. */
+    @Override
+    public void finishLoad() {
+    }
+
+    @Override
+    public void start() {
+        completeResume();
+    }
+
+    @Override
+    public String abortLoad() {
+        return abortResume();
     }
 
     @Override
