@@ -100,6 +100,20 @@ public final class MigrationSource {
         return this;
     }
 
+    /**
+     * How long the source, its vCPUs paused, waits for PREPARED once the whole stream is sent. Rolling back is
+     * safe until COMMIT, so a destination that stopped answering (stopped, hung) is given up on rather than
+     * holding the guest paused without limit; the bound is the destination's own for its further channels.
+     */
+    public static final java.time.Duration PREPARED_TIMEOUT = java.time.Duration.ofSeconds(60);
+    private java.time.Duration preparedTimeout = PREPARED_TIMEOUT;
+
+    /** Another wait for PREPARED than {@link #PREPARED_TIMEOUT} (tests). */
+    MigrationSource withPreparedTimeout(java.time.Duration timeout) {
+        this.preparedTimeout = timeout;
+        return this;
+    }
+
     /** How long the source waits for an outcome query's connection, and again for its answer. */
     public static final java.time.Duration OUTCOME_QUERY_TIMEOUT = java.time.Duration.ofSeconds(5);
 
@@ -394,8 +408,19 @@ public final class MigrationSource {
 
             phaseEvent = endPhase(phaseEvent, phase, "sent");
             phase = "handover";
-            // The destination never starts without COMMIT: until it is written, rolling back is safe.
-            expectFromDestination(channel, back, FrameType.PREPARED, "handover");
+            // The destination never starts without COMMIT: until it is written, rolling back is safe, and a
+            // destination that does not answer is given up on (the watchdog closes the connections).
+            try (Watchdog watchdog = new Watchdog("migration-prepared-watchdog", preparedTimeout, channels)) {
+                try {
+                    expectFromDestination(channel, back, FrameType.PREPARED, "handover");
+                } catch (IOException e) {
+                    if (watchdog.fired()) {
+                        throw new IOException("the destination did not answer PREPARED within " + preparedTimeout.toMillis() + " ms of COMPLETE", e);
+                    }
+                    throw e;
+                }
+                if (!watchdog.disarm()) throw new IOException("the destination answered PREPARED only after " + preparedTimeout.toMillis() + " ms");
+            }
             checkCancelled();
             // The decision point. From here the destination may run the VM, so the source never resumes on its
             // own: an answer lost from now on leaves the outcome unknown (see the catch below).

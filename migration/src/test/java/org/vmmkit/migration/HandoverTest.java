@@ -174,6 +174,23 @@ class HandoverTest {
         }
     }
 
+    /** A destination that stops answering after the stream (stopped, hung) must not hold the paused source without limit. */
+    @Test
+    void aDestinationThatNeverAnswersPreparedIsGivenUpOnAndTheSourceResumes() throws Exception {
+        try (FakeGuest src = FakeGuest.source(SIZE, 11); Destination dst = new Destination();
+             FrameProxy proxy = new FrameProxy(dst.address(), (c, d, i, t) ->
+                     d == Direction.TO_SOURCE && t == FrameType.PREPARED.code() ? Action.DROP : Action.FORWARD)) {
+            MigrationSource source = sourceOf(src, 1).withPreparedTimeout(Duration.ofMillis(500));
+            MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
+            assertTrue(e.getMessage().contains("did not answer PREPARED within 500 ms") && e.getMessage().contains("vCPUs resumed"), e.getMessage());
+            assertEquals("failed", source.stats().status());
+            assertTrue(src.running());
+            assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS), "the destination gave the attempt up");
+            assertFalse(dst.guest.running());
+            assertEquals(0, dst.guest.starts());
+        }
+    }
+
     @Test
     void aPreparedDestinationWithoutCommitGivesTheStreamUpUnstarted() throws Exception {
         try (Destination dst = new Destination(d -> d.withWaits(MigrationDestination.CHANNEL_WAIT, Duration.ofMillis(300)));

@@ -218,6 +218,8 @@ public final class Machine implements AutoCloseable {
                 migrationError = e.getMessage() != null ? e.getMessage() : e.toString();
                 LOG.log(System.Logger.Level.WARNING, migrationError);
                 MigrationStats last = source.stats();
+                // Only a status the source did not settle is replaced: "unknown" is settled (the VM stays paused
+                // until migrate-resolve), and showing it as failed would invite resuming a VM that may run elsewhere.
                 if (!last.ended()) abandoned = last.withStatus("failed");
             } finally {
                 if (kvmLog != null) kvmLog.close();

@@ -20,17 +20,21 @@ import org.vmmkit.migration.wire.StreamHeader;
  * A TCP proxy between a migration source and its destination that understands frames, so a test can drop,
  * repeat or cut at one exact frame in either direction: the outside judge of the protocol. It forwards the
  * stream header and outcome queries as they are; every frame (40-byte header and payload) goes through
- * {@link Rule}. It can record what the source sent on the first connection (for a replay) and stop taking
- * connections (a partition).
+ * {@link Rule}. It can record what the source sent on the first connection (for a replay), end one direction
+ * of a connection only, and stop taking connections (a partition). A connection it accepts when the target
+ * refuses is closed at once, as a dead destination's would be, and the proxy goes on accepting.
  */
 public final class FrameProxy implements AutoCloseable {
     public enum Direction { TO_DESTINATION, TO_SOURCE }
 
     /**
      * FORWARD it; DROP it; REPEAT it (sent twice); CUT: drop it and close both sides of that connection;
-     * PARTITION: stop taking connections, then cut (neither end can reach the other through the proxy again).
+     * PARTITION: stop taking connections, then cut (neither end can reach the other through the proxy again);
+     * END_TO_DESTINATION / END_TO_SOURCE: from this frame on nothing more travels that way on this connection
+     * and its receiver reads the end of its input (a half-close, a FIN), while the other way keeps flowing until
+     * an end closes the connection; this frame is lost if it travels the ended way, forwarded otherwise.
      */
-    public enum Action { FORWARD, DROP, REPEAT, CUT, PARTITION }
+    public enum Action { FORWARD, DROP, REPEAT, CUT, PARTITION, END_TO_DESTINATION, END_TO_SOURCE }
 
     /** Decides each frame: the connection (0 = the first accepted), the direction, the frame's index in it, its type code. */
     @FunctionalInterface
@@ -45,10 +49,18 @@ public final class FrameProxy implements AutoCloseable {
     private final AtomicInteger connections = new AtomicInteger();
     private final CountDownLatch cut = new CountDownLatch(1);
     private final ByteArrayOutputStream recorded = new ByteArrayOutputStream();
+    private final boolean record;
 
+    /** A proxy to {@code target} that records the first connection's stream (see {@link #recordedStream}). */
     public FrameProxy(SocketAddress target, Rule rule) throws IOException {
+        this(target, rule, true);
+    }
+
+    /** With {@code record} false nothing is kept: for long streams whose bytes no test replays. */
+    public FrameProxy(SocketAddress target, Rule rule, boolean record) throws IOException {
         this.target = target;
         this.rule = rule;
+        this.record = record;
         this.listener = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
         this.acceptor = Thread.ofPlatform().name("frame-proxy").daemon().start(this::acceptLoop);
     }
@@ -84,19 +96,92 @@ public final class FrameProxy implements AutoCloseable {
 
     private void acceptLoop() {
         while (listener.isOpen()) {
+            SocketChannel from;
             try {
-                SocketChannel from = listener.accept();
-                SocketChannel to = SocketChannel.open(target);
-                int index = connections.getAndIncrement();
-                Thread.ofPlatform().daemon().start(() -> pump(index, from, to, Direction.TO_DESTINATION));
-                Thread.ofPlatform().daemon().start(() -> pump(index, to, from, Direction.TO_SOURCE));
+                from = listener.accept();
             } catch (IOException e) {
                 return; // closed
+            }
+            SocketChannel to;
+            try {
+                to = SocketChannel.open(target);
+            } catch (IOException e) {
+                // The target is gone (a killed destination): the source sees its connection end, and asks again later.
+                closeQuietly(from);
+                continue;
+            }
+            Link link = new Link(connections.getAndIncrement(), from, to);
+            Thread.ofPlatform().daemon().start(() -> pump(link, Direction.TO_DESTINATION));
+            Thread.ofPlatform().daemon().start(() -> pump(link, Direction.TO_SOURCE));
+        }
+    }
+
+    /** One proxied connection: its two sockets, and per direction whether it was ended (guarded by that direction's lock). */
+    private final class Link {
+        final int index;
+        final SocketChannel source, destination;
+        private final Object toDestination = new Object(), toSource = new Object();
+        private boolean endedToDestination, endedToSource;
+
+        Link(int index, SocketChannel source, SocketChannel destination) {
+            this.index = index;
+            this.source = source;
+            this.destination = destination;
+        }
+
+        SocketChannel in(Direction d) {
+            return d == Direction.TO_DESTINATION ? source : destination;
+        }
+
+        SocketChannel out(Direction d) {
+            return d == Direction.TO_DESTINATION ? destination : source;
+        }
+
+        private Object lock(Direction d) {
+            return d == Direction.TO_DESTINATION ? toDestination : toSource;
+        }
+
+        /** Ends direction {@code d}: its receiver reads the end of its input; later frames that way are discarded. */
+        void end(Direction d) {
+            synchronized (lock(d)) {
+                if (d == Direction.TO_DESTINATION) endedToDestination = true;
+                else endedToSource = true;
+                try {
+                    out(d).shutdownOutput();
+                } catch (IOException e) {
+                    // already closed: that direction has ended anyway
+                }
+            }
+        }
+
+        /** Writes {@code parts} in direction {@code d}, whole, unless that direction was ended. */
+        void write(Direction d, ByteBuffer... parts) throws IOException {
+            synchronized (lock(d)) {
+                if (d == Direction.TO_DESTINATION ? endedToDestination : endedToSource) return;
+                SocketChannel out = out(d);
+                for (ByteBuffer b : parts) {
+                    if (record && index == 0 && d == Direction.TO_DESTINATION) {
+                        synchronized (FrameProxy.this) {
+                            recorded.write(b.array(), b.arrayOffset() + b.position(), b.remaining());
+                        }
+                    }
+                    while (b.hasRemaining()) out.write(b);
+                }
             }
         }
     }
 
-    private void pump(int connection, SocketChannel in, SocketChannel out, Direction direction) {
+    private static void closeQuietly(SocketChannel c) {
+        try {
+            c.close();
+        } catch (IOException ignored) {
+            // closing is all that is wanted
+        }
+    }
+
+    private void pump(Link link, Direction direction) {
+        SocketChannel in = link.in(direction), out = link.out(direction);
+        int connection = link.index;
         try {
             ByteBuffer head = ByteBuffer.allocate(FrameCodec.HEADER).order(ByteOrder.LITTLE_ENDIAN);
             if (direction == Direction.TO_DESTINATION) {
@@ -108,11 +193,11 @@ public final class FrameProxy implements AutoCloseable {
                     if (!fill(in, fixed)) return;
                     ByteBuffer rest = ByteBuffer.allocate(fixed.getInt(4) - 16);
                     if (!fill(in, rest)) return;
-                    forward(connection, out, magic.flip(), fixed.flip(), rest.flip());
+                    link.write(direction, magic.flip(), fixed.flip(), rest.flip());
                 } else if (m == OutcomeQuery.MAGIC) {
                     ByteBuffer rest = ByteBuffer.allocate(20);
                     if (!fill(in, rest)) return;
-                    forward(connection, out, magic.flip(), rest.flip());
+                    link.write(direction, magic.flip(), rest.flip());
                 } else {
                     head.put(magic.flip()); // a further channel: its first frame began there
                 }
@@ -126,11 +211,16 @@ public final class FrameProxy implements AutoCloseable {
                 payload.flip();
                 Action action = rule.on(connection, direction, index, Short.toUnsignedInt(head.getShort(0)));
                 switch (action) {
-                    case FORWARD -> forward(connection, direction, out, head, payload);
+                    case FORWARD -> link.write(direction, head, payload);
                     case DROP -> { }
                     case REPEAT -> {
-                        forward(connection, direction, out, head.duplicate(), payload.duplicate());
-                        forward(connection, direction, out, head, payload);
+                        link.write(direction, head.duplicate(), payload.duplicate());
+                        link.write(direction, head, payload);
+                    }
+                    case END_TO_DESTINATION, END_TO_SOURCE -> {
+                        Direction ended = action == Action.END_TO_DESTINATION ? Direction.TO_DESTINATION : Direction.TO_SOURCE;
+                        link.end(ended);
+                        link.write(direction, head, payload); // discarded if this frame travels the ended way
                     }
                     case CUT, PARTITION -> {
                         if (action == Action.PARTITION) refuseNewConnections();
@@ -151,22 +241,6 @@ public final class FrameProxy implements AutoCloseable {
             } catch (IOException ignored) {
                 // already closed
             }
-        }
-    }
-
-    private void forward(int connection, Direction direction, SocketChannel out, ByteBuffer... parts) throws IOException {
-        if (direction == Direction.TO_DESTINATION) forward(connection, out, parts);
-        else for (ByteBuffer b : parts) while (b.hasRemaining()) out.write(b);
-    }
-
-    private void forward(int connection, SocketChannel out, ByteBuffer... parts) throws IOException {
-        for (ByteBuffer b : parts) {
-            if (connection == 0) {
-                synchronized (this) {
-                    recorded.write(b.array(), b.arrayOffset() + b.position(), b.remaining());
-                }
-            }
-            while (b.hasRemaining()) out.write(b);
         }
     }
 
