@@ -4,16 +4,13 @@ import java.util.List;
 
 /**
  * A migration's statistics, in QEMU's query-migrate vocabulary, as a snapshot: taken live from
- * {@link MigrationSource#stats()} while it runs, or returned when it completes. {@code status} is one of
- * {@code none, setup, active, device, completed, failed, cancelled, unknown} ({@code device}: vCPUs paused,
- * the stop-and-copy and the handover; {@code unknown}: the handover's outcome is unknown and the VM stays
- * paused until {@link MigrationSource#resolve}). Times in milliseconds; the downtime runs from the pause to the
+ * {@link MigrationSource#stats()} while it runs, or returned when it completes ({@link MigrationStatus}). Times in milliseconds; the downtime runs from the pause to the
  * destination's acknowledgement that its VM runs; {@code remainingBytes} is what the current round still
  * has to send (its dirty pages plus the devices' pending bytes at the round's start, less what was sent);
  * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
  * by {@code max-iterations} rather than the downtime limit.
  */
-public record MigrationStats(String status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
+public record MigrationStats(MigrationStatus status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
                              long transferredBytes, long remainingBytes, long rounds, long ramPages, long zeroPages,
                              long sectionBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
                              List<SectionStats> sections) {
@@ -26,21 +23,18 @@ public record MigrationStats(String status, long totalMillis, long setupMillis, 
     }
 
     /** The same figures under another status (the end of a failed or cancelled migration). */
-    public MigrationStats withStatus(String newStatus) {
+    public MigrationStats withStatus(MigrationStatus newStatus) {
         return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
                 rounds, ramPages, zeroPages, sectionBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, sections);
     }
 
     /** Whether the migration has ended: completed, failed, cancelled, or with its handover's outcome unknown. */
     public boolean ended() {
-        return switch (status) {
-            case "completed", "failed", "cancelled", "unknown" -> true;
-            default -> false;
-        };
+        return status.ended();
     }
 
     /** The stats of a migration that has not started. */
     public static MigrationStats none() {
-        return new MigrationStats("none", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of());
+        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of());
     }
 }

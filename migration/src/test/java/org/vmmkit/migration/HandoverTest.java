@@ -95,7 +95,7 @@ class HandoverTest {
         try (FakeGuest src = FakeGuest.source(SIZE, 1); Destination dst = new Destination();
              FrameProxy proxy = new FrameProxy(dst.address(), (c, d, i, t) -> Action.FORWARD)) {
             MigrationStats stats = sourceOf(src, 2).migrate(proxy.address());
-            assertEquals("completed", stats.status());
+            assertEquals(MigrationStatus.COMPLETED, stats.status());
             dst.started.get(30, TimeUnit.SECONDS);
             assertTrue(dst.guest.equalsSource(src));
             assertFalse(src.running());
@@ -112,7 +112,7 @@ class HandoverTest {
             MigrationSource source = sourceOf(src, 1);
             MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
             dst.started.get(30, TimeUnit.SECONDS);
-            assertEquals("unknown", source.stats().status(), e.getMessage());
+            assertEquals(MigrationStatus.UNKNOWN, source.stats().status(), e.getMessage());
             assertTrue(e.getMessage().contains("handover outcome unknown") && e.getMessage().contains("stays paused"), e.getMessage());
             assertFalse(src.running(), "the source resumed while the destination runs");
             assertEquals(0, src.resumes());
@@ -120,7 +120,7 @@ class HandoverTest {
             assertTrue(source.unresolved());
             // Asked directly, the destination says its VM runs: settled, and the source stays paused.
             MigrationStats settled = source.resolveByAsking(dst.address());
-            assertEquals("completed", settled.status());
+            assertEquals(MigrationStatus.COMPLETED, settled.status());
             assertFalse(src.running());
             assertFalse(source.unresolved());
         }
@@ -133,7 +133,7 @@ class HandoverTest {
                      d == Direction.TO_SOURCE && t == FrameType.ACK_COMPLETE.code() ? Action.CUT : Action.FORWARD)) {
             MigrationSource source = sourceOf(src, 1);
             MigrationStats stats = source.migrate(proxy.address());
-            assertEquals("completed", stats.status());
+            assertEquals(MigrationStatus.COMPLETED, stats.status());
             assertTrue(source.error().contains("said its VM runs"), source.error());
             assertFalse(src.running());
             assertTrue(dst.guest.running());
@@ -149,7 +149,7 @@ class HandoverTest {
             assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
             assertFalse(src.running());
             MigrationStats settled = source.resolve(false, "the operator found the destination host dead");
-            assertEquals("failed", settled.status());
+            assertEquals(MigrationStatus.FAILED, settled.status());
             assertTrue(src.running(), "resumed on the operator's word");
             assertThrows(IllegalStateException.class, () -> source.resolve(true, "twice"));
         }
@@ -162,14 +162,14 @@ class HandoverTest {
                      d == Direction.TO_SOURCE && t == FrameType.PREPARED.code() ? Action.CUT : Action.FORWARD)) {
             MigrationSource source = sourceOf(src, 1);
             MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
-            assertEquals("failed", source.stats().status());
+            assertEquals(MigrationStatus.FAILED, source.stats().status());
             assertTrue(e.getMessage().contains("rolled back") && e.getMessage().contains("vCPUs resumed"), e.getMessage());
             assertTrue(src.running());
             assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS), "the destination gave the attempt up");
             assertFalse(dst.guest.running());
             assertEquals(0, dst.guest.starts());
             // The destination takes the next genuine attempt.
-            assertEquals("completed", sourceOf(src, 1).migrate(dst.address()).status());
+            assertEquals(MigrationStatus.COMPLETED, sourceOf(src, 1).migrate(dst.address()).status());
             assertTrue(dst.guest.running() && dst.guest.equalsSource(src));
         }
     }
@@ -183,7 +183,7 @@ class HandoverTest {
             MigrationSource source = sourceOf(src, 1).withPreparedTimeout(Duration.ofMillis(500));
             MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
             assertTrue(e.getMessage().contains("did not answer PREPARED within 500 ms") && e.getMessage().contains("vCPUs resumed"), e.getMessage());
-            assertEquals("failed", source.stats().status());
+            assertEquals(MigrationStatus.FAILED, source.stats().status());
             assertTrue(src.running());
             assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS), "the destination gave the attempt up");
             assertFalse(dst.guest.running());
@@ -201,7 +201,7 @@ class HandoverTest {
             MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(proxy.address()));
             // The destination gave up (no COMMIT) and said so with ERROR: a decided outcome, so the source resumed.
             assertTrue(e.getMessage().contains("no COMMIT within 300 ms"), e.getMessage());
-            assertEquals("failed", source.stats().status());
+            assertEquals(MigrationStatus.FAILED, source.stats().status());
             assertTrue(src.running());
             assertFalse(dst.guest.running());
             assertEquals(0, dst.guest.starts());
@@ -229,7 +229,7 @@ class HandoverTest {
         byte[] recording;
         try (FakeGuest src = FakeGuest.source(SIZE, 8); Destination dst = new Destination();
              FrameProxy proxy = new FrameProxy(dst.address(), (c, d, i, t) -> Action.FORWARD)) {
-            assertEquals("completed", sourceOf(src, 1).migrate(proxy.address()).status());
+            assertEquals(MigrationStatus.COMPLETED, sourceOf(src, 1).migrate(proxy.address()).status());
             recording = proxy.recordedStream();
         }
         try (Destination fresh = new Destination(); SocketChannel replay = SocketChannel.open(fresh.address())) {
@@ -267,7 +267,7 @@ class HandoverTest {
                 String last = dst.failures.getLast();
                 assertTrue(last.contains("the first connection closed while the stream's further channels were awaited"), last);
             }
-            assertEquals("completed", sourceOf(src, 2).migrate(dst.address()).status(), "the next genuine migration");
+            assertEquals(MigrationStatus.COMPLETED, sourceOf(src, 2).migrate(dst.address()).status(), "the next genuine migration");
             assertTrue(dst.guest.equalsSource(src));
         }
     }

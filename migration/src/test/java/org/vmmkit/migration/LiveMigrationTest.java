@@ -246,7 +246,7 @@ class LiveMigrationTest {
             assertTrue(onDestination.awaitPasses(passesAtPause + 2, Duration.ofSeconds(30)),
                     "the guest's pass counter continues past " + passesAtPause + " on the destination");
             assertNull(destination.failure());
-            assertEquals("completed", stats.status());
+            assertEquals(MigrationStatus.COMPLETED, stats.status());
             assertTrue(stats.downtimeMillis() <= MigrationSettings.DEFAULT.downtimeLimit().toMillis(),
                     "downtime " + stats.downtimeMillis() + " ms");
             assertTrue(a.dmaWrites() > 0, "the device did DMA during the migration");
@@ -255,7 +255,7 @@ class LiveMigrationTest {
 
             // Live statistics: seen while it ran, never going backwards.
             List<MigrationStats> live = outcome.live();
-            assertTrue(live.stream().anyMatch(s -> s.status().equals("active") && s.transferredBytes() > 0), "a live snapshot in pre-copy");
+            assertTrue(live.stream().anyMatch(s -> s.status() == MigrationStatus.ACTIVE && s.transferredBytes() > 0), "a live snapshot in pre-copy");
             for (int i = 1; i < live.size(); i++) {
                 assertTrue(live.get(i).transferredBytes() >= live.get(i - 1).transferredBytes(), "transferred never shrinks");
                 assertTrue(live.get(i).rounds() >= live.get(i - 1).rounds(), "rounds never shrink");

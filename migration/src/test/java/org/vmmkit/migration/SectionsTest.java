@@ -71,7 +71,7 @@ class SectionsTest {
             try (Destination dst = new Destination(List.of(bMigration, bufferThere, uartThere), d -> d)) {
                 MigrationSource source = new MigrationSource(src, List.of(), List.of(aMigration, buffer, uart), MigrationSettings.DEFAULT);
                 MigrationStats stats = source.migrate(dst.address());
-                assertEquals("completed", stats.status());
+                assertEquals(MigrationStatus.COMPLETED, stats.status());
                 dst.started.get(30, TimeUnit.SECONDS);
                 assertTrue(dst.guest.equalsSource(src), "guest RAM and vCPU state");
                 assertEquals(-1, buffer.state().mismatch(bufferThere.state()), "the iterative section's state");

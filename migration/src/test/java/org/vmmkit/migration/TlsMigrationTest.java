@@ -57,7 +57,7 @@ class TlsMigrationTest {
     void aMigrationOverMutuallyAuthenticatedTlsCompletesOnEveryChannel() throws Exception {
         try (FakeGuest src = FakeGuest.source(SIZE, 21); Destination dst = tlsDestination()) {
             MigrationStats stats = source(src, "source", ca, 3).migrate(dst.address());
-            assertEquals("completed", stats.status());
+            assertEquals(MigrationStatus.COMPLETED, stats.status());
             dst.started.get(30, TimeUnit.SECONDS);
             assertTrue(dst.guest.equalsSource(src));
             assertFalse(src.running());
@@ -73,7 +73,7 @@ class TlsMigrationTest {
             assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS));
             assertTrue(dst.failures.getLast().contains("tls handshake"), dst.failures.getLast());
             assertEquals(0, dst.guest.starts());
-            assertEquals("completed", source(src, "source", ca, 1).migrate(dst.address()).status(), "the next genuine migration");
+            assertEquals(MigrationStatus.COMPLETED, source(src, "source", ca, 1).migrate(dst.address()).status(), "the next genuine migration");
         }
     }
 

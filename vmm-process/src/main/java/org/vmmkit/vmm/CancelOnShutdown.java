@@ -1,5 +1,7 @@
 package org.vmmkit.vmm;
 
+import org.vmmkit.migration.MigrationStatus;
+
 import java.io.IOException;
 import java.nio.file.Path;
 
@@ -50,9 +52,9 @@ final class CancelOnShutdown implements AutoCloseable {
             c.execute("migrate-cancel", null);
             System.err.println("\nvmm: cancelling the migration ...");
             for (int i = 0; i < 200; i++) {
-                String s = c.query("query-migrate").get("status").getAsString();
-                if (!s.equals("setup") && !s.equals("active") && !s.equals("device")) {
-                    System.err.println(s.equals("unknown") ? "vmm: cancel came after the decision point: the outcome is unknown and the"
+                MigrationStatus s = MigrationStatus.of(c.query("query-migrate").get("status").getAsString());
+                if (s.ended() || s == MigrationStatus.NONE) {
+                    System.err.println(s == MigrationStatus.UNKNOWN ? "vmm: cancel came after the decision point: the outcome is unknown and the"
                             + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
                     return;
                 }

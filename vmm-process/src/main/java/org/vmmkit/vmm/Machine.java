@@ -166,10 +166,18 @@ public final class Machine implements AutoCloseable {
     public Status status() {
         MigrationSource m = migration;
         if (m != null) {
-            String s = m.stats().status();
-            if (s.equals("completed")) return Status.POSTMIGRATE;
-            if (s.equals("device")) return Status.FINISH_MIGRATE;
-            if (s.equals("unknown")) return Status.POSTMIGRATE_UNKNOWN;
+            switch (m.stats().status()) {
+                case COMPLETED -> {
+                    return Status.POSTMIGRATE;
+                }
+                case DEVICE -> {
+                    return Status.FINISH_MIGRATE;
+                }
+                case UNKNOWN -> {
+                    return Status.POSTMIGRATE_UNKNOWN;
+                }
+                default -> { }
+            }
         }
         return status;
     }
@@ -220,7 +228,7 @@ public final class Machine implements AutoCloseable {
                 MigrationStats last = source.stats();
                 // Only a status the source did not settle is replaced: "unknown" is settled (the VM stays paused
                 // until migrate-resolve), and showing it as failed would invite resuming a VM that may run elsewhere.
-                if (!last.ended()) abandoned = last.withStatus("failed");
+                if (!last.ended()) abandoned = last.withStatus(org.vmmkit.migration.MigrationStatus.FAILED);
             } finally {
                 if (kvmLog != null) kvmLog.close();
             }
@@ -247,7 +255,7 @@ public final class Machine implements AutoCloseable {
         MigrationStats after = destinationRuns == null ? m.resolveByAsking(askAt)
                 : m.resolve(destinationRuns, destinationRuns ? "the operator says the destination runs the VM" : "the operator says the destination does not run the VM");
         LOG.log(System.Logger.Level.WARNING, "migration outcome resolved: " + m.error());
-        return after.status();
+        return after.status().label();
     }
 
     /** What this destination knows of the last stream it received: its nonce and outcome; null before any. */

@@ -13,6 +13,7 @@ import java.util.concurrent.CountDownLatch;
 
 import com.google.gson.JsonObject;
 import org.vmmkit.core.config.ConfigException;
+import org.vmmkit.migration.MigrationStatus;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -194,9 +195,9 @@ public final class Main {
             }
             if (json) System.out.println(ControlServer.GSON.toJson(last));
             else System.out.println(Progress.summary(last));
-            return switch (last.get("status").getAsString()) {
-                case "completed" -> 0;
-                case "unknown" -> OUTCOME_UNKNOWN;
+            return switch (MigrationStatus.of(last.get("status").getAsString())) {
+                case COMPLETED -> 0;
+                case UNKNOWN -> OUTCOME_UNKNOWN;
                 default -> FAILED;
             };
         }
@@ -214,7 +215,7 @@ public final class Main {
             while (true) {
                 JsonObject stats = client.query("query-migrate");
                 String status = stats.get("status").getAsString();
-                if (status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown")) {
+                if (MigrationStatus.of(status).ended()) {
                     bar.finish(stats);
                     return stats;
                 }

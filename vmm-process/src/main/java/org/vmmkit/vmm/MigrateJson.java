@@ -1,6 +1,7 @@
 package org.vmmkit.vmm;
 
 import java.util.ArrayList;
+import org.vmmkit.migration.MigrationStatus;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -17,10 +18,10 @@ public final class MigrateJson {
 
     public static Map<String, Object> of(MigrationStats s, long guestRamBytes, String error) {
         Map<String, Object> out = new LinkedHashMap<>();
-        out.put("status", s.status());
+        out.put("status", s.status().label());
         out.put("total-time", s.totalMillis());
         out.put("setup-time", s.setupMillis());
-        out.put("downtime", s.status().equals("completed") ? s.downtimeMillis() : null);
+        out.put("downtime", s.status() == MigrationStatus.COMPLETED ? s.downtimeMillis() : null);
         out.put("expected-downtime", s.expectedDowntimeMillis());
         out.put("transferred", s.transferredBytes());
         Map<String, Object> ram = new LinkedHashMap<>();

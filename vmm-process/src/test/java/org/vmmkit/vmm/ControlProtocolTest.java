@@ -1,6 +1,7 @@
 package org.vmmkit.vmm;
 
 import java.io.BufferedReader;
+import org.vmmkit.migration.MigrationStatus;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
@@ -104,8 +105,8 @@ class ControlProtocolTest {
     void aSourceGivenAnAddressItCannotResolveEndsFailedSayingWhy() throws Exception {
         try (Machine machine = Machine.source(VmmSettings.load(null, CliRun.SOFTWARE_GUEST))) {
             machine.migrate(InetSocketAddress.createUnresolved("nosuchhost.invalid", 4444), null); // the source gets an address it cannot use
-            while (machine.migrationStats().status().equals("none")) Thread.sleep(5); // a paced poll for the thread's end; the class's timeout bounds it
-            assertEquals("failed", machine.migrationStats().status());
+            while (machine.migrationStats().status() == MigrationStatus.NONE) Thread.sleep(5); // a paced poll for the thread's end; the class's timeout bounds it
+            assertEquals(MigrationStatus.FAILED, machine.migrationStats().status());
             assertTrue(machine.migrationError().contains("cannot resolve host 'nosuchhost.invalid'"), machine.migrationError());
             assertEquals(Machine.Status.RUNNING, machine.status());
         }

@@ -1,6 +1,7 @@
 package org.vmmkit.vmm;
 
 import java.net.InetSocketAddress;
+import org.vmmkit.migration.MigrationStatus;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
@@ -40,7 +41,7 @@ class MigrateSignalTest {
             assertEquals(128 + 15, migrate.process.exitValue());
             String log = Files.readString(migrate.log);
             assertTrue(log.contains("vmm: cancelling the migration") && log.contains("vmm: migration cancelled; the source VM keeps running"), log);
-            assertEquals("cancelled", machine.migrationStats().status(), machine.migrationError());
+            assertEquals(MigrationStatus.CANCELLED, machine.migrationStats().status(), machine.migrationError());
             assertEquals(Machine.Status.RUNNING, machine.status());
         }
     }

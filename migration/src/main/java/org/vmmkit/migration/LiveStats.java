@@ -1,0 +1,99 @@
+package org.vmmkit.migration;
+
+import java.util.ArrayList;
+import java.util.List;
+
+import org.vmmkit.core.migration.SectionInfo;
+import org.vmmkit.core.migration.SectionSaver;
+import org.vmmkit.migration.pipeline.TransferRing;
+
+/**
+ * A migration's statistics as it runs and once it ended: written by the migrating thread (status, times,
+ * rounds, the estimate), read by {@link #snapshot} from any thread. The bytes, pages and chunks come from
+ * the ring's senders, counted for this migration only. Every field is volatile: each is one writer's, and a
+ * snapshot may mix figures of two moments, never a torn value.
+ */
+final class LiveStats {
+    private final List<SectionSaver> sections;
+    volatile MigrationStatus status = MigrationStatus.NONE;
+    volatile long startNanos, setupNanos, pauseNanos, expectedMicros, rounds, dirtyRate, roundRemaining, roundSentAtStart;
+    volatile boolean capped;
+    volatile TransferRing ring;
+    private volatile MigrationStats finalStats;
+    private volatile String error;
+
+    LiveStats(List<SectionSaver> sections) {
+        this.sections = sections;
+    }
+
+    /** The statistics now: the final ones once the migration ended, else live. */
+    MigrationStats snapshot() {
+        MigrationStats done = finalStats;
+        if (done != null) return done;
+        MigrationStatus now = status;
+        if (now == MigrationStatus.NONE) return MigrationStats.none();
+        return live(now, 0);
+    }
+
+    private MigrationStats live(MigrationStatus as, long downtimeNanos) {
+        TransferRing r = ring;
+        long total = System.nanoTime() - startNanos;
+        long sent = r == null ? 0 : r.bytesWritten();
+        long remaining = as.ended() ? 0 : Math.max(0, roundRemaining - (sent - roundSentAtStart));
+        return new MigrationStats(as, total / 1_000_000, setupNanos / 1_000_000, downtimeNanos / 1_000_000, expectedMicros / 1000, sent, remaining,
+                rounds, r == null ? 0 : r.ramPages(), r == null ? 0 : r.zeroPages(), r == null ? 0 : r.sectionBytes(), dirtyRate,
+                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats());
+    }
+
+    /** This migration's bytes and chunks per section (counted by the ring: nothing of an earlier attempt). */
+    private List<MigrationStats.SectionStats> sectionStats() {
+        TransferRing r = ring;
+        List<MigrationStats.SectionStats> out = new ArrayList<>();
+        for (int i = 0; i < sections.size(); i++) {
+            SectionInfo info = sections.get(i).info();
+            out.add(new MigrationStats.SectionStats(info.id(), info.kind(), r == null ? 0 : r.sectionBytes(i), r == null ? 0 : r.sectionChunks(i)));
+        }
+        return out;
+    }
+
+    /** Why it failed, was cancelled or is unknown, and what was done; how a completion was learned when not by ACK. */
+    String error() {
+        return error;
+    }
+
+    /** Ends the migration {@code completed}: the downtime runs from the pause to now. */
+    MigrationStats completed(String note) {
+        return end(MigrationStatus.COMPLETED, note, System.nanoTime() - pauseNanos);
+    }
+
+    /** Ends it with {@code as} (failed, cancelled, unknown), keeping the figures of the moment. */
+    MigrationStats end(MigrationStatus as, String why) {
+        return end(as, why, 0);
+    }
+
+    private MigrationStats end(MigrationStatus as, String why, long downtimeNanos) {
+        error = why; // before finalStats: a reader that sees the end sees why
+        MigrationStats s = live(as, downtimeNanos);
+        finalStats = s;
+        status = as;
+        return s;
+    }
+
+    /** A later settlement of an ended migration (an unknown outcome resolved): the same figures, another status. */
+    MigrationStats settle(MigrationStatus as, String why) {
+        error = why;
+        MigrationStats s = finalStats.withStatus(as);
+        finalStats = s;
+        status = as;
+        return s;
+    }
+
+    /** A migration that never got a connection: nothing was sent. */
+    MigrationStats notStarted(String why) {
+        error = why;
+        MigrationStats s = MigrationStats.none().withStatus(MigrationStatus.FAILED);
+        finalStats = s;
+        status = MigrationStatus.FAILED;
+        return s;
+    }
+}

@@ -1,0 +1,77 @@
+package org.vmmkit.migration;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.List;
+
+import org.vmmkit.migration.transport.Connection;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.Nonce;
+import org.vmmkit.migration.wire.StreamHeader;
+import org.vmmkit.migration.wire.WireFormatException;
+
+/** The source's reading of the destination's answers on the first connection (HELLO, READY, PREPARED, ACK_COMPLETE, ERROR). */
+final class ReturnPath {
+    private final Connection channel;
+    private final FrameCodec back = new FrameCodec(1 << 20);
+
+    ReturnPath(Connection channel) {
+        this.channel = channel;
+    }
+
+    /** The destination's ERROR: it says its VM does not run and will not from this stream. */
+    static final class RefusedByDestination extends IOException {
+        RefusedByDestination(String message) {
+            super(message);
+        }
+    }
+
+    /** The destination's first frame: the nonce this attempt's header must carry. */
+    Nonce hello() throws IOException {
+        FrameType t = back.readHeader(channel);
+        back.skipPayload(channel);
+        if (t != FrameType.HELLO) {
+            throw new WireFormatException("the destination opened with " + t + ", not HELLO: not a vmmkit destination of wire format " + StreamHeader.VERSION);
+        }
+        return new Nonce(back.a(), back.b());
+    }
+
+    /** Reads the destination's next answer: {@code expected}, or an ERROR whose reason is thrown as {@link RefusedByDestination}. */
+    void expect(FrameType expected, String phase) throws IOException {
+        FrameType t = back.readHeader(channel);
+        ByteBuffer payload = ByteBuffer.allocate((int) back.length()); // the return path's limit bounds it
+        back.readPayload(channel, payload);
+        back.verify();
+        if (t == expected) return;
+        if (t == FrameType.ERROR) {
+            throw new RefusedByDestination("the destination refused in " + phase + ": " + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
+        }
+        throw new IOException("the destination answered " + t + " in " + phase + " where " + expected + " was due");
+    }
+
+    /** A read of the return path that may take at most {@code timeout}. */
+    @FunctionalInterface
+    interface Read {
+        void run() throws IOException;
+    }
+
+    /**
+     * Runs {@code read} under a watchdog that closes {@code connections} after {@code timeout} (so a silent
+     * destination ends the read); a read ended that way says it waited for {@code what}. For waits that are
+     * safe to give up only while nothing has changed, or while rolling back is still allowed.
+     */
+    static void within(Duration timeout, List<? extends java.io.Closeable> connections, String what, Read read) throws IOException {
+        try (Watchdog watchdog = new Watchdog("migration-" + what + "-watchdog", timeout, connections)) {
+            try {
+                read.run();
+            } catch (IOException e) {
+                if (watchdog.fired()) throw new IOException("the destination did not answer " + what + " within " + timeout.toMillis() + " ms", e);
+                throw e;
+            }
+            if (!watchdog.disarm()) throw new IOException("the destination answered " + what + " only after " + timeout.toMillis() + " ms");
+        }
+    }
+}
