@@ -261,6 +261,9 @@ public final class MigrationDestination {
      */
     private void receiveStream(Connection channel, FrameCodec back, Nonce nonce, long magic, Acceptor more) throws MigrationException {
         FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
+        MigrationEvents.Incoming event = new MigrationEvents.Incoming();
+        event.begin();
+        event.stream = nonce.toString();
         boolean resuming = false;
         SectionLoader[] loaders = new SectionLoader[0];
         List<RamChannel> extras = new ArrayList<>();
@@ -371,6 +374,9 @@ public final class MigrationDestination {
                         resuming = false;
                         vm.startLoaded();
                         record(nonce, HandoverOutcome.STARTED);
+                        event.outcome = "started";
+                        event.frames = codec.framesRead();
+                        event.commit();
                         try {
                             answer(channel, back, FrameType.ACK_COMPLETE, "");
                         } catch (IOException e) {
@@ -385,6 +391,10 @@ public final class MigrationDestination {
             }
         } catch (Throwable failure) {
             if (lastStream == nonce) record(nonce, HandoverOutcome.NOT_STARTED);
+            event.outcome = "not started";
+            event.reason = failure.getMessage();
+            event.frames = codec.framesRead();
+            event.commit();
             if (resuming) for (int i = loaders.length - 1; i >= 0; i--) abort(loaders[i]);
             try {
                 answer(channel, back, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());

@@ -9,7 +9,10 @@ import jdk.jfr.Name;
 import jdk.jfr.StackTrace;
 import jdk.jfr.Timespan;
 
-/** The JFR events of a migration: one per phase (setup, pre-copy, stop-and-copy, handover) and one per pre-copy round. */
+/**
+ * The JFR events of a migration: on the source one per phase (setup, pre-copy, stop-and-copy, handover) and
+ * one per pre-copy round; on the destination one per incoming stream.
+ */
 final class MigrationEvents {
     private MigrationEvents() {}
 
@@ -34,5 +37,17 @@ final class MigrationEvents {
         @Label("Sent") @DataAmount long bytes;
         @Label("Device Pending") @DataAmount long devicePending;
         @Label("Expected Downtime") @Timespan(Timespan.MICROSECONDS) long expectedDowntime;
+    }
+
+    @Name("org.vmmkit.migration.Incoming")
+    @Label("Incoming Migration")
+    @Category({"vmmkit", "Migration"})
+    @Description("One incoming stream on the destination, from its header to its outcome (started, or not and why)")
+    @StackTrace(false)
+    static final class Incoming extends Event {
+        @Label("Stream") String stream;
+        @Label("Outcome") String outcome;
+        @Label("Reason") String reason;
+        @Label("Frames") long frames;
     }
 }

@@ -229,6 +229,7 @@ class LiveMigrationTest {
             try (jdk.jfr.Recording recording = new jdk.jfr.Recording()) {
                 recording.enable("org.vmmkit.migration.Phase");
                 recording.enable("org.vmmkit.migration.Round");
+                recording.enable("org.vmmkit.migration.Incoming");
                 recording.start();
                 outcome = migrateWatched(source, List.of(kvmLog, new VfioIommuDirtyPages(container, sourceRam)), List.of(aMigration),
                         migrationSettings, incoming);
@@ -266,6 +267,10 @@ class LiveMigrationTest {
             assertEquals(List.of("setup:done", "pre-copy:converged", "stop-and-copy:sent", "handover:acknowledged"), phases);
             long roundEvents = events.stream().filter(e -> e.getEventType().getName().equals("org.vmmkit.migration.Round")).count();
             assertEquals(stats.rounds(), roundEvents);
+            // The destination's: one per incoming stream, with its outcome.
+            List<String> incomingEvents = events.stream().filter(e -> e.getEventType().getName().equals("org.vmmkit.migration.Incoming"))
+                    .map(e -> e.getString("outcome")).toList();
+            assertEquals(List.of("started"), incomingEvents);
             return stats;
         }
     }

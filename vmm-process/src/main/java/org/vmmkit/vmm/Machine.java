@@ -78,6 +78,7 @@ public final class Machine implements AutoCloseable {
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
     private MigrationDestination incomingMigration; // a destination's; null on a source
+    private AutoCloseable jmx; // the migration MBean, following the current migration
 
     private final boolean recordDigest;
     private volatile long incomingDigestMillis = -1;
@@ -131,6 +132,7 @@ public final class Machine implements AutoCloseable {
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
             this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
             if (incoming) this.incomingMigration = newDestination();
+            this.jmx = org.vmmkit.migration.MigrationJmx.register("vm", this::migrationStats, this::migrationError);
         } catch (RuntimeException e) {
             for (int i = opened.size() - 1; i >= 0; i--) {
                 try {
@@ -383,6 +385,11 @@ public final class Machine implements AutoCloseable {
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
+        }
+        try {
+            jmx.close();
+        } catch (Exception e) {
+            LOG.log(System.Logger.Level.WARNING, "unregistering the migration MBean: " + e.getMessage());
         }
         plan.close();
         for (EmulatedMigratableDevice d : devices) d.close();
