@@ -366,8 +366,8 @@ public final class MigrationDestination {
                             if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
                         }
                         for (SectionLoader x : loaders) x.finishLoad();
-                        if (beforeStart != null) beforeStart.run();
                         for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
+                        if (beforeStart != null) beforeStart.run(); // everything is loaded, vCPU state included; nothing runs
                         answer(channel, back, FrameType.PREPARED, "");
                         awaitCommit(channel, codec);
                         for (SectionLoader x : loaders) x.start(); // a VFIO v1 device refuses to run without its final chunk
