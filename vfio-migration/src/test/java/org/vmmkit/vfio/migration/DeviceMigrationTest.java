@@ -84,4 +84,32 @@ class DeviceMigrationTest {
             assertTrue(Arrays.stream(new int[] {mapped + trapped}).sum() > 0);
         }
     }
+
+    /**
+     * A chunk's bytes stay still while it is out, though the device runs on: the VMM reads them twice (for the
+     * frame's CRC, then the kernel for the socket), and a DIRECT raw chunk is the device's live memory.
+     */
+    @ParameterizedTest(name = "data section {0}")
+    @EnumSource(DataSection.class)
+    void aChunkThatIsOutDoesNotChangeWhileTheDeviceRuns(DataSection section) throws Exception {
+        EmulatedMigratableDevice.Config config = EmulatedMigratableDevice.Config.defaults("emulated-dev0").with(section)
+                .withMemory(64 << 10).withOpsPerSecond(0); // 16 pages, written only by operateOnce below
+        try (EmulatedMigratableDevice a = new EmulatedMigratableDevice(config, 3);
+             V1DeviceMigration source = V1DeviceMigration.open(a, 0, V1DeviceMigration.Options.DEFAULT)) {
+            source.startPrecopy();
+            int chunks = 0;
+            for (long pending = source.pendingBytes(); pending > 0 && chunks < 16; pending = source.pendingBytes(), chunks++) {
+                DeviceChunk c = source.nextChunk();
+                byte[] taken = c.data().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE);
+                long ops = a.operations();
+                for (int i = 0; i < 64; i++) a.operateOnce();
+                assertArrayEquals(taken, c.data().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE), "chunk " + chunks + " changed while out");
+                c.release();
+                assertTrue(a.operations() > ops || section == DataSection.DIRECT, "the device ran on");
+            }
+            assertTrue(chunks > 0);
+            source.cancelSave();
+            assertEquals(List.of(), a.misuse());
+        }
+    }
 }

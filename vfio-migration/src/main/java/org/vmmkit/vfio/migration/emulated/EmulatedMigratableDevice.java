@@ -274,6 +274,11 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     /** One device operation: rewrite part of a page, bump the registers, sometimes DMA. Under the lock. */
     private void operate() {
         long page = random.nextLong(pages);
+        // DIRECT: a raw chunk that is out is this memory itself, read by the VMM (for its frame CRC, then by the
+        // kernel) until the chunk is consumed. As a driver must keep a chunk's bytes still while it is out, the
+        // device holds writes to the run's pages until then (here the operation is skipped); a write just before
+        // or after still marks the page dirty, so it goes again in a later chunk.
+        if (staged != null && staged.kind == KIND_RAW && page >= staged.runStart && page < staged.runStart + staged.count) return;
         long at = page * PAGE + random.nextInt(PAGE / 64) * 64L;
         for (int i = 0; i < 8; i++) memory.set(JAVA_LONG, at + 8L * i, random.nextLong());
         markDirty(page);
