@@ -36,7 +36,11 @@ public final class FrameProxy implements AutoCloseable {
      */
     public enum Action { FORWARD, DROP, REPEAT, CUT, PARTITION, END_TO_DESTINATION, END_TO_SOURCE }
 
-    /** Decides each frame: the connection (0 = the first accepted), the direction, the frame's index in it, its type code. */
+    /**
+     * Decides each frame: the connection (0 = the first accepted), the direction, the frame's index in it, its type
+     * code. It runs on the thread that pumps that direction of that connection, before the frame goes on, so it
+     * may act at that exact point (signal a process) and may block, which holds that direction only.
+     */
     @FunctionalInterface
     public interface Rule {
         Action on(int connection, Direction direction, long index, int type);
