@@ -72,4 +72,20 @@ final class LoopbackRam {
             while (v.hasRemaining()) out.write(v);
         }
     }
+
+    /**
+     * One pass of the pipeline benchmarks: all of {@code source}'s first region published on {@code ring} in
+     * frames of {@code framePages}, COMPLETE, sent, and every receiver's COMPLETE seen ({@code done}, one
+     * permit per channel); a receiver's failure is thrown. Returns the RAM pages sent so far.
+     */
+    static long sendAll(org.vmmkit.migration.pipeline.TransferRing ring, GuestMemory source, long framePages, Semaphore done, int channels,
+                        java.util.function.Supplier<Throwable> failure) throws InterruptedException {
+        GuestRegion r = source.regions().get(0);
+        for (long page = 0; page < r.size() / GuestMemory.PAGE_SIZE; page += framePages) ring.publishRam(r, page, framePages);
+        ring.publishComplete();
+        ring.awaitSent(120, java.util.concurrent.TimeUnit.SECONDS);
+        done.acquire(channels);
+        if (failure.get() != null) throw new IllegalStateException(failure.get());
+        return ring.ramPages();
+    }
 }

@@ -24,7 +24,6 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
 
@@ -44,7 +43,7 @@ import org.vmmkit.migration.ram.MemoryViews;
 @Warmup(iterations = 2)
 @Measurement(iterations = 5)
 public class PipelineMigrationBenchmark {
-    private static final long SIZE = 4L << 30, PAGE = 4096;
+    private static final long SIZE = 4L << 30;
 
     @Param({"1", "2"})
     public int channels;
@@ -87,13 +86,7 @@ public class PipelineMigrationBenchmark {
 
     @Benchmark
     public long pipeline() throws Exception {
-        GuestRegion r = source.regions().get(0);
-        for (long page = 0; page < SIZE / PAGE; page += framePages) ring.publishRam(r, page, framePages);
-        ring.publishComplete();
-        ring.awaitSent(120, TimeUnit.SECONDS);
-        pipelineDone.acquire(channels);
-        if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
-        return ring.ramPages();
+        return LoopbackRam.sendAll(ring, source, framePages, pipelineDone, channels, () -> receiverFailure);
     }
 
     /** The baseline: 1 GiB writes. */

@@ -27,7 +27,6 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.testing.TestCertificates;
@@ -48,7 +47,7 @@ import org.vmmkit.migration.transport.Transport;
 @Warmup(iterations = 2)
 @Measurement(iterations = 5)
 public class TlsPipelineBenchmark {
-    private static final long SIZE = 1L << 30, PAGE = 4096, FRAME_PAGES = 256;
+    private static final long SIZE = 1L << 30, FRAME_PAGES = 256;
 
     @Param({"plain", "tls"})
     public String transport;
@@ -103,13 +102,7 @@ public class TlsPipelineBenchmark {
 
     @Benchmark
     public long pipeline() throws Exception {
-        GuestRegion r = source.regions().get(0);
-        for (long page = 0; page < SIZE / PAGE; page += FRAME_PAGES) ring.publishRam(r, page, FRAME_PAGES);
-        ring.publishComplete();
-        ring.awaitSent(120, TimeUnit.SECONDS);
-        done.acquire(channels);
-        if (receiverFailure != null) throw new IllegalStateException(receiverFailure);
-        return ring.ramPages();
+        return LoopbackRam.sendAll(ring, source, FRAME_PAGES, done, channels, () -> receiverFailure);
     }
 
     @TearDown(Level.Trial)
