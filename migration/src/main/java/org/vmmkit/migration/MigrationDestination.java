@@ -24,6 +24,7 @@ import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.migration.wire.OutcomeQuery;
 import org.vmmkit.migration.wire.StreamHeader;
 import org.vmmkit.migration.wire.WireFormatException;
+import org.vmmkit.vfio.migration.DeviceMigrationException;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
 
 /**
@@ -191,9 +192,10 @@ public final class MigrationDestination {
     /**
      * The next connection on {@code server}, while watching {@code first}: a first connection that closes (or
      * sends anything before READY) ends the wait at once, as does the deadline, so a stream that announced
-     * channels it never opens cannot hold the destination.
+     * channels it never opens cannot hold the destination. Package-private: a test that drives
+     * {@link #receiveOrAnswer} itself takes further channels the way {@link #receive} does.
      */
-    private static SocketChannel acceptWhileWatching(ServerSocketChannel server, SocketChannel first, long deadlineNanos) throws IOException {
+    static SocketChannel acceptWhileWatching(ServerSocketChannel server, SocketChannel first, long deadlineNanos) throws IOException {
         server.configureBlocking(false);
         first.configureBlocking(false);
         try (java.nio.channels.Selector selector = java.nio.channels.Selector.open()) {
@@ -281,6 +283,8 @@ public final class MigrationDestination {
                 } catch (IOException e) {
                     throw new IOException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage()
                             + " (waited at most " + channelWait.toMillis() + " ms)", e);
+                } catch (WireFormatException e) {
+                    throw new WireFormatException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage());
                 }
                 extras.add(new RamChannel(c, vm, channel, header.ramChecksums()));
                 FrameCodec hello = new FrameCodec(0);
@@ -290,7 +294,7 @@ public final class MigrationDestination {
                             + Long.toHexString(header.streamId()) + ": it began with " + hello.type() + " a=" + Long.toHexString(hello.a())
                             + " b=" + hello.b());
                 }
-                hello.verify();
+                hello.verifyEmpty();
                 byIndex[(int) hello.b()] = c;
             }
             answer(channel, back, FrameType.READY, "");
@@ -320,33 +324,39 @@ public final class MigrationDestination {
                     case DEVICE_CHUNK -> {
                         int id = (int) codec.a();
                         if (codec.a() < 0 || codec.a() >= devices.size() || codec.b() != nextSequence[id]) {
-                            throw new WireFormatException("device chunk for device " + codec.a() + " with sequence " + codec.b()
-                                    + (codec.a() >= 0 && codec.a() < devices.size() ? " where " + nextSequence[id] + " was due" : ": no such device"));
+                            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (DEVICE_CHUNK) for device " + codec.a() + " with sequence "
+                                    + codec.b() + (codec.a() >= 0 && codec.a() < devices.size() ? " where " + nextSequence[id] + " was due" : ": no such device"));
                         }
                         // Straight into the device's data section at data_offset (checked there), committed only
                         // once the payload's CRC holds.
                         V1DeviceMigration device = devices.get(id);
-                        long at = device.placeChunk(codec.length());
-                        ByteBuffer target = sectionViews.computeIfAbsent(device.targetSegment(), MemorySegment::asByteBuffer);
-                        target.limit((int) (at + codec.length())).position((int) at);
-                        codec.readPayload(channel, target);
-                        codec.verify();
-                        device.commitChunk(codec.length());
+                        try {
+                            long at = device.placeChunk(codec.length());
+                            ByteBuffer target = sectionViews.computeIfAbsent(device.targetSegment(), MemorySegment::asByteBuffer);
+                            target.limit((int) (at + codec.length())).position((int) at);
+                            codec.readPayload(channel, target);
+                            codec.verify();
+                            device.commitChunk(codec.length());
+                        } catch (DeviceMigrationException e) {
+                            throw new DeviceMigrationException("frame " + (codec.framesRead() - 1) + " (DEVICE_CHUNK " + codec.b() + " of device "
+                                    + device.deviceName() + ", " + codec.length() + " bytes) was refused: " + e.getMessage(), e);
+                        }
                         nextSequence[id]++;
                     }
                     case VCPU_STATE -> {
                         int id = (int) codec.a();
                         if (codec.a() < 0 || codec.a() >= states.length || codec.length() > MAX_VCPU_STATE) {
-                            throw new WireFormatException("vCPU state for vCPU " + codec.a() + " (" + codec.length() + " bytes)");
+                            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (VCPU_STATE) for vCPU " + codec.a() + " with "
+                                    + codec.length() + " bytes: this VM has " + states.length + " vCPUs and takes at most " + MAX_VCPU_STATE + " bytes of state");
                         }
                         ByteBuffer bytes = ByteBuffer.allocate((int) codec.length());
                         codec.readPayload(channel, bytes);
                         codec.verify();
                         states[id] = bytes.array();
                     }
-                    case END_OF_ROUND -> codec.verify();
+                    case END_OF_ROUND -> codec.verifyEmpty();
                     case COMPLETE -> {
-                        codec.verify();
+                        codec.verifyEmpty();
                         checkFrameCount(codec, "the first channel");
                         ram.checkNoTornPages();
                         for (RamChannel x : extras) x.awaitComplete(EXTRA_CHANNEL_WAIT);
@@ -357,7 +367,14 @@ public final class MigrationDestination {
                         for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
                         answer(channel, back, FrameType.PREPARED, "");
                         awaitCommit(channel, codec);
-                        for (V1DeviceMigration d : devices) d.completeResume(); // refuses a device without its final chunk
+                        for (V1DeviceMigration d : devices) {
+                            try {
+                                d.completeResume(); // refuses a device without its final chunk: v1 checks only at RESUMING → RUNNING
+                            } catch (DeviceMigrationException e) {
+                                throw new DeviceMigrationException("at COMMIT (frame " + (codec.framesRead() - 1) + ") device " + d.deviceName()
+                                        + " would not run with the state the stream brought: " + e.getMessage(), e);
+                            }
+                        }
                         resuming = false;
                         vm.startLoaded();
                         record(nonce, HandoverOutcome.STARTED);
@@ -369,8 +386,8 @@ public final class MigrationDestination {
                         }
                         return;
                     }
-                    case ABANDON -> throw new MigrationException("the source abandoned the migration");
-                    default -> throw new WireFormatException("frame " + t + " does not belong on the first channel of a migration stream");
+                    case ABANDON -> throw new MigrationException("frame " + (codec.framesRead() - 1) + ": the source abandoned the migration");
+                    default -> throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + t + ") does not belong on the first channel of a migration stream");
                 }
             }
         } catch (Throwable failure) {
@@ -393,7 +410,8 @@ public final class MigrationDestination {
     /** COMPLETE's {@code a} is the frames its channel carried before it: all of them arrived, each once. */
     static void checkFrameCount(FrameCodec codec, String channel) {
         if (codec.a() != codec.framesRead() - 1) {
-            throw new WireFormatException("COMPLETE on " + channel + " says " + codec.a() + " frames came before it; " + (codec.framesRead() - 1) + " did");
+            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (COMPLETE) on " + channel + " says " + codec.a()
+                    + " frames came before it; " + (codec.framesRead() - 1) + " did");
         }
     }
 
@@ -412,7 +430,10 @@ public final class MigrationDestination {
                 if (watchdog.fired()) throw new IOException("no COMMIT within " + commitWait.toMillis() + " ms of PREPARED", e);
                 throw new IOException("the connection failed while waiting for COMMIT: " + e.getMessage(), e);
             }
-            if (t != FrameType.COMMIT) throw new WireFormatException("frame " + t + " where COMMIT was due");
+            if (t != FrameType.COMMIT) {
+                throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + (t == null ? "a skippable type this version does not know" : t)
+                        + ") where COMMIT was due");
+            }
             if (!watchdog.disarm()) throw new IOException("COMMIT came only after " + commitWait.toMillis() + " ms");
         }
     }
@@ -452,7 +473,7 @@ public final class MigrationDestination {
                     if (t == FrameType.RAM || t == FrameType.ZERO_RUN) {
                         ram.apply(in, codec);
                     } else if (t == FrameType.COMPLETE) {
-                        codec.verify();
+                        codec.verifyEmpty();
                         checkFrameCount(codec, "a RAM channel");
                         ram.checkNoTornPages();
                         return;
