@@ -58,7 +58,7 @@ class StreamFuzzTest {
     static final int DEFAULT_INPUTS = 10_000;
     static final int INPUT_LIMIT_SECONDS = 10;
     private static final Duration INPUT_LIMIT = Duration.ofSeconds(INPUT_LIMIT_SECONDS);
-    private static final int MAX_FAILURES_SHOWN = 40;
+    private static final int MAX_FAILURES_SHOWN = 40, PROGRESS_EVERY = 100_000;
 
     /** What a refusal must name: a frame (by its index), the stream header or the stream. */
     private static final Pattern CLEAR = Pattern.compile("frame \\d+|stream");
@@ -118,6 +118,11 @@ class StreamFuzzTest {
                     outcomes.merge("FAILED", 1L, Long::sum);
                 } else {
                     outcomes.merge(v.kind(), 1L, Long::sum);
+                }
+                long done = seed - first + 1;
+                if (done % PROGRESS_EVERY == 0 && done < inputs) { // a long run says how it goes
+                    System.out.printf("stream fuzz: %d of %d inputs in %.0f s, %d broke the rule%n", done, inputs,
+                            (System.nanoTime() - start) / 1e9, outcomes.getOrDefault("FAILED", 0L));
                 }
             }
         }
