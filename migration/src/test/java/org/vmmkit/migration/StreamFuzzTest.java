@@ -95,7 +95,12 @@ class StreamFuzzTest {
         try (Rig rig = new Rig()) {
             StreamMutator mutator = new StreamMutator(StreamImage.parse(rig.genuine));
             for (long seed = first; seed < first + inputs; seed++) {
-                StreamMutator.Input input = mutator.mutate(seed);
+                StreamMutator.Input input;
+                try {
+                    input = mutator.mutate(seed);
+                } catch (RuntimeException e) {
+                    throw new AssertionError("seed " + seed + ": the mutator itself failed (a test bug)" + replay(seed), e);
+                }
                 long t0 = System.nanoTime();
                 Outcome o;
                 try {

@@ -248,7 +248,7 @@ final class StreamMutator {
         Frame f = s.frames().get(i);
         if (f.payload().length == 0) return frameField(s, r, seal);
         String frame = name(s, i);
-        boolean pages = seal && f.type == FrameType.RAM.code() && ramChecksums;
+        boolean pages = seal && ramChecksums && pagesAsWritten(f); // (an earlier change may have made it another frame)
         byte[] p = f.payloadForWriting();
         int n = 1 + r.nextInt(4);
         StringBuilder at = new StringBuilder();
@@ -263,6 +263,12 @@ final class StreamMutator {
                 + sealed(seal);
     }
 
+    /** Whether {@code f} is a RAM frame whose payload is {@code b} pages (and their CRC table), as a writer makes it. */
+    private boolean pagesAsWritten(Frame f) {
+        return f.type == FrameType.RAM.code() && f.b >= 1 && f.b <= Integer.MAX_VALUE / (PAGE + 4)
+                && f.payload().length == f.b * (PAGE + (ramChecksums ? 4 : 0));
+    }
+
     /** Recomputes the CRC of page {@code page} of a RAM frame in its table. */
     private static void sealPage(Frame f, int page) {
         byte[] p = f.payloadForWriting();
@@ -274,7 +280,7 @@ final class StreamMutator {
     /** One page of a RAM frame rewritten with its page CRC and the frame's CRCs: a well-formed stream that says something else. */
     private String rewritePage(StreamImage s, SplittableRandom r) {
         List<Integer> ram = new ArrayList<>();
-        for (int i = 0; i < s.frames().size(); i++) if (s.frames().get(i).type == FrameType.RAM.code()) ram.add(i);
+        for (int i = 0; i < s.frames().size(); i++) if (pagesAsWritten(s.frames().get(i))) ram.add(i);
         if (ram.isEmpty()) return trailingBytes(s, r);
         int i = ram.get(r.nextInt(ram.size()));
         String frame = name(s, i);

@@ -93,11 +93,11 @@ public final class StreamImage {
         /** The payload CRC a writer computes: of the per-page CRC table alone for RAM with page checksums. */
         public void sealPayload(boolean ramChecksums) {
             CRC32C crc = new CRC32C();
-            long tableAt = b * PAGE;
             if (type == FrameType.RAM.code() && !ramChecksums) {
                 // no table: the CRC of nothing
-            } else if (type == FrameType.RAM.code() && b > 0 && tableAt <= payload.length) {
-                crc.update(payload, (int) tableAt, payload.length - (int) tableAt);
+            } else if (type == FrameType.RAM.code() && b > 0 && b <= payload.length / PAGE) {
+                int tableAt = (int) b * PAGE;
+                crc.update(payload, tableAt, payload.length - tableAt);
             } else {
                 crc.update(payload, 0, payload.length);
             }
