@@ -192,9 +192,10 @@ public final class MigrationDestination {
     /**
      * The next connection on {@code server}, while watching {@code first}: a first connection that closes (or
      * sends anything before READY) ends the wait at once, as does the deadline, so a stream that announced
-     * channels it never opens cannot hold the destination.
+     * channels it never opens cannot hold the destination. Package-private: a test that drives
+     * {@link #receiveOrAnswer} itself takes further channels the way {@link #receive} does.
      */
-    private static SocketChannel acceptWhileWatching(ServerSocketChannel server, SocketChannel first, long deadlineNanos) throws IOException {
+    static SocketChannel acceptWhileWatching(ServerSocketChannel server, SocketChannel first, long deadlineNanos) throws IOException {
         server.configureBlocking(false);
         first.configureBlocking(false);
         try (java.nio.channels.Selector selector = java.nio.channels.Selector.open()) {
@@ -287,6 +288,8 @@ public final class MigrationDestination {
                 } catch (IOException e) {
                     throw new IOException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage()
                             + " (waited at most " + channelWait.toMillis() + " ms)", e);
+                } catch (WireFormatException e) {
+                    throw new WireFormatException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage());
                 }
                 extras.add(new RamChannel(c, vm, channel, header.ramChecksums()));
                 FrameCodec hello = new FrameCodec(0);
@@ -296,7 +299,7 @@ public final class MigrationDestination {
                             + Long.toHexString(header.streamId()) + ": it began with " + hello.type() + " a=" + Long.toHexString(hello.a())
                             + " b=" + hello.b());
                 }
-                hello.verify();
+                hello.verifyEmpty();
                 byIndex[(int) hello.b()] = c;
             }
             answer(channel, back, FrameType.READY, "");
@@ -326,39 +329,47 @@ public final class MigrationDestination {
                     case SECTION_CHUNK -> {
                         int id = (int) codec.a();
                         if (codec.a() < 0 || codec.a() >= loaders.length || codec.b() != nextSequence[id]) {
-                            throw new WireFormatException("section chunk for section " + codec.a() + " with sequence " + codec.b()
-                                    + (codec.a() >= 0 && codec.a() < loaders.length ? " where " + nextSequence[id] + " was due" : ": no such section"));
+                            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (SECTION_CHUNK) for section " + codec.a() + " with sequence "
+                                    + codec.b() + (codec.a() >= 0 && codec.a() < loaders.length ? " where " + nextSequence[id] + " was due" : ": no such section"));
                         }
                         // Straight into the memory the section names (a device's data section at data_offset),
                         // committed only once the payload's CRC holds. Where it may go is checked here too: a
                         // section's own code does not get to say where the stream writes.
                         SectionLoader section = loaders[id];
-                        long at = section.placeChunk(codec.length());
-                        MemorySegment segment = section.targetSegment();
-                        if (at < 0 || at > segment.byteSize() - codec.length() || at + codec.length() > Integer.MAX_VALUE) {
-                            throw new IllegalStateException("section " + section.info() + " placed a chunk of " + codec.length() + " bytes at offset "
-                                    + at + " of its " + segment.byteSize() + "-byte target");
+                        try {
+                            long at = section.placeChunk(codec.length());
+                            MemorySegment segment = section.targetSegment();
+                            if (at < 0 || at > segment.byteSize() - codec.length() || at + codec.length() > Integer.MAX_VALUE) {
+                                throw new IllegalStateException("section " + section.info() + " placed a chunk of " + codec.length() + " bytes at offset "
+                                        + at + " of its " + segment.byteSize() + "-byte target");
+                            }
+                            ByteBuffer target = sectionViews.computeIfAbsent(segment, MemorySegment::asByteBuffer);
+                            target.limit((int) (at + codec.length())).position((int) at);
+                            codec.readPayload(channel, target);
+                            codec.verify();
+                            section.commitChunk(codec.length());
+                        } catch (WireFormatException e) {
+                            throw e;
+                        } catch (RuntimeException e) {
+                            throw new SectionRefusedException("frame " + (codec.framesRead() - 1) + " (SECTION_CHUNK " + codec.b() + " of section "
+                                    + section.info() + ", " + codec.length() + " bytes) was refused: " + e.getMessage(), e);
                         }
-                        ByteBuffer target = sectionViews.computeIfAbsent(segment, MemorySegment::asByteBuffer);
-                        target.limit((int) (at + codec.length())).position((int) at);
-                        codec.readPayload(channel, target);
-                        codec.verify();
-                        section.commitChunk(codec.length());
                         nextSequence[id]++;
                     }
                     case VCPU_STATE -> {
                         int id = (int) codec.a();
                         if (codec.a() < 0 || codec.a() >= states.length || codec.length() > MAX_VCPU_STATE) {
-                            throw new WireFormatException("vCPU state for vCPU " + codec.a() + " (" + codec.length() + " bytes)");
+                            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (VCPU_STATE) for vCPU " + codec.a() + " with "
+                                    + codec.length() + " bytes: this VM has " + states.length + " vCPUs and takes at most " + MAX_VCPU_STATE + " bytes of state");
                         }
                         ByteBuffer bytes = ByteBuffer.allocate((int) codec.length());
                         codec.readPayload(channel, bytes);
                         codec.verify();
                         states[id] = bytes.array();
                     }
-                    case END_OF_ROUND -> codec.verify();
+                    case END_OF_ROUND -> codec.verifyEmpty();
                     case COMPLETE -> {
-                        codec.verify();
+                        codec.verifyEmpty();
                         checkFrameCount(codec, "the first channel");
                         ram.checkNoTornPages();
                         for (RamChannel x : extras) x.awaitComplete(EXTRA_CHANNEL_WAIT);
@@ -370,7 +381,14 @@ public final class MigrationDestination {
                         if (beforeStart != null) beforeStart.run(); // everything is loaded, vCPU state included; nothing runs
                         answer(channel, back, FrameType.PREPARED, "");
                         awaitCommit(channel, codec);
-                        for (SectionLoader x : loaders) x.start(); // a VFIO v1 device refuses to run without its final chunk
+                        for (SectionLoader x : loaders) {
+                            try {
+                                x.start(); // a VFIO v1 device refuses to run without its final chunk: v1 checks only at RESUMING -> RUNNING
+                            } catch (RuntimeException e) {
+                                throw new SectionRefusedException("at COMMIT (frame " + (codec.framesRead() - 1) + ") section " + x.info()
+                                        + " would not run with the state the stream brought: " + e.getMessage(), e);
+                            }
+                        }
                         resuming = false;
                         vm.startLoaded();
                         record(nonce, HandoverOutcome.STARTED);
@@ -385,8 +403,8 @@ public final class MigrationDestination {
                         }
                         return;
                     }
-                    case ABANDON -> throw new MigrationException("the source abandoned the migration");
-                    default -> throw new WireFormatException("frame " + t + " does not belong on the first channel of a migration stream");
+                    case ABANDON -> throw new MigrationException("frame " + (codec.framesRead() - 1) + ": the source abandoned the migration");
+                    default -> throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + t + ") does not belong on the first channel of a migration stream");
                 }
             }
         } catch (Throwable failure) {
@@ -410,6 +428,13 @@ public final class MigrationDestination {
 
     private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
 
+    /** A section refused what the stream brought it (a chunk, or running with the loaded state). */
+    public static final class SectionRefusedException extends IllegalStateException {
+        SectionRefusedException(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
     /**
      * This VM's loader for each section of the stream, by the stream's order: the same id, the same kind, a
      * version it can load, and no section of this VM left out. Refuses naming the first that differs, before
@@ -419,23 +444,24 @@ public final class MigrationDestination {
         java.util.Map<String, SectionLoader> byId = new java.util.LinkedHashMap<>();
         for (SectionLoader x : sections) byId.put(x.info().id(), x);
         SectionLoader[] out = new SectionLoader[stream.size()];
+        String misfit = "the stream header does not fit this VM: ";
         for (int i = 0; i < out.length; i++) {
             SectionInfo theirs = stream.get(i);
             SectionLoader mine = byId.remove(theirs.id());
             if (mine == null) {
-                throw new WireFormatException("the source has section " + theirs + ", which this VM " + (out.length > 0 && java.util.Arrays.stream(out).anyMatch(
+                throw new WireFormatException(misfit + "the source has section " + theirs + ", which this VM " + (out.length > 0 && java.util.Arrays.stream(out).anyMatch(
                         l -> l != null && l.info().id().equals(theirs.id())) ? "was given twice" : "does not have"));
             }
             if (!mine.info().kind().equals(theirs.kind())) {
-                throw new WireFormatException("section " + theirs.id() + " is of kind " + theirs.kind() + " at the source, " + mine.info().kind() + " here");
+                throw new WireFormatException(misfit + "section " + theirs.id() + " is of kind " + theirs.kind() + " at the source, " + mine.info().kind() + " here");
             }
             if (!mine.canLoad(theirs.version())) {
-                throw new WireFormatException("section " + theirs.id() + " (" + theirs.kind() + ") carries state version " + theirs.version()
+                throw new WireFormatException(misfit + "section " + theirs.id() + " (" + theirs.kind() + ") carries state version " + theirs.version()
                         + ", which this VM cannot load (it has version " + mine.info().version() + ")");
             }
             out[i] = mine;
         }
-        if (!byId.isEmpty()) throw new WireFormatException("this VM's sections " + byId.keySet() + " are not in the stream");
+        if (!byId.isEmpty()) throw new WireFormatException(misfit + "this VM's sections " + byId.keySet() + " are not in the stream");
         return out;
     }
 
@@ -450,7 +476,8 @@ public final class MigrationDestination {
     /** COMPLETE's {@code a} is the frames its channel carried before it: all of them arrived, each once. */
     static void checkFrameCount(FrameCodec codec, String channel) {
         if (codec.a() != codec.framesRead() - 1) {
-            throw new WireFormatException("COMPLETE on " + channel + " says " + codec.a() + " frames came before it; " + (codec.framesRead() - 1) + " did");
+            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (COMPLETE) on " + channel + " says " + codec.a()
+                    + " frames came before it; " + (codec.framesRead() - 1) + " did");
         }
     }
 
@@ -469,7 +496,10 @@ public final class MigrationDestination {
                 if (watchdog.fired()) throw new IOException("no COMMIT within " + commitWait.toMillis() + " ms of PREPARED", e);
                 throw new IOException("the connection failed while waiting for COMMIT: " + e.getMessage(), e);
             }
-            if (t != FrameType.COMMIT) throw new WireFormatException("frame " + t + " where COMMIT was due");
+            if (t != FrameType.COMMIT) {
+                throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + (t == null ? "a skippable type this version does not know" : t)
+                        + ") where COMMIT was due");
+            }
             if (!watchdog.disarm()) throw new IOException("COMMIT came only after " + commitWait.toMillis() + " ms");
         }
     }
@@ -509,7 +539,7 @@ public final class MigrationDestination {
                     if (t == FrameType.RAM || t == FrameType.ZERO_RUN) {
                         ram.apply(in, codec);
                     } else if (t == FrameType.COMPLETE) {
-                        codec.verify();
+                        codec.verifyEmpty();
                         checkFrameCount(codec, "a RAM channel");
                         ram.checkNoTornPages();
                         return;

@@ -60,8 +60,8 @@ public final class RamReceiver {
         for (GuestRegion r : views.memory().regions()) {
             long page = torn[r.index()].nextSet(0);
             if (page >= 0) {
-                throw new WireFormatException(torn[r.index()].count() + " pages of " + r + " arrived torn and never intact, the first at 0x"
-                        + Long.toHexString(r.guestAddress() + page * PAGE));
+                throw new WireFormatException("the stream completed with " + torn[r.index()].count() + " pages of " + r
+                        + " torn (they failed their CRC32C and never came again intact), the first at 0x" + Long.toHexString(r.guestAddress() + page * PAGE));
             }
         }
     }

@@ -30,7 +30,7 @@ public final class FrameCodec {
 
     // The last header read.
     private FrameType type;
-    private int flags;
+    private int code, flags; // code: the type as read, for messages about a type this version does not know
     private long a, b, length;
     private int expectedCrc;
     private long framesRead, framesWritten;
@@ -121,7 +121,7 @@ public final class FrameCodec {
         if ((int) crc.getValue() != header.getInt(36)) {
             throw new WireFormatException("frame " + framesRead + " header fails its CRC32C: the stream is corrupt");
         }
-        int code = Short.toUnsignedInt(header.getShort(0));
+        code = Short.toUnsignedInt(header.getShort(0));
         flags = Short.toUnsignedInt(header.getShort(2));
         a = header.getLong(8);
         b = header.getLong(16);
@@ -133,15 +133,15 @@ public final class FrameCodec {
                     + StreamHeader.VERSION + " and not skippable");
         }
         if ((flags & ~FLAG_SKIPPABLE) != 0) {
-            throw new WireFormatException("frame " + framesRead + " (" + type + ") has reserved bits set");
+            throw new WireFormatException("frame " + framesRead + " (" + typeName() + ") has reserved bits set");
         }
         int sequence = header.getInt(4);
         if (sequence != (int) framesRead) {
-            throw new WireFormatException("frame " + framesRead + " (" + type + ") carries sequence " + Integer.toUnsignedString(sequence)
+            throw new WireFormatException("frame " + framesRead + " (" + typeName() + ") carries sequence " + Integer.toUnsignedString(sequence)
                     + ": a frame was dropped, repeated or moved on this connection");
         }
         if (length < 0 || length > maxPayload) {
-            throw new WireFormatException("frame " + framesRead + " (" + type + ") announces " + length + " bytes; the limit is " + maxPayload);
+            throw new WireFormatException("frame " + framesRead + " (" + typeName() + ") announces " + length + " bytes; the limit is " + maxPayload);
         }
         crc.reset();
         framesRead++;
@@ -184,12 +184,30 @@ public final class FrameCodec {
     /** After the whole payload: the frame is good only if the payload CRC32C matches. */
     public void verify() {
         if (!payloadIntact()) {
-            throw new WireFormatException("frame " + (framesRead - 1) + " (" + type + ", a=0x" + Long.toHexString(a) + ", "
+            throw new WireFormatException("frame " + (framesRead - 1) + " (" + typeName() + ", a=0x" + Long.toHexString(a) + ", "
                     + length + " bytes) payload fails its CRC32C");
         }
     }
 
+    /**
+     * After the header of a type that carries no payload (COMPLETE, END_OF_ROUND, CHANNEL): it must announce
+     * none. A payload announced and never read would leave this reader framing the stream differently from
+     * every other (the bytes after the header read as frames here, skipped as payload by a proxy or recorder).
+     */
+    public void verifyEmpty() {
+        if (length != 0) {
+            throw new WireFormatException("frame " + (framesRead - 1) + " (" + typeName() + ") announces " + length + " payload bytes; "
+                    + typeName() + " carries none");
+        }
+        verify();
+    }
+
     public FrameType type() { return type; }
+
+    /** The last header's type for a message: its name, or its code if this version does not know it. */
+    private String typeName() {
+        return type != null ? type.toString() : "unknown type " + code;
+    }
 
     public long a() { return a; }
 
@@ -201,7 +219,7 @@ public final class FrameCodec {
 
     /** {@link #readFully} for a frame's header or payload, naming it only when the stream ends (no string per frame). */
     private void readFrame(ReadableByteChannel in, ByteBuffer dst, boolean ofHeader) throws IOException {
-        if (!fill(in, dst)) throw endedInside(ofHeader ? "frame " + framesRead : "frame " + (framesRead - 1) + " (" + type + ") payload", dst);
+        if (!fill(in, dst)) throw endedInside(ofHeader ? "frame " + framesRead : "frame " + (framesRead - 1) + " (" + typeName() + ") payload", dst);
     }
 
     /** Reads until {@code dst} is full; a stream that ends first is a clear error, not a hang. */

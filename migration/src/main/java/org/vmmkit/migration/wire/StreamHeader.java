@@ -165,11 +165,12 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
      * destination's loaders by the destination). Names the first difference.
      */
     public void checkCompatibleWith(StreamHeader local) {
-        if (pageSize != local.pageSize) throw new WireFormatException("page size " + pageSize + " here " + local.pageSize);
+        String misfit = "the stream header does not fit this VM: ";
+        if (pageSize != local.pageSize) throw new WireFormatException(misfit + "page size " + pageSize + ", here " + local.pageSize);
         if (!memory.equals(local.memory)) {
-            throw new WireFormatException("memory layout differs: the source has " + describe(memory) + ", this VM " + describe(local.memory));
+            throw new WireFormatException(misfit + "memory layout differs: the source has " + describe(memory) + ", this VM " + describe(local.memory));
         }
-        if (vcpus != local.vcpus) throw new WireFormatException("the source has " + vcpus + " vCPUs, this VM " + local.vcpus);
+        if (vcpus != local.vcpus) throw new WireFormatException(misfit + "the source has " + vcpus + " vCPUs, this VM " + local.vcpus);
     }
 
     private static String describe(List<Range> ranges) {

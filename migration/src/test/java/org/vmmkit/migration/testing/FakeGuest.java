@@ -95,6 +95,24 @@ public final class FakeGuest implements MigratableVm, AutoCloseable {
         return resumes;
     }
 
+    /** The vCPU state last restored (a destination's), or null. */
+    public byte[] restoredVcpu() {
+        byte[] s = restoredVcpu;
+        return s == null ? null : s.clone();
+    }
+
+    /**
+     * Back to an empty destination that never started: memory zeroed, no vCPU state, no starts or resumes
+     * (a fuzzer's next input, without a new memfd each time).
+     */
+    public void reset() {
+        for (GuestRegion r : memory.regions()) r.host().fill((byte) 0);
+        restoredVcpu = null;
+        running = false;
+        starts = 0;
+        resumes = 0;
+    }
+
     /** Whether this (destination) guest holds exactly {@code source}'s memory and vCPU state. */
     public boolean equalsSource(FakeGuest source) {
         return memory.regions().get(0).host().mismatch(source.memory.regions().get(0).host()) == -1

@@ -4,6 +4,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 
+import org.vmmkit.core.memory.GuardedMapping;
 import org.vmmkit.core.migration.SectionInfo;
 import org.vmmkit.core.migration.SectionLoader;
 import org.vmmkit.core.migration.SectionSaver;
@@ -232,7 +233,8 @@ public final class V1DeviceMigration implements SectionSaver, SectionLoader, Aut
     }
 
     private MemorySegment buffer(long size) {
-        if (buffer == null) buffer = arena.allocate(region.size() - V1Abi.HEADER_SIZE, 64);
+        // A resume reads chunks from the network straight into it: between guard pages, like the data section.
+        if (buffer == null) buffer = GuardedMapping.anonymous(region.size() - V1Abi.HEADER_SIZE, arena, "device " + deviceName() + " staging buffer");
         return buffer.asSlice(0, size);
     }
 

@@ -19,10 +19,12 @@ public final class GuestMemory implements AutoCloseable {
     public static final long LOW_RAM_END = 3L << 30, HIGH_RAM_START = 4L << 30;
 
     private final List<GuestRegion> regions;
+    private final List<GuardedMapping> mappings; // by region index: each region's mapping and its guards
     private volatile boolean closed;
 
-    private GuestMemory(List<GuestRegion> regions) {
+    private GuestMemory(List<GuestRegion> regions, List<GuardedMapping> mappings) {
         this.regions = List.copyOf(regions);
+        this.mappings = List.copyOf(mappings);
     }
 
     /** A range of guest physical address space to back with RAM. */
@@ -52,49 +54,36 @@ public final class GuestMemory implements AutoCloseable {
             }
         }
         List<GuestRegion> regions = new ArrayList<>();
+        List<GuardedMapping> mappings = new ArrayList<>();
         try {
             for (Range r : sorted) {
                 int index = regions.size();
                 Fd memfd = Libc.memfdCreate("vmmkit-ram-" + index);
                 try {
                     memfd.truncate(r.size());
-                    MemorySegment host = mapAligned(memfd, r.size());
-                    regions.add(new GuestRegion(index, r.guestAddress(), r.size(), host, memfd));
+                    GuardedMapping mapping = mapAligned(memfd, r.size());
+                    mappings.add(mapping);
+                    regions.add(new GuestRegion(index, r.guestAddress(), r.size(), mapping.segment(), memfd));
                 } catch (RuntimeException e) {
                     memfd.close();
                     throw e;
                 }
             }
         } catch (RuntimeException e) {
-            new GuestMemory(regions).close();
+            new GuestMemory(regions, mappings).close();
             throw e;
         }
-        return new GuestMemory(regions);
+        return new GuestMemory(regions, mappings);
     }
 
     /**
      * Maps the memfd shared at a 2 MiB-aligned address (as QEMU aligns RAM): transparent huge pages can back
      * it, and an IOMMU whose smallest page is 2 MiB can map it (type1 requires the host address aligned to
-     * its page size). Reserves {@code size + 2 MiB} of address space, maps the memfd over the aligned part
-     * with MAP_FIXED, and returns the slop on both sides.
+     * its page size). The mapping sits between PROT_NONE guard pages that stay for its whole life
+     * ({@link GuardedMapping}): a write that runs off a region faults instead of corrupting its neighbour.
      */
-    private static MemorySegment mapAligned(Fd memfd, long size) {
-        MemorySegment reservation = Libc.mmap(0, size + HOST_ALIGNMENT, Libc.PROT_NONE,
-                Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0, memfd.describe() + " reservation");
-        long start = reservation.address();
-        long aligned = (start + HOST_ALIGNMENT - 1) & -HOST_ALIGNMENT;
-        MemorySegment host;
-        try {
-            host = Libc.mmap(aligned, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, memfd.raw(), 0,
-                    memfd.describe());
-        } catch (RuntimeException e) {
-            Libc.munmap(reservation, memfd.describe() + " reservation");
-            throw e;
-        }
-        if (aligned > start) Libc.munmap(MemorySegment.ofAddress(start).reinterpret(aligned - start), memfd.describe() + " head");
-        long tail = start + size + HOST_ALIGNMENT - (aligned + size);
-        if (tail > 0) Libc.munmap(MemorySegment.ofAddress(aligned + size).reinterpret(tail), memfd.describe() + " tail");
-        return host;
+    private static GuardedMapping mapAligned(Fd memfd, long size) {
+        return GuardedMapping.shared(memfd, size, HOST_ALIGNMENT);
     }
 
     /** Host alignment of every region's mapping. */
@@ -180,9 +169,9 @@ public final class GuestMemory implements AutoCloseable {
     public void close() {
         if (closed) return;
         closed = true;
-        for (GuestRegion r : regions) {
-            Libc.munmap(r.host(), r.backing().describe());
-            r.backing().close();
+        for (int i = 0; i < regions.size(); i++) {
+            mappings.get(i).close();
+            regions.get(i).backing().close();
         }
     }
 }

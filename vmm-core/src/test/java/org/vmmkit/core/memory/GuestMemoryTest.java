@@ -69,6 +69,34 @@ class GuestMemoryTest {
     }
 
     @Test
+    void everyRegionSitsBetweenInaccessibleGuardPages() {
+        // Two regions (below and above the hole) of a size that is not a multiple of 2 MiB, so the slop differs.
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout((3L << 30) + (6L << 20) + 4096))) {
+            for (GuestRegion r : mem.regions()) {
+                long start = r.host().address(), end = start + r.size();
+                String where = r + " at " + ProcMaps.around(start, end);
+                assertEquals("---p", ProcMaps.permissionsAt(start - GuestMemory.PAGE_SIZE), "the page before " + where);
+                assertEquals("rw-s", ProcMaps.permissionsAt(start), where);
+                assertEquals("rw-s", ProcMaps.permissionsAt(end - 1), where);
+                assertEquals("---p", ProcMaps.permissionsAt(end), "the page after " + where);
+            }
+        }
+    }
+
+    @Test
+    void closingReleasesTheRegionsAndTheirGuards() {
+        long before = ProcMaps.vmSizeKb();
+        for (int i = 0; i < 200; i++) {
+            try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(1L << 20))) {
+                mem.writeLong(0, i);
+            }
+        }
+        long grown = ProcMaps.vmSizeKb() - before;
+        // A leaked reservation would cost 5 MiB of address space each: 1000 MiB here.
+        assertTrue(grown < 128 * 1024, "the address space grew by " + grown + " KiB over 200 closed 1 MiB VMs");
+    }
+
+    @Test
     void overlappingRangesAreRefused() {
         assertThrows(IllegalArgumentException.class, () -> GuestMemory.create(java.util.List.of(
                 new GuestMemory.Range(0, 1 << 20), new GuestMemory.Range(1 << 19, 1 << 20))));

@@ -10,6 +10,7 @@ import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
+import org.vmmkit.core.memory.GuardedMapping;
 import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.SysException;
 import org.vmmkit.core.vfio.EmulatedVfioContainer;
@@ -141,9 +142,11 @@ public final class EmulatedMigratableDevice implements VfioDevice {
     public EmulatedMigratableDevice(Config config, long seed) {
         this.config = config;
         this.pages = config.memoryBytes() / PAGE;
-        this.memory = arena.allocate(config.memoryBytes(), PAGE);
+        // The data section and device memory (the DIRECT window) are what a VMM writes into straight from a
+        // socket: each sits between guard pages, so a write past its end faults instead of corrupting the heap.
+        this.memory = GuardedMapping.anonymous(config.memoryBytes(), arena, config.name() + " device memory");
         this.registers = arena.allocate(REGISTERS, 8);
-        this.data = arena.allocate(config.dataSectionBytes(), PAGE);
+        this.data = GuardedMapping.anonymous(config.dataSectionBytes(), arena, config.name() + " data section");
         this.dirty = new long[(int) ((pages + 63) / 64)];
         this.random = new SplittableRandom(seed);
         for (long o = 0; o < config.memoryBytes(); o += PAGE) memory.set(JAVA_LONG, o, random.nextLong());

@@ -1,0 +1,68 @@
+package org.vmmkit.migration.testing;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+
+/**
+ * What the first connection of a one-channel stream says, read the way docs/wire-format.md frames it and
+ * checking nothing else: the guest memory a destination holds after applying it to zeroed memory, the vCPU
+ * states (the last of each), and the device chunks in order, up to its first COMPLETE. The outside judge
+ * of an accepted stream: whatever the destination checked, what it loaded must be what the stream says.
+ * A stream that cannot be framed that way, or whose RAM frames do not fit a memory of the given size, says
+ * nothing ({@link #of} returns null).
+ */
+public record StreamMeaning(byte[] memory, Map<Long, byte[]> vcpus, List<byte[]> deviceChunks) {
+    private static final int PAGE = 4096;
+
+    public static StreamMeaning of(byte[] stream, int memorySize) {
+        ByteBuffer in = ByteBuffer.wrap(stream).order(ByteOrder.LITTLE_ENDIAN);
+        if (stream.length < StreamImage.HEADER_FLAGS_AT + 8) return null;
+        int size = in.getInt(StreamImage.HEADER_SIZE_AT);
+        if (size < StreamImage.HEADER_FLAGS_AT + 8 || size > stream.length) return null;
+        boolean ramChecksums = (in.getInt(StreamImage.HEADER_FLAGS_AT) & 1) != 0;
+        byte[] memory = new byte[memorySize];
+        Map<Long, byte[]> vcpus = new HashMap<>();
+        List<byte[]> chunks = new ArrayList<>();
+        long at = size;
+        while (stream.length - at >= FrameCodec.HEADER) {
+            int p = (int) at;
+            int type = Short.toUnsignedInt(in.getShort(p));
+            long a = in.getLong(p + 8), b = in.getLong(p + 16), length = in.getLong(p + 24);
+            if (length < 0 || length > stream.length - at - FrameCodec.HEADER) return null; // the stream ends inside it
+            int payload = p + FrameCodec.HEADER;
+            FrameType t = FrameType.of(type);
+            if (t == FrameType.COMPLETE) return new StreamMeaning(memory, vcpus, chunks);
+            if (t == FrameType.RAM || t == FrameType.ZERO_RUN) {
+                if (b <= 0 || b > memorySize / PAGE || a < 0 || a % PAGE != 0 || a > memorySize - b * PAGE) return null;
+                if (t == FrameType.RAM) {
+                    if (length != b * PAGE + (ramChecksums ? 4 * b : 0)) return null;
+                    System.arraycopy(stream, payload, memory, (int) a, (int) (b * PAGE));
+                } else {
+                    Arrays.fill(memory, (int) a, (int) (a + b * PAGE), (byte) 0);
+                }
+            } else if (t == FrameType.VCPU_STATE) {
+                vcpus.put(a, Arrays.copyOfRange(stream, payload, payload + (int) length));
+            } else if (t == FrameType.SECTION_CHUNK) {
+                chunks.add(Arrays.copyOfRange(stream, payload, payload + (int) length));
+            }
+            // Any other type (and an unknown one, skipped) changes nothing a destination loads.
+            at += FrameCodec.HEADER + length;
+        }
+        return null; // no COMPLETE
+    }
+
+    /** Whether the device chunks are exactly {@code others}, in order. */
+    public boolean sameDeviceChunks(List<byte[]> others) {
+        if (others.size() != deviceChunks.size()) return false;
+        for (int i = 0; i < others.size(); i++) if (!Arrays.equals(others.get(i), deviceChunks.get(i))) return false;
+        return true;
+    }
+}
