@@ -147,7 +147,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
             return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0, nonce);
-        } catch (java.nio.BufferUnderflowException e) {
+        } catch (java.nio.BufferUnderflowException | IllegalArgumentException e) { // a count or a padding past the end
             throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
         }
     }
