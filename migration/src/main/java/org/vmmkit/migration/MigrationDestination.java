@@ -396,7 +396,8 @@ public final class MigrationDestination {
                         event.frames = codec.framesRead();
                         event.commit();
                         try {
-                            answer(channel, back, FrameType.ACK_COMPLETE, "");
+                            // a = what the loaded guest RAM costs this host (zero pages are holes): the source reports it.
+                            back.write(channel, FrameType.ACK_COMPLETE, vm.memory().residentBytes(), 0, null, null);
                         } catch (IOException e) {
                             // The VM runs: a source that misses this asks (an outcome query) or waits for its operator.
                             LOG.log(System.Logger.Level.WARNING, "the VM runs, but ACK_COMPLETE could not be sent: " + e.getMessage());

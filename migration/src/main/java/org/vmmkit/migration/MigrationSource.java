@@ -295,6 +295,7 @@ public final class MigrationSource {
             ring.publishControl(FrameType.COMMIT, 0, 0);
             ring.awaitSent(60, TimeUnit.SECONDS);
             back.expect(FrameType.ACK_COMPLETE, "handover");
+            stats.destinationResident = back.lastA();
             tracker.stop();
             endPhase(phaseEvent, done.phase, "acknowledged");
             return stats.completed(null);

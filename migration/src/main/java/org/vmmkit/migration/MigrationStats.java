@@ -8,12 +8,13 @@ import java.util.List;
  * destination's acknowledgement that its VM runs; {@code remainingBytes} is what the current round still
  * has to send (its dirty pages plus the devices' pending bytes at the round's start, less what was sent);
  * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
- * by {@code max-iterations} rather than the downtime limit.
+ * by {@code max-iterations} rather than the downtime limit; {@code destinationResidentBytes} is what the
+ * guest RAM costs the destination's host once loaded (its acknowledgement says; -1 until then).
  */
 public record MigrationStats(MigrationStatus status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
                              long transferredBytes, long remainingBytes, long rounds, long ramPages, long zeroPages,
                              long sectionBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
-                             List<SectionStats> sections) {
+                             List<SectionStats> sections, long destinationResidentBytes) {
 
     /** One section's share of this migration: the bytes and chunks of its state sent. */
     public record SectionStats(String id, String kind, long bytes, long chunks) {}
@@ -25,7 +26,8 @@ public record MigrationStats(MigrationStatus status, long totalMillis, long setu
     /** The same figures under another status (the end of a failed or cancelled migration). */
     public MigrationStats withStatus(MigrationStatus newStatus) {
         return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
-                rounds, ramPages, zeroPages, sectionBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, sections);
+                rounds, ramPages, zeroPages, sectionBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, sections,
+                destinationResidentBytes);
     }
 
     /** Whether the migration has ended: completed, failed, cancelled, or with its handover's outcome unknown. */
@@ -35,6 +37,6 @@ public record MigrationStats(MigrationStatus status, long totalMillis, long setu
 
     /** The stats of a migration that has not started. */
     public static MigrationStats none() {
-        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of());
+        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of(), -1);
     }
 }

@@ -52,6 +52,11 @@ final class ReturnPath {
         throw new IOException("the destination answered " + t + " in " + phase + " where " + expected + " was due");
     }
 
+    /** The {@code a} of the answer read last (ACK_COMPLETE: the destination's resident guest RAM in bytes). */
+    long lastA() {
+        return back.a();
+    }
+
     /** A read of the return path that may take at most {@code timeout}. */
     @FunctionalInterface
     interface Read {

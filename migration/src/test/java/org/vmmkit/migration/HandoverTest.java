@@ -96,6 +96,7 @@ class HandoverTest {
              FrameProxy proxy = new FrameProxy(dst.address(), (c, d, i, t) -> Action.FORWARD)) {
             MigrationStats stats = sourceOf(src, 2).migrate(proxy.address());
             assertEquals(MigrationStatus.COMPLETED, stats.status());
+            assertEquals(SIZE / 4 * 3, stats.destinationResidentBytes(), "every fourth page is zero: a hole at the destination");
             dst.started.get(30, TimeUnit.SECONDS);
             assertTrue(dst.guest.equalsSource(src));
             assertFalse(src.running());

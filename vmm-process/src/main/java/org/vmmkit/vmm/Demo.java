@@ -135,6 +135,12 @@ public final class Demo implements Callable<Integer> {
             }
             System.out.println();
             System.out.println(Progress.summary(stats));
+            JsonElement resident = stats.getAsJsonObject("ram").get("destination-resident");
+            if (resident != null && !resident.isJsonNull()) {
+                long guest = stats.getAsJsonObject("ram").get("total").getAsLong();
+                System.out.printf("  destination resident memory: %s of the guest's %s (%.0f %%; zero pages cost it nothing)%n",
+                        Progress.bytes(resident.getAsLong()), Progress.bytes(guest), 100.0 * resident.getAsLong() / guest);
+            }
             if (!dst.get("incoming-digest-time").isJsonNull()) {
                 System.out.println("  (the downtime includes " + dst.get("incoming-digest-time").getAsLong()
                         + " ms in which the destination hashed guest memory for this verification)");

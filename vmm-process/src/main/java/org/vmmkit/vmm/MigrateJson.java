@@ -34,6 +34,7 @@ public final class MigrateJson {
         ram.put("dirty-sync-count", s.rounds());
         ram.put("mbps", Math.round(s.throughputMbps() * 10) / 10.0);
         ram.put("page-size", GuestMemory.PAGE_SIZE);
+        ram.put("destination-resident", s.destinationResidentBytes() < 0 ? null : s.destinationResidentBytes());
         out.put("ram", ram);
         Map<String, Object> vfio = new LinkedHashMap<>();
         long vfioBytes = 0;

@@ -9,6 +9,7 @@ import java.util.zip.CRC32C;
 
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.core.sys.Libc;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.WireFormatException;
@@ -35,6 +36,7 @@ public final class RamReceiver {
     private ByteBuffer table = ByteBuffer.allocateDirect(4096).order(ByteOrder.LITTLE_ENDIAN);
     private final CRC32C pageCrc = new CRC32C();
     private long ramPages, zeroPages, tornFrames;
+    private boolean punchHoles = true;
 
     private final boolean pageChecksums;
 
@@ -88,8 +90,8 @@ public final class RamReceiver {
         }
         long offset = gpa - region.guestAddress();
         if (type == FrameType.ZERO_RUN) {
-            for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(MemoryViews.ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
-            codec.verify();
+            codec.verify(); // no payload: the header's CRC of nothing
+            zero(region, offset, bytes);
             clearTorn(region, offset / PAGE, pages);
             zeroPages += pages;
             return;
@@ -126,6 +128,22 @@ public final class RamReceiver {
         }
         if (anyTorn) tornFrames++;
         ramPages += pages;
+    }
+
+    /**
+     * Makes the range zero without making it cost memory: MADV_REMOVE punches it out of the memfd (the pages
+     * are freed, a never-written page stays unbacked, and every page reads as zero from then on, whatever the
+     * range held — an earlier attempt's data, a device's DMA). Where the memory cannot be punched (not a
+     * shared memfd or hugetlbfs mapping: EINVAL, EOPNOTSUPP) the pages are written with zeros instead, from
+     * then on for every run.
+     */
+    private void zero(GuestRegion region, long offset, long bytes) {
+        if (punchHoles) {
+            int r = Libc.madviseRaw(region.host().address() + offset, bytes, Libc.MADV_REMOVE);
+            if (r == 0) return;
+            punchHoles = false;
+        }
+        for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(MemoryViews.ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
     }
 
     private void clearTorn(GuestRegion region, long firstPage, long pages) {

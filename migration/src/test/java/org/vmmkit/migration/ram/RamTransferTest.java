@@ -102,6 +102,37 @@ class RamTransferTest {
     }
 
     @Test
+    void zeroPagesCostTheDestinationNoMemory() throws Exception {
+        try (GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            destination.regions().get(0).host().asSlice(0, 4 * MIB).fill((byte) 0x11); // an earlier attempt's data, say
+            assertEquals(4 * MIB, destination.residentBytes());
+            CompletableFuture<Throwable> received = CompletableFuture.supplyAsync(() -> {
+                try (SocketChannel in = server.accept()) {
+                    FrameCodec codec = new FrameCodec(64 * MIB);
+                    RamReceiver receiver = new RamReceiver(new MemoryViews(destination));
+                    for (int i = 0; i < 2; i++) {
+                        codec.readHeader(in);
+                        receiver.apply(in, codec);
+                    }
+                    return null;
+                } catch (Throwable t) {
+                    return t;
+                }
+            });
+            try (SocketChannel out = SocketChannel.open(server.getLocalAddress())) {
+                FrameCodec codec = new FrameCodec(64 * MIB);
+                codec.write(out, FrameType.ZERO_RUN, 0, 4 * MIB / PAGE, null, null); // over the written pages
+                codec.write(out, FrameType.ZERO_RUN, 8 * MIB, 4 * MIB / PAGE, null, null); // over never-written ones
+                assertEquals(null, received.get(30, TimeUnit.SECONDS));
+            }
+            assertEquals(0, destination.residentBytes(), "zero pages are holes: the written ones released, the others never allocated");
+            var ram = destination.regions().get(0).host();
+            for (long o = 0; o < 4 * MIB; o += 4096) assertEquals(0, ram.get(java.lang.foreign.ValueLayout.JAVA_LONG, o));
+        }
+    }
+
+    @Test
     void aFrameOutsideTheDestinationsRamIsRefusedAndNothingIsWritten() throws Exception {
         try (GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
              ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {

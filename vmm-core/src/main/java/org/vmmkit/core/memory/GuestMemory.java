@@ -93,6 +93,16 @@ public final class GuestMemory implements AutoCloseable {
         return regions;
     }
 
+    /**
+     * Bytes of guest RAM that cost host memory now: what the regions' memfds hold (pages never written, or
+     * punched out as zero, cost nothing). One {@code fstat} per region.
+     */
+    public long residentBytes() {
+        long total = 0;
+        for (GuestRegion r : regions) total += org.vmmkit.core.sys.Libc.allocatedBytes(r.backing());
+        return total;
+    }
+
     public long totalSize() {
         long total = 0;
         for (GuestRegion r : regions) total += r.size();

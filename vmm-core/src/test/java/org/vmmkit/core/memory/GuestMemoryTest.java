@@ -27,6 +27,19 @@ class GuestMemoryTest {
     }
 
     @Test
+    void residentBytesCountWhatWasWrittenAndNotWhatWasPunched() {
+        try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(64L << 20))) {
+            assertEquals(0, mem.residentBytes(), "a fresh VM's RAM costs nothing");
+            var host = mem.regions().get(0).host();
+            host.asSlice(0, 8L << 20).fill((byte) 1);
+            assertEquals(8L << 20, mem.residentBytes());
+            org.vmmkit.core.sys.Libc.madvise(host.asSlice(0, 4L << 20), org.vmmkit.core.sys.Libc.MADV_REMOVE, "test");
+            assertEquals(4L << 20, mem.residentBytes(), "punched pages are freed");
+            assertEquals(0, host.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), "and read as zero");
+        }
+    }
+
+    @Test
     void accessInTheHoleBelowFourGibNamesTheAddress() {
         try (GuestMemory mem = GuestMemory.create(GuestMemory.standardLayout(4L << 30))) {
             GuestMemoryException e = assertThrows(GuestMemoryException.class, () -> mem.writeLong(0xC000_0000L, 1));

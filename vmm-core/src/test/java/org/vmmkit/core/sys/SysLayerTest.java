@@ -73,6 +73,16 @@ class SysLayerTest {
     }
 
     @Test
+    void theStatLayoutMatchesTheHeader() {
+        new HeaderProbe("sys/stat.h")
+                .expect("sizeof(struct stat)", "sizeof(struct stat)", Libc.STAT_BYTES)
+                .expect("offsetof(struct stat, st_size)", "offsetof(struct stat, st_size)", Libc.STAT_ST_SIZE)
+                .expect("offsetof(struct stat, st_blocks)", "offsetof(struct stat, st_blocks)", Libc.STAT_ST_BLOCKS)
+                .expect("sizeof(st_blocks)", "sizeof(((struct stat *)0)->st_blocks)", 8)
+                .verify();
+    }
+
+    @Test
     void errnoTableMatchesTheHeaders() {
         HeaderProbe probe = new HeaderProbe("errno.h");
         for (int errno : Errno.known()) probe.expect(Errno.name(errno), Errno.name(errno), errno);
