@@ -261,7 +261,7 @@ class RandomizedMigrationSoakTest {
             }
             assertEquals(1, failures.size(), "the migration completed through a fault (" + r.plan().fault() + ")");
             String why = failures.get(0).getMessage();
-            assertEquals("failed", faulted.stats().status(), why);
+            assertEquals(MigrationStatus.FAILED, faulted.stats().status(), why);
             assertTrue(why.contains("rolled back"), why);
             checkSourceRunsIntact(r);
             Receiver receiver = r.receiver();
@@ -281,7 +281,7 @@ class RandomizedMigrationSoakTest {
         List<MigrationException> failures = new ArrayList<>();
         MigrationSource m = migrate(r, r.server().getLocalAddress(), failures);
         if (!failures.isEmpty()) throw failures.get(0);
-        assertEquals("completed", m.stats().status());
+        assertEquals(MigrationStatus.COMPLETED, m.stats().status());
         checkResumedExactly(r);
         return result;
     }
