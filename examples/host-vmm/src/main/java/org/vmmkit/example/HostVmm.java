@@ -5,7 +5,11 @@ import java.nio.channels.ServerSocketChannel;
 import java.time.Duration;
 import java.util.List;
 
+import java.lang.foreign.MemorySegment;
+
 import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.sys.Fd;
+import org.vmmkit.core.sys.Libc;
 import org.vmmkit.migration.MigrationDestination;
 import org.vmmkit.migration.MigrationException;
 import org.vmmkit.migration.MigrationSettings;
@@ -18,13 +22,20 @@ import org.vmmkit.migration.MigrationStats;
  * to send, a {@link MigrationDestination} to receive. docs/embedding.md walks through it.
  */
 public final class HostVmm implements AutoCloseable {
+    private final Fd ramFile;
+    private final MemorySegment ram;
     private final GuestMemory memory;
     private final ToyVm vm;
     private final TickDevice timer;
 
-    /** A VMM whose guest has {@code ramBytes} of RAM (mapped by the VMM itself, then wrapped) and one timer. */
+    /** A VMM whose guest has {@code ramBytes} of RAM (a memfd the VMM maps itself, then wraps) and one timer. */
     public HostVmm(long ramBytes) {
-        this.memory = GuestMemory.create(ToyVm.layout(ramBytes));
+        // The VMM's own RAM: a memfd it maps shared itself (as it would to give it to KVM or a device process),
+        // handed to vmmkit by wrapping; vmmkit never unmaps or closes it.
+        this.ramFile = Libc.memfdCreate("toy-vmm-ram");
+        ramFile.truncate(ramBytes);
+        this.ram = Libc.mmap(ramBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, ramFile.raw(), 0, "toy-vmm-ram");
+        this.memory = GuestMemory.wrap(List.of(new GuestMemory.HostRegion(0, ram, ramFile)));
         this.vm = new ToyVm(memory);
         this.timer = new TickDevice("timer0", 1000);
     }
@@ -55,5 +66,7 @@ public final class HostVmm implements AutoCloseable {
     public void close() {
         vm.close();
         memory.close();
+        Libc.munmap(ram, "toy-vmm-ram");
+        ramFile.close();
     }
 }

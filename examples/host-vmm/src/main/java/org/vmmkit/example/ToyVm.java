@@ -3,7 +3,6 @@ package org.vmmkit.example;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.time.Duration;
-import java.util.List;
 
 import org.vmmkit.core.MigratableVm;
 import org.vmmkit.core.memory.GuestMemory;
@@ -168,9 +167,5 @@ public final class ToyVm implements MigratableVm, AutoCloseable {
                 pages = null;
             }
         }
-    }
-
-    static List<GuestMemory.Range> layout(long size) {
-        return List.of(new GuestMemory.Range(0, size));
     }
 }

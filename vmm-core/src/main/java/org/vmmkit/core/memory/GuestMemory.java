@@ -19,12 +19,12 @@ public final class GuestMemory implements AutoCloseable {
     public static final long LOW_RAM_END = 3L << 30, HIGH_RAM_START = 4L << 30;
 
     private final List<GuestRegion> regions;
-    private final List<GuardedMapping> mappings; // by region index: each region's mapping and its guards
+    private final List<GuardedMapping> mappings; // by region index: each region's mapping and its guards; null where the host owns it
     private volatile boolean closed;
 
     private GuestMemory(List<GuestRegion> regions, List<GuardedMapping> mappings) {
         this.regions = List.copyOf(regions);
-        this.mappings = List.copyOf(mappings);
+        this.mappings = java.util.Collections.unmodifiableList(new ArrayList<>(mappings)); // null entries: the host's own
     }
 
     /** A range of guest physical address space to back with RAM. */
@@ -72,6 +72,37 @@ public final class GuestMemory implements AutoCloseable {
         } catch (RuntimeException e) {
             new GuestMemory(regions, mappings).close();
             throw e;
+        }
+        return new GuestMemory(regions, mappings);
+    }
+
+    /**
+     * Guest RAM the host VMM already has: each region's guest address, the host's own mapping of it (shared,
+     * so a destination can read pages straight in and a device process can map the same fd) and the file
+     * behind it (a memfd or a hugetlbfs file: zero pages are punched out of it, and its allocated size is the
+     * resident figure). The host keeps owning both: {@link #close} unmaps and closes nothing of them.
+     */
+    public record HostRegion(long guestAddress, MemorySegment mapping, Fd backing) {
+        public HostRegion {
+            if (guestAddress % PAGE_SIZE != 0 || mapping.byteSize() <= 0 || mapping.byteSize() % PAGE_SIZE != 0 || mapping.address() % PAGE_SIZE != 0) {
+                throw new IllegalArgumentException("a host region must be page-aligned and non-empty: guest 0x" + Long.toHexString(guestAddress)
+                        + ", host 0x" + Long.toHexString(mapping.address()) + " size " + mapping.byteSize());
+            }
+        }
+    }
+
+    /** Wraps memory the host VMM mapped itself (see {@link HostRegion}); the regions must not overlap. */
+    public static GuestMemory wrap(List<HostRegion> host) {
+        List<HostRegion> sorted = new ArrayList<>(host);
+        sorted.sort((a, b) -> Long.compareUnsigned(a.guestAddress(), b.guestAddress()));
+        List<GuestRegion> regions = new ArrayList<>();
+        List<GuardedMapping> mappings = new ArrayList<>();
+        for (HostRegion h : sorted) {
+            if (!regions.isEmpty() && regions.getLast().end() > h.guestAddress()) {
+                throw new IllegalArgumentException("host regions overlap at guest 0x" + Long.toHexString(h.guestAddress()));
+            }
+            regions.add(new GuestRegion(regions.size(), h.guestAddress(), h.mapping().byteSize(), h.mapping(), h.backing()));
+            mappings.add(null);
         }
         return new GuestMemory(regions, mappings);
     }
@@ -180,6 +211,7 @@ public final class GuestMemory implements AutoCloseable {
         if (closed) return;
         closed = true;
         for (int i = 0; i < regions.size(); i++) {
+            if (mappings.get(i) == null) continue; // the host's own
             mappings.get(i).close();
             regions.get(i).backing().close();
         }

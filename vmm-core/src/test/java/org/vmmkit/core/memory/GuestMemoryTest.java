@@ -2,6 +2,7 @@ package org.vmmkit.core.memory;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 import org.junit.jupiter.api.Test;
 
@@ -36,6 +37,26 @@ class GuestMemoryTest {
             org.vmmkit.core.sys.Libc.madvise(host.asSlice(0, 4L << 20), org.vmmkit.core.sys.Libc.MADV_REMOVE, "test");
             assertEquals(4L << 20, mem.residentBytes(), "punched pages are freed");
             assertEquals(0, host.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), "and read as zero");
+        }
+    }
+
+    @Test
+    void memoryTheHostMappedIsWrappedAndLeftToTheHost() {
+        org.vmmkit.core.sys.Fd file = org.vmmkit.core.sys.Libc.memfdCreate("host-ram");
+        file.truncate(4L << 20);
+        var mapping = org.vmmkit.core.sys.Libc.mmap(4L << 20, org.vmmkit.core.sys.Libc.PROT_READ | org.vmmkit.core.sys.Libc.PROT_WRITE,
+                org.vmmkit.core.sys.Libc.MAP_SHARED, file.raw(), 0, "host-ram");
+        try {
+            GuestMemory mem = GuestMemory.wrap(List.of(new GuestMemory.HostRegion(1L << 20, mapping, file)));
+            mem.writeLong((1L << 20) + 4096, 0xABCDL);
+            assertEquals(0xABCDL, mapping.get(java.lang.foreign.ValueLayout.JAVA_LONG, 4096), "guest address 1 MiB + 4 KiB is the host's offset 4 KiB");
+            assertEquals(4096, mem.residentBytes());
+            mem.close();
+            assertEquals(0xABCDL, mapping.get(java.lang.foreign.ValueLayout.JAVA_LONG, 4096), "closing left the host's mapping alone");
+            assertTrue(file.raw() >= 0 && org.vmmkit.core.sys.Libc.allocatedBytes(file) == 4096, "and its file open");
+        } finally {
+            org.vmmkit.core.sys.Libc.munmap(mapping, "host-ram");
+            file.close();
         }
     }
 
