@@ -178,7 +178,7 @@ final class VfioUserConnection implements AutoCloseable {
             throw breakWith(Errno.EPROTO, p.getMessage());
         } catch (IOException e) {
             throw breakWith(e.getMessage() != null && e.getMessage().contains("Broken pipe") ? Errno.EPIPE : Errno.ECONNRESET,
-                    "the socket failed: " + e.getMessage());
+                    "the server has gone, the socket failed: " + e.getMessage());
         }
     }
 

@@ -10,6 +10,9 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.extension.AfterEachCallback;
+import org.junit.jupiter.api.extension.BeforeEachCallback;
+import org.junit.jupiter.api.extension.ExtensionContext;
 import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.SysException;
 
@@ -235,14 +238,20 @@ public final class VfioUserPeer {
         }
     }
 
-    /** Every server a test started, to quote their logs when it fails. */
-    public static final class Servers implements AutoCloseable {
+    /**
+     * The sample servers of one test, as a JUnit extension ({@code @RegisterExtension}): sockets in a short
+     * temporary directory (UNIX socket paths are limited to 108 bytes), logs in
+     * {@code target/vfio-user-logs/<test method>/}; when the test fails, every server's log tail is printed;
+     * after it, every server still running is killed.
+     */
+    public static final class Servers implements BeforeEachCallback, AfterEachCallback {
         private final List<SampleServer> started = new ArrayList<>();
-        private final Path socketDir, logDir;
+        private Path socketDir, logDir;
 
-        public Servers(Path socketDir, Path logDir) {
-            this.socketDir = socketDir;
-            this.logDir = logDir;
+        @Override
+        public void beforeEach(ExtensionContext context) throws IOException {
+            socketDir = Files.createTempDirectory("vmmkit-vu");
+            logDir = Path.of("target", "vfio-user-logs", context.getRequiredTestMethod().getName());
         }
 
         public SampleServer start(String name) throws IOException {
@@ -258,8 +267,11 @@ public final class VfioUserPeer {
         }
 
         @Override
-        public void close() {
+        public void afterEach(ExtensionContext context) throws IOException {
+            if (context.getExecutionException().isPresent()) System.err.println(context.getDisplayName() + " failed; the servers' logs:\n" + logs());
             for (SampleServer s : started) s.close();
+            started.clear();
+            Files.deleteIfExists(socketDir);
         }
     }
 }
