@@ -26,7 +26,9 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  * can be mmap'd: {@link #regionInfo} reports every region without {@code VFIO_REGION_INFO_FLAG_MMAP} (the
  * server offered an fd we cannot receive; its sparse areas are kept, for information) and {@link #mmap}
  * refuses. Callers that choose between mmap and read/write by that flag, as {@code MigrationRegion} does,
- * take the read/write path.
+ * take the read/write path. That path is also the one that works with libvfio-user's v1 migration region even
+ * once fds arrive: the library announces the data area as mmap-able but moves migration data only through
+ * REGION_READ/WRITE (its save/load callbacks); a mapping of the area reads zeros.
  *
  * <p>Register accesses are one REGION_READ/WRITE of exactly 4 or 8 bytes; bulk transfers are chunked (reads
  * by the smaller of the server's {@code max_data_xfer_size} and ours, writes also to the 64 KiB message
