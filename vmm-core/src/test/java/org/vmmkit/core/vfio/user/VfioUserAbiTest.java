@@ -2,6 +2,7 @@ package org.vmmkit.core.vfio.user;
 
 import java.nio.file.Path;
 
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.vmmkit.core.sys.HeaderProbe;
 import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
@@ -12,9 +13,15 @@ import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
  */
 class VfioUserAbiTest {
 
-    private static HeaderProbe probe() {
-        Path tree = VfioUserPeer.v1Tree();
+    private static Path tree;
+
+    @BeforeAll
+    static void peerTree() {
+        tree = VfioUserPeer.v1Tree();
         VfioUserPeer.assumeAvailable("VfioUserAbiTest", tree == null ? "no " + VfioUserPeer.V1_TREE + " tree under " + VfioUserPeer.peersDir() : null);
+    }
+
+    private static HeaderProbe probe() {
         return new HeaderProbe("vfio-user.h").includeDir(tree.resolve("include"));
     }
 
