@@ -10,7 +10,16 @@ public final class SysException extends RuntimeException {
     private final String object;
 
     public SysException(String call, int errno, String object) {
-        super(call + " on " + object + " failed: " + Errno.name(errno) + " (" + Errno.description(errno) + ")");
+        this(call, errno, object, null);
+    }
+
+    /**
+     * With what the errno alone does not say, appended after it, e.g. {@code ...failed: ECONNRESET (Connection
+     * reset by peer): the server closed the connection}.
+     */
+    public SysException(String call, int errno, String object, String detail) {
+        super(call + " on " + object + " failed: " + Errno.name(errno) + " (" + Errno.description(errno) + ")"
+                + (detail == null ? "" : ": " + detail));
         this.call = call;
         this.errno = errno;
         this.object = object;

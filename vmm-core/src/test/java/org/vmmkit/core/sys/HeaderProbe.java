@@ -25,12 +25,19 @@ public final class HeaderProbe {
     private final List<String> prelude = new ArrayList<>();
     private final Map<String, String> expressions = new LinkedHashMap<>();
     private final Map<String, Long> expected = new LinkedHashMap<>();
+    private final List<String> includeDirs = new ArrayList<>();
 
     public HeaderProbe(String... includes) {
         prelude.add("#define _GNU_SOURCE");
         prelude.add("#include <stdio.h>");
         prelude.add("#include <stddef.h>");
         for (String include : includes) prelude.add("#include <" + include + ">");
+    }
+
+    /** Adds {@code -I dir} to the compile, for headers outside the system paths (a peer's own headers). */
+    public HeaderProbe includeDir(Path dir) {
+        includeDirs.add("-I" + dir.toAbsolutePath());
+        return this;
     }
 
     /** Adds C source after the includes (e.g. a struct the headers no longer carry). */
@@ -108,7 +115,10 @@ public final class HeaderProbe {
             Path src = dir.resolve("probe.c");
             Path exe = dir.resolve("probe");
             Files.writeString(src, c.toString());
-            String compiler = exec(List.of("gcc", "-O0", "-w", "-o", exe.toString(), src.toString()), dir);
+            List<String> gcc = new ArrayList<>(List.of("gcc", "-O0", "-w"));
+            gcc.addAll(includeDirs);
+            gcc.addAll(List.of("-o", exe.toString(), src.toString()));
+            String compiler = exec(gcc, dir);
             if (!Files.exists(exe)) {
                 fail("the header probe did not compile (gcc and the kernel uapi headers, linux-libc-dev, are needed "
                         + "for layout checks):\n" + compiler + "\n--- source ---\n" + c);

@@ -1,0 +1,63 @@
+package org.vmmkit.core.vfio.user;
+
+import java.nio.file.Path;
+
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.vmmkit.core.sys.HeaderProbe;
+import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
+
+/**
+ * Our vfio-user layouts and numbers, written from the specification, against the peer's
+ * {@code include/vfio-user.h} compiled by gcc (its structs are packed, so every offset is checked).
+ */
+class VfioUserAbiTest {
+
+    private static Path tree;
+
+    @BeforeAll
+    static void peerTree() {
+        tree = VfioUserPeer.v1Tree();
+        VfioUserPeer.assumeAvailable("VfioUserAbiTest", tree == null ? "no " + VfioUserPeer.V1_TREE + " tree under " + VfioUserPeer.peersDir() : null);
+    }
+
+    private static HeaderProbe probe() {
+        return new HeaderProbe("vfio-user.h").includeDir(tree.resolve("include"));
+    }
+
+    @Test
+    void everyVfioUserStructMatchesThePeersHeader() {
+        probe().expectLayout(VfioUserAbi.HEADER, "struct vfio_user_header")
+                .expectLayout(VfioUserAbi.VERSION_PAYLOAD, "struct vfio_user_version")
+                .expectLayout(VfioUserAbi.DEVICE_INFO, "struct vfio_user_device_info")
+                .expectLayout(VfioUserAbi.REGION_ACCESS, "struct vfio_user_region_access")
+                .verify();
+    }
+
+    @Test
+    void everyVfioUserCommandAndFlagMatchesThePeersHeader() {
+        probe().expectValue("VFIO_USER_VERSION", VfioUserAbi.VERSION)
+                .expectValue("VFIO_USER_DMA_MAP", VfioUserAbi.DMA_MAP)
+                .expectValue("VFIO_USER_DMA_UNMAP", VfioUserAbi.DMA_UNMAP)
+                .expectValue("VFIO_USER_DEVICE_GET_INFO", VfioUserAbi.DEVICE_GET_INFO)
+                .expectValue("VFIO_USER_DEVICE_GET_REGION_INFO", VfioUserAbi.DEVICE_GET_REGION_INFO)
+                .expectValue("VFIO_USER_DEVICE_GET_REGION_IO_FDS", VfioUserAbi.DEVICE_GET_REGION_IO_FDS)
+                .expectValue("VFIO_USER_DEVICE_GET_IRQ_INFO", VfioUserAbi.DEVICE_GET_IRQ_INFO)
+                .expectValue("VFIO_USER_DEVICE_SET_IRQS", VfioUserAbi.DEVICE_SET_IRQS)
+                .expectValue("VFIO_USER_REGION_READ", VfioUserAbi.REGION_READ)
+                .expectValue("VFIO_USER_REGION_WRITE", VfioUserAbi.REGION_WRITE)
+                .expectValue("VFIO_USER_DMA_READ", VfioUserAbi.DMA_READ)
+                .expectValue("VFIO_USER_DMA_WRITE", VfioUserAbi.DMA_WRITE)
+                .expectValue("VFIO_USER_DEVICE_RESET", VfioUserAbi.DEVICE_RESET)
+                .expectValue("VFIO_USER_DIRTY_PAGES", VfioUserAbi.DIRTY_PAGES)
+                .expectValue("VFIO_USER_F_TYPE_MASK", VfioUserAbi.FLAG_TYPE_MASK)
+                .expectValue("VFIO_USER_F_TYPE_COMMAND", VfioUserAbi.FLAG_TYPE_COMMAND)
+                .expectValue("VFIO_USER_F_TYPE_REPLY", VfioUserAbi.FLAG_TYPE_REPLY)
+                .expectValue("VFIO_USER_F_NO_REPLY", VfioUserAbi.FLAG_NO_REPLY)
+                .expectValue("VFIO_USER_F_ERROR", VfioUserAbi.FLAG_ERROR)
+                .expectValue("VFIO_USER_DEFAULT_MAX_DATA_XFER_SIZE", VfioUserAbi.DEFAULT_MAX_DATA_XFER_SIZE)
+                .expectValue("VFIO_REGION_TYPE_MIGRATION", org.vmmkit.core.vfio.abi.VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED)
+                .expectValue("VFIO_REGION_SUBTYPE_MIGRATION", org.vmmkit.core.vfio.abi.VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED)
+                .verify();
+    }
+}
