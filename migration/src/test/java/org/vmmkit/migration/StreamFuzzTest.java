@@ -47,8 +47,10 @@ import static org.junit.jupiter.api.Assertions.fail;
  * {@value #INPUT_LIMIT_SECONDS} s: either the destination refuses with a {@link MigrationException} whose
  * message names the frame, the stream header or the stream, caused by a wire, I/O or device error and
  * with the guest not started; or it starts the guest holding exactly what the stream says (its memory,
- * vCPU state and device state, by {@link StreamMeaning}), which for any input that is not a well-formed
- * rewrite must be exactly the genuine stream's result. Never a hang, never another exception.
+ * vCPU state and device state, by {@link StreamMeaning}). A stream changed without its CRCs, sequences and
+ * counts recomputed (not a well-formed rewrite) must moreover load exactly what it said before that change:
+ * the genuine stream's result, unless a later frame of the stream legitimately replaced the damaged part
+ * (a torn page sent again). Never a hang, never another exception.
  *
  * <p>{@code -Dfuzz.inputs=N} (default {@value #DEFAULT_INPUTS}) and {@code -Dfuzz.seed=S} (default 1) choose the
  * inputs: seeds S to S + N − 1. A failure names the seed and the mutation; {@code -Dfuzz.seed=S -Dfuzz.inputs=1}
@@ -234,6 +236,7 @@ class StreamFuzzTest {
         // The genuine stream's result, against which every accepted input that is no rewrite is compared.
         final byte[] genuineMemory, genuineVcpu, genuineDigest;
         final List<byte[]> genuineChunks;
+        final StreamMeaning genuineMeaning;
 
         Rig() throws Exception {
             Outcome o = feed(genuine);
@@ -241,7 +244,8 @@ class StreamFuzzTest {
             genuineMemory = guest.memory().regions().get(0).host().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE);
             genuineVcpu = guest.restoredVcpu();
             genuineDigest = o.deviceDigest;
-            genuineChunks = StreamMeaning.of(genuine, GenuineStream.GUEST_SIZE).deviceChunks();
+            genuineMeaning = StreamMeaning.of(genuine, GenuineStream.GUEST_SIZE);
+            genuineChunks = genuineMeaning.deviceChunks();
         }
 
         Outcome feed(byte[] bytes) throws Exception {
@@ -320,17 +324,30 @@ class StreamFuzzTest {
             if (guest.starts() != 1 || !guest.running()) return Verdict.broken("accepted, yet the guest did not start exactly once (" + guest.starts() + " starts)");
             StreamMeaning said = StreamMeaning.of(input.bytes(), GenuineStream.GUEST_SIZE);
             if (said == null) return Verdict.broken("accepted a stream that cannot be framed or applied as the wire format says");
+            String differs = differences(said, o.deviceDigest);
+            if (differs != null) return Verdict.broken("accepted, but " + differs + " from what the stream says");
+            if (!input.sealed()) {
+                StreamMeaning meant = input.intended() == null ? genuineMeaning : StreamMeaning.of(input.intended(), GenuineStream.GUEST_SIZE);
+                differs = differences(meant, o.deviceDigest);
+                if (differs != null) return Verdict.broken("accepted a corrupted stream, and " + differs + " from what it said before the corruption");
+            }
             MemorySegment memory = guest.memory().regions().get(0).host();
-            long differs = memory.mismatch(MemorySegment.ofArray(said.memory()));
-            if (differs >= 0) return Verdict.broken("accepted, but guest memory differs from what the stream says at 0x" + Long.toHexString(differs));
-            if (!Arrays.equals(guest.restoredVcpu(), said.vcpus().get(0L))) return Verdict.broken("accepted, but the vCPU state differs from what the stream says");
-            byte[] expectedDigest = said.sameDeviceChunks(genuineChunks) ? genuineDigest : replayDevice(said.deviceChunks());
-            if (expectedDigest == null) return Verdict.broken("accepted device chunks that a fresh device refuses");
-            if (!Arrays.equals(expectedDigest, o.deviceDigest)) return Verdict.broken("accepted, but the device state differs from what its chunks say");
             boolean identical = memory.mismatch(MemorySegment.ofArray(genuineMemory)) == -1 && Arrays.equals(guest.restoredVcpu(), genuineVcpu)
                     && Arrays.equals(o.deviceDigest, genuineDigest);
-            if (!identical && !input.sealed()) return Verdict.broken("accepted a corrupted stream (not a well-formed rewrite) and started with another state than the genuine stream's");
-            return Verdict.kept(identical ? "accepted, identical to the genuine stream's result" : "accepted, a well-formed rewrite loaded as it says");
+            if (identical) return Verdict.kept("accepted, identical to the genuine stream's result");
+            return Verdict.kept(input.sealed() ? "accepted, a well-formed rewrite loaded as it says"
+                    : "accepted, a well-formed rewrite whose corruption a later frame superseded");
+        }
+
+        /** How the destination's guest and device differ from what {@code m} says ("guest memory differs at ..."), or null. */
+        private String differences(StreamMeaning m, byte[] deviceDigest) {
+            long at = guest.memory().regions().get(0).host().mismatch(MemorySegment.ofArray(m.memory()));
+            if (at >= 0) return "guest memory differs at 0x" + Long.toHexString(at);
+            if (!Arrays.equals(guest.restoredVcpu(), m.vcpus().get(0L))) return "the vCPU state differs";
+            byte[] expected = m.sameDeviceChunks(genuineChunks) ? genuineDigest : replayDevice(m.deviceChunks());
+            if (expected == null) return "device chunks that a fresh device refuses were loaded, which differs";
+            if (!Arrays.equals(expected, deviceDigest)) return "the device state differs";
+            return null;
         }
 
         /** The device state a fresh destination device reaches from {@code chunks}, or null if it refuses them. */

@@ -28,8 +28,13 @@ import org.vmmkit.migration.wire.StreamHeader;
  * moved and renumbered first, fields changed after, bytes last.
  */
 final class StreamMutator {
-    /** A mutated stream: its bytes, what was done to it (to replay and read), and whether it is sealed. */
-    record Input(long seed, byte[] bytes, String mutation, boolean sealed) {}
+    /**
+     * A mutated stream: its bytes, what was done to it (to replay and read), whether it is sealed, and the
+     * stream as it was before its changes that are not sealed ({@code intended}; null: the genuine stream).
+     * A destination that accepts an input that is not sealed must load what {@code intended} says: the
+     * corruption is refused, or changed nothing that stays loaded (a torn page a later frame rewrote).
+     */
+    record Input(long seed, byte[] bytes, String mutation, boolean sealed, byte[] intended) {}
 
     /** One change: applied in phase order (frames, fields, the header, the end); says what it did. */
     private interface Change {
@@ -55,30 +60,26 @@ final class StreamMutator {
         SplittableRandom r = new SplittableRandom(seed);
         StreamImage s = genuine.copy();
         List<String> done = new ArrayList<>();
-        boolean sealed = true;
-        byte[] bytes;
+        byte[] bytes, intended;
         int mode = r.nextInt(100);
         if (mode < 20) { // havoc: two to four sealed changes, then perhaps one at the byte level
             List<Change> changes = new ArrayList<>();
             for (int i = 2 + r.nextInt(3); i > 0; i--) changes.add(change(r, true));
             changes.sort(Comparator.comparingInt(Change::phase));
             for (Change c : changes) done.add(c.apply(s, r));
-            bytes = s.encode();
-            if (r.nextInt(3) == 0) {
-                bytes = byteLevel(bytes, s, r, done);
-                sealed = false;
-            }
+            bytes = intended = s.encode();
+            if (r.nextInt(3) == 0) bytes = byteLevel(intended.clone(), s, r, done);
         } else if (mode < 80) {
-            String d = change(r, r.nextBoolean()).apply(s, r);
-            done.add(d);
-            sealed = d.endsWith("(sealed)");
-            bytes = s.encode();
+            done.add(change(r, r.nextBoolean()).apply(s, r));
+            bytes = intended = s.encode();
         } else {
             bytes = byteLevel(s.encode(), s, r, done);
-            sealed = false;
+            intended = null;
         }
+        boolean sealed = true;
         for (String d : done) sealed &= !d.endsWith("(not sealed)");
-        return new Input(seed, bytes, String.join("; then ", done), sealed);
+        if (!sealed && done.size() == 1) intended = null; // a single change: the stream before it is the genuine one
+        return new Input(seed, bytes, String.join("; then ", done), sealed, intended);
     }
 
     /** A random change; {@code seal}: recompute what it invalidates (when it can). */
