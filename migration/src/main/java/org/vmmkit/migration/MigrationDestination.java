@@ -377,6 +377,9 @@ public final class MigrationDestination {
                             if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
                         }
                         for (SectionLoader x : loaders) x.finishLoad();
+                        // What the loaded guest RAM costs this host (zero pages are holes), taken before beforeStart
+                        // (a verification digest reads every page, and reading a hole of a shared memfd allocates it).
+                        long resident = vm.memory().residentBytes();
                         for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
                         if (beforeStart != null) beforeStart.run(); // everything is loaded, vCPU state included; nothing runs
                         answer(channel, back, FrameType.PREPARED, "");
@@ -396,8 +399,7 @@ public final class MigrationDestination {
                         event.frames = codec.framesRead();
                         event.commit();
                         try {
-                            // a = what the loaded guest RAM costs this host (zero pages are holes): the source reports it.
-                            back.write(channel, FrameType.ACK_COMPLETE, vm.memory().residentBytes(), 0, null, null);
+                            back.write(channel, FrameType.ACK_COMPLETE, resident, 0, null, null); // a: the source reports it
                         } catch (IOException e) {
                             // The VM runs: a source that misses this asks (an outcome query) or waits for its operator.
                             LOG.log(System.Logger.Level.WARNING, "the VM runs, but ACK_COMPLETE could not be sent: " + e.getMessage());
