@@ -88,6 +88,25 @@ class WireFormatTest {
         }
     }
 
+    /**
+     * Found by StreamFuzzTest (seed 231572 of its first 1,000,000-input run): a name length whose padding runs
+     * past the header's end threw the buffer's IllegalArgumentException ("newPosition > limit"), naming nothing.
+     */
+    @Test
+    void aNameWhosePaddingOverrunsTheHeaderIsRefusedNamingTheHeader() throws Exception {
+        ByteBuffer b = SOURCE.encode().order(ByteOrder.LITTLE_ENDIAN);
+        int kindLength = b.limit() - 4 - 16 - 8 - 8; // the last section's: before its reserved field, id (8 padded) and kind (16 padded)
+        assertEquals("host-uart".length(), b.getInt(kindLength));
+        b.putInt(kindLength, 17); // 17 bytes fit before the end, their padding to 24 does not
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(b.array(), 0, b.limit() - 4);
+        b.putInt(b.limit() - 4, (int) crc.getValue());
+        try (FileChannel ch = withBytes(b)) {
+            WireFormatException e = assertThrows(WireFormatException.class, () -> StreamHeader.read(ch));
+            assertEquals("stream header: its counts overrun its " + b.limit() + " bytes", e.getMessage());
+        }
+    }
+
     @Test
     void anIncompatibleVmIsNamedBeforeAnythingIsWritten() {
         StreamHeader small = new StreamHeader(1, 4096, List.of(new StreamHeader.Range(0, 1L << 30)), SOURCE.sections(), 2);
