@@ -104,8 +104,14 @@ final class PrecopyRounds {
                 }
             }));
         }
-        publishMemory.run();
-        for (Thread t : threads) t.join();
+        try {
+            publishMemory.run();
+        } finally {
+            // Joined whatever happened: a rollback must not cancel a section that a producer thread is still
+            // asking for a chunk (the soak caught it under load: data_size read after the cancel). A failed
+            // sender keeps consuming the ring without writing and fails each producer, so the joins end.
+            for (Thread t : threads) t.join();
+        }
         if (!errors.isEmpty()) throw errors.get(0);
     }
 }

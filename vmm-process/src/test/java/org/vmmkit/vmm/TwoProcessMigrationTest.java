@@ -243,9 +243,12 @@ class TwoProcessMigrationTest {
             awaitPasses(s, passes + 3);
             JsonObject gpu = s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject();
             long ops = gpu.get("operations").getAsLong();
-            Thread.sleep(200);
-            assertTrue(s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject().get("operations").getAsLong() > ops,
-                    "the source device runs again");
+            // The event: the device's operation count moves on (polled, within a deadline, not after a fixed sleep).
+            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+            while (s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject().get("operations").getAsLong() <= ops) {
+                assertTrue(System.nanoTime() < deadline, "the source device runs again");
+                Thread.sleep(20);
+            }
         }
     }
 
