@@ -42,8 +42,9 @@ public final class FrameCodec {
     }
 
     /**
-     * Continues the sequence of a connection on which {@code frames} frames were already written or read by
-     * another codec (a further channel's CHANNEL frame, written in setup).
+     * Sets where this codec's sequence stands: {@code frames} frames already written or read on its connection
+     * (0 starts it over, as a reader replaying the same recorded frames needs; the protocol itself never
+     * continues a sequence across codecs: each connection's frames count from its opening).
      */
     public FrameCodec sequenceFrom(long frames) {
         this.framesRead = frames;
