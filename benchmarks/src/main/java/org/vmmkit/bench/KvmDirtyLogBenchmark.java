@@ -16,7 +16,7 @@ import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;

@@ -10,15 +10,15 @@ import java.util.TreeSet;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.Test;
-import org.vmmkit.core.guest.DirtyingWorkload;
-import org.vmmkit.core.guest.DirtyingWorkload.Settings;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload.Settings;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.LongMode;
 import org.vmmkit.core.kvm.RequiresKvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;

@@ -8,8 +8,8 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
-import org.vmmkit.core.vfio.EmulatedVfioContainer.Tracking;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer.Tracking;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;

@@ -17,7 +17,7 @@ import org.vmmkit.migration.testing.FakeGuest;
 import org.vmmkit.migration.testing.FrameProxy;
 import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
 
 /**
  * The genuine stream {@link StreamFuzzTest} mutates: a small real migration — a {@link FakeGuest} of 1 MiB,

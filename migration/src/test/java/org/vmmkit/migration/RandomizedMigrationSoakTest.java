@@ -16,12 +16,12 @@ import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.jupiter.api.Test;
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.RequiresKvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
 import org.vmmkit.dirty.KvmDirtyLog;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
 import org.vmmkit.migration.testing.FrameProxy;
@@ -30,8 +30,8 @@ import org.vmmkit.migration.testing.FrameProxy.Direction;
 import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.HandoverOutcome;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.DataSection;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.DataSection;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

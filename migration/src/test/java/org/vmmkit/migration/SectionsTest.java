@@ -11,7 +11,7 @@ import org.vmmkit.migration.HandoverTest.Destination;
 import org.vmmkit.migration.testing.BufferSection;
 import org.vmmkit.migration.testing.FakeGuest;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

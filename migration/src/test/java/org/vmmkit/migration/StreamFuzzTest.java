@@ -32,7 +32,7 @@ import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.WireFormatException;
 import org.vmmkit.vfio.migration.DeviceMigrationException;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

@@ -7,7 +7,7 @@ import java.util.Locale;
 import org.vmmkit.core.config.Config;
 import org.vmmkit.core.config.ConfigKey;
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
 
 /**
  * One device of the {@code device.<name>.*} config section: an emulated VFIO device with a v1 migration

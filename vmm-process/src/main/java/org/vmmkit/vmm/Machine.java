@@ -13,13 +13,13 @@ import java.util.List;
 import java.util.Map;
 
 import org.vmmkit.core.MigratableVm;
-import org.vmmkit.core.config.VmmConfig;
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.vmm.VmmConfig;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
 import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.KvmDirtyLog;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
@@ -31,7 +31,7 @@ import org.vmmkit.migration.MigrationSource;
 import org.vmmkit.migration.MigrationStats;
 import org.vmmkit.vfio.migration.DeviceMigrationPlan;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
 
 /**
  * One VMM process's VM, wired from its settings: a KVM VM with guest RAM, its vCPUs and the built-in

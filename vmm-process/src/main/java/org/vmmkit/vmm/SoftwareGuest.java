@@ -5,7 +5,7 @@ import java.time.Duration;
 import java.util.concurrent.locks.LockSupport;
 
 import org.vmmkit.core.MigratableVm;
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.dirty.DirtyBitmap;

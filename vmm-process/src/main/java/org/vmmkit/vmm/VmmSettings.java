@@ -6,7 +6,7 @@ import java.util.List;
 
 import org.vmmkit.core.config.Config;
 import org.vmmkit.core.config.ConfigKey;
-import org.vmmkit.core.config.VmmConfig;
+import org.vmmkit.vmm.VmmConfig;
 import org.vmmkit.migration.MigrationConfig;
 import org.vmmkit.migration.MigrationSettings;
 import org.vmmkit.migration.transport.Transport;

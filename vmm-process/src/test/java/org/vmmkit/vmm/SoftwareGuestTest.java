@@ -4,7 +4,7 @@ import java.time.Duration;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
 import org.vmmkit.dirty.DirtyBitmap;

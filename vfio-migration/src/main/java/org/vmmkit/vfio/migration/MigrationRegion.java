@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -8,7 +9,7 @@ import java.util.Optional;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
 import org.vmmkit.core.vfio.abi.VfioAbi;
-import org.vmmkit.vfio.migration.abi.V1Abi;
+import org.vmmkit.core.vfio.abi.V1Abi;
 
 /**
  * A device's v1 migration region: the {@code vfio_device_migration_info} registers at offset 0, each

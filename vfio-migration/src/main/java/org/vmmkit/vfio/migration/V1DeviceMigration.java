@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
@@ -10,7 +11,7 @@ import org.vmmkit.core.migration.SectionLoader;
 import org.vmmkit.core.migration.SectionSaver;
 import org.vmmkit.core.sys.SysException;
 import org.vmmkit.core.vfio.VfioDevice;
-import org.vmmkit.vfio.migration.abi.V1Abi;
+import org.vmmkit.core.vfio.abi.V1Abi;
 
 /**
  * Migration of one VFIO device through the v1 migration region, VMM side, as the reference thread

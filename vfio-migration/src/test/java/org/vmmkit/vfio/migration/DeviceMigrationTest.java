@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
@@ -10,9 +11,9 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.vmmkit.core.memory.GuestMemory;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.DataSection;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.DataSection;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

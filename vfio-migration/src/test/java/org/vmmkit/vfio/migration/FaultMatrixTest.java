@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
@@ -14,9 +15,9 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.vmmkit.core.sys.Errno;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.Config;
-import org.vmmkit.vfio.migration.emulated.Faults;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.Config;
+import org.vmmkit.testbed.vfio.Faults;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -4,8 +4,8 @@ import java.lang.foreign.MemorySegment;
 
 import org.junit.jupiter.api.Test;
 import org.vmmkit.core.memory.ProcMaps;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.DataSection;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.DataSection;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

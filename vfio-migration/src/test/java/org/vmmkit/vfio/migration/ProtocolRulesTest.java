@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
@@ -13,10 +14,10 @@ import org.junit.jupiter.api.Timeout;
 import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.HeaderProbe;
 import org.vmmkit.core.sys.SysException;
-import org.vmmkit.vfio.migration.abi.V1Abi;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.Config;
-import org.vmmkit.vfio.migration.emulated.EmulatedMigratableDevice.DataSection;
+import org.vmmkit.core.vfio.abi.V1Abi;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.Config;
+import org.vmmkit.testbed.vfio.EmulatedMigratableDevice.DataSection;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;

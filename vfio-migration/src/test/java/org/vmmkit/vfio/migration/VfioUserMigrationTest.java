@@ -1,5 +1,6 @@
 package org.vmmkit.vfio.migration;
 
+import org.vmmkit.core.vfio.v1.DeviceState;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;

@@ -1,4 +1,4 @@
-package org.vmmkit.vfio.migration.abi;
+package org.vmmkit.core.vfio.abi;
 
 import java.lang.foreign.StructLayout;
 

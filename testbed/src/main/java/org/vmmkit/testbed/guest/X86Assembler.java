@@ -1,4 +1,4 @@
-package org.vmmkit.core.guest;
+package org.vmmkit.testbed.guest;
 
 import java.io.ByteArrayOutputStream;
 import java.util.ArrayList;

@@ -1,12 +1,20 @@
-package org.vmmkit.core.kvm;
+package org.vmmkit.testbed.guest;
 
+import org.vmmkit.core.kvm.RequiresKvm;
+import org.vmmkit.core.kvm.ExitHandler;
+import org.vmmkit.core.kvm.Kvm;
+import org.vmmkit.core.kvm.KvmException;
+import org.vmmkit.core.kvm.LongMode;
+import org.vmmkit.core.kvm.Vcpu;
+import org.vmmkit.core.kvm.VcpuState;
+import org.vmmkit.core.kvm.Vm;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 
 import org.junit.jupiter.api.Test;
-import org.vmmkit.core.guest.DirtyingWorkload;
-import org.vmmkit.core.guest.DirtyingWorkload.Settings;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.DirtyingWorkload.Settings;
 import org.vmmkit.core.kvm.abi.KvmAbi;
 import org.vmmkit.core.memory.GuestMemory;
 
@@ -266,13 +274,13 @@ class KvmGuestTest {
     @Test
     void mmioOutsideRamReachesTheExitHandlerBothWays() throws Exception {
         long hole = 0xC000_0000L; // in the hole below 4 GiB: no RAM, so an MMIO exit
-        org.vmmkit.core.guest.X86Assembler a = new org.vmmkit.core.guest.X86Assembler();
-        a.movImm(org.vmmkit.core.guest.X86Assembler.Reg.RAX, hole)
-                .movImm(org.vmmkit.core.guest.X86Assembler.Reg.RBX, 0x1122334455667788L)
-                .store(org.vmmkit.core.guest.X86Assembler.Reg.RAX, 0, org.vmmkit.core.guest.X86Assembler.Reg.RBX)
-                .load(org.vmmkit.core.guest.X86Assembler.Reg.RCX, org.vmmkit.core.guest.X86Assembler.Reg.RAX, 8)
-                .movImm(org.vmmkit.core.guest.X86Assembler.Reg.RDX, 0x2000)
-                .store(org.vmmkit.core.guest.X86Assembler.Reg.RDX, 0, org.vmmkit.core.guest.X86Assembler.Reg.RCX)
+        org.vmmkit.testbed.guest.X86Assembler a = new org.vmmkit.testbed.guest.X86Assembler();
+        a.movImm(org.vmmkit.testbed.guest.X86Assembler.Reg.RAX, hole)
+                .movImm(org.vmmkit.testbed.guest.X86Assembler.Reg.RBX, 0x1122334455667788L)
+                .store(org.vmmkit.testbed.guest.X86Assembler.Reg.RAX, 0, org.vmmkit.testbed.guest.X86Assembler.Reg.RBX)
+                .load(org.vmmkit.testbed.guest.X86Assembler.Reg.RCX, org.vmmkit.testbed.guest.X86Assembler.Reg.RAX, 8)
+                .movImm(org.vmmkit.testbed.guest.X86Assembler.Reg.RDX, 0x2000)
+                .store(org.vmmkit.testbed.guest.X86Assembler.Reg.RDX, 0, org.vmmkit.testbed.guest.X86Assembler.Reg.RCX)
                 .hlt();
         byte[] code = a.assemble(List.of());
         java.util.List<String> seen = new java.util.concurrent.CopyOnWriteArrayList<>();

@@ -1,4 +1,4 @@
-package org.vmmkit.vfio.migration.emulated;
+package org.vmmkit.testbed.vfio;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -13,12 +13,12 @@ import java.util.concurrent.locks.LockSupport;
 import org.vmmkit.core.memory.GuardedMapping;
 import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.SysException;
-import org.vmmkit.core.vfio.EmulatedVfioContainer;
+import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
 import org.vmmkit.core.vfio.abi.VfioAbi;
-import org.vmmkit.vfio.migration.DeviceState;
-import org.vmmkit.vfio.migration.abi.V1Abi;
+import org.vmmkit.core.vfio.v1.DeviceState;
+import org.vmmkit.core.vfio.abi.V1Abi;
 
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;

@@ -1,4 +1,4 @@
-package org.vmmkit.vfio.migration.emulated;
+package org.vmmkit.testbed.vfio;
 
 import java.time.Duration;
 

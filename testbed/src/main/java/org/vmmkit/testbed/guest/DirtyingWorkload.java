@@ -1,13 +1,13 @@
-package org.vmmkit.core.guest;
+package org.vmmkit.testbed.guest;
 
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.locks.LockSupport;
 
-import org.vmmkit.core.guest.X86Assembler.Cond;
-import org.vmmkit.core.guest.X86Assembler.Label;
-import org.vmmkit.core.guest.X86Assembler.Reg;
+import org.vmmkit.testbed.guest.X86Assembler.Cond;
+import org.vmmkit.testbed.guest.X86Assembler.Label;
+import org.vmmkit.testbed.guest.X86Assembler.Reg;
 import org.vmmkit.core.kvm.ExitHandler;
 import org.vmmkit.core.kvm.LongMode;
 import org.vmmkit.core.kvm.Vcpu;

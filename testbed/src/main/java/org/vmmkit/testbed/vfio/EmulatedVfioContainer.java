@@ -1,5 +1,9 @@
-package org.vmmkit.core.vfio;
+package org.vmmkit.testbed.vfio;
 
+import org.vmmkit.core.vfio.DirtyPageCapability;
+import org.vmmkit.core.vfio.DmaMapping;
+import org.vmmkit.core.vfio.IommuFaultException;
+import org.vmmkit.core.vfio.VfioContainer;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;

@@ -1,9 +1,11 @@
-package org.vmmkit.core.config;
+package org.vmmkit.vmm;
 
 import java.nio.file.Path;
 import java.util.List;
 
-import org.vmmkit.core.guest.DirtyingWorkload;
+import org.vmmkit.core.config.Config;
+import org.vmmkit.core.config.ConfigKey;
+import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.LongMode;
 import org.vmmkit.core.memory.GuestMemory;
 

@@ -1,6 +1,6 @@
-package org.vmmkit.vfio.migration;
+package org.vmmkit.core.vfio.v1;
 
-import org.vmmkit.vfio.migration.abi.V1Abi;
+import org.vmmkit.core.vfio.abi.V1Abi;
 
 /**
  * A v1 {@code device_state} value: the three bits _RESUMING, _SAVING, _RUNNING plus the reserved bits
