@@ -17,7 +17,10 @@ public final class MigrationConfig {
     public static final ConfigKey<Duration> DOWNTIME_LIMIT = ConfigKey.duration("migration.downtime-limit", "300ms",
             "Longest pause the guest may see: pre-copy stops once the expected downtime is under it.");
     public static final ConfigKey<Long> MAX_ITERATIONS = ConfigKey.count("migration.max-iterations", "30",
-            "Pre-copy rounds before stop-and-copy starts anyway (a workload that cannot converge); the stats say so.");
+            "Pre-copy rounds before the convergence policy decides (`migration.convergence`); the stats say so.");
+    public static final ConfigKey<ConvergencePolicy> CONVERGENCE = new ConfigKey<>("migration.convergence", "throttle",
+            "When the expected downtime stays over the limit: `throttle` slows the guest (vCPUs held paused a growing share of their time between 10 ms runs, from 20 % up to 99 %) and cancels at the round cap if even that does not fit; `cancel` gives up at the round cap (the guest runs on here); `force` stops and copies at the round cap over the limit. The stats say which was applied and what the throttle cost.",
+            ConvergencePolicy::of);
     public static final ConfigKey<Long> MAX_BANDWIDTH = ConfigKey.size("migration.max-bandwidth", "0",
             "Send rate cap in bytes per second over all channels (e.g. 100M); 0 is unlimited.");
     public static final ConfigKey<Long> CHANNELS = ConfigKey.count("migration.channels", "1",
@@ -43,7 +46,7 @@ public final class MigrationConfig {
     public static final ConfigKey<String> TLS_AUTHZ = ConfigKey.text("migration.tls.authz", "",
             "Peers allowed, comma-separated: a distinguished name (`CN=host-a,O=example`) or a name matched against the certificate's CN and DNS names; empty allows any certificate the CA signed.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
+    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, CONVERGENCE, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
             RAM_CHECKSUMS, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
 
     /**
@@ -81,6 +84,6 @@ public final class MigrationConfig {
         if (bandwidth != 0 && bandwidth < 1 << 20) throw config.invalid(MAX_BANDWIDTH, "must be 0 (unlimited) or at least 1M per second");
         return MigrationSettings.DEFAULT.withDowntimeLimit(config.get(DOWNTIME_LIMIT)).withMaxIterations((int) rounds)
                 .withMaxBandwidth(bandwidth).withChannels((int) channels).withDeviceChunksPerRound((int) chunks)
-                .withRamChecksums(config.get(RAM_CHECKSUMS));
+                .withRamChecksums(config.get(RAM_CHECKSUMS)).withConvergence(config.get(CONVERGENCE));
     }
 }

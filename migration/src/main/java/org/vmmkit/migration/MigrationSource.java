@@ -259,6 +259,9 @@ public final class MigrationSource {
         ReturnPath back = new ReturnPath(channel);
         Nonce[] nonce = new Nonce[1];
         DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
+        Throttle throttle = new Throttle(vm);
+        stats.throttle = throttle;
+        stats.policy = settings.convergence();
         TransferRing ring = null;
         try {
             long roundTripMicros = handshake(channels, further, back, nonce);
@@ -276,7 +279,12 @@ public final class MigrationSource {
             done.phase = "pre-copy";
             stats.status = MigrationStatus.ACTIVE;
 
-            boolean capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats).run(roundTripMicros, this::checkCancelled);
+            boolean capped;
+            try {
+                capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats, throttle).run(roundTripMicros, this::checkCancelled);
+            } finally {
+                throttle.stop(); // the guest runs unthrottled again before stop-and-copy pauses it, or the rollback resumes it
+            }
             checkCancelled();
             phaseEvent = endPhase(phaseEvent, done.phase, capped ? "iteration cap" : "converged");
             done.phase = "stop-and-copy";

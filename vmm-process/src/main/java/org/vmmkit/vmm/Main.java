@@ -178,6 +178,10 @@ public final class Main {
         @Option(names = "--downtime-limit", paramLabel = "DURATION", description = "Override migration.downtime-limit (e.g. 300ms).")
         String downtimeLimit;
 
+        @Option(names = "--convergence", paramLabel = "POLICY",
+                description = "Override migration.convergence: throttle, cancel or force (force breaks the downtime limit; only when you mean it).")
+        String convergence;
+
         @Override
         public Integer call() throws Exception {
             HostPort.parse(to);
@@ -186,6 +190,7 @@ public final class Main {
             if (channels != null) args.put("channels", channels);
             if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
             if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
+            if (convergence != null) args.put("convergence", convergence);
             JsonObject last;
             try {
                 last = watch(control, args, Progress.onTerminal());
