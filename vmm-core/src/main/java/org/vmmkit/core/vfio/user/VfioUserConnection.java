@@ -2,19 +2,16 @@ package org.vmmkit.core.vfio.user;
 
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.SelectionKey;
-import java.nio.channels.Selector;
-import java.nio.channels.SocketChannel;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 
 import org.vmmkit.core.sys.Errno;
+import org.vmmkit.core.sys.Libc;
 import org.vmmkit.core.sys.SysException;
+import org.vmmkit.core.sys.UnixSocket;
 
 import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
 
@@ -30,15 +27,15 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  * limit). The reply must be a reply ({@code FLAG_TYPE_REPLY}) to this message id and command, of a size the
  * caller allows; an Error reply becomes a {@link SysException} with the server's errno.
  *
- * <p>Transport failures never hang: every wait is a selector wait bounded by the reply timeout. A server that
+ * <p>Transport failures never hang: every wait is a poll bounded by the reply timeout. A server that
  * closes the socket, a timeout or a reply that cannot be framed breaks the connection (the stream can no
  * longer be trusted); every later call then fails at once, naming the first failure. An Error reply or a
  * reply of the wrong size for its command leaves the framing intact and the connection usable.
  *
- * <p>File descriptors: a JDK {@link SocketChannel} neither sends nor receives SCM_RIGHTS, so fds the server
- * attaches (region fds in GET_REGION_INFO replies) are discarded by the kernel. Fd passing (for mmap of
- * regions, DMA_MAP with an fd, IRQ eventfds, twin_socket) plugs in at {@link #send} and {@link #receive}:
- * the same framing over FFM sendmsg/recvmsg with a control buffer, fds taken from the header's receive.
+ * <p>File descriptors travel as SCM_RIGHTS over FFM {@code sendmsg}/{@code recvmsg} ({@link UnixSocket}): a
+ * request's fds (DMA_MAP's memfd, SET_IRQS's eventfds) are attached to its one {@code sendmsg}; a reply's fds
+ * (GET_REGION_INFO's region fd) arrive with its header, as the server sends them, and are held for the caller
+ * ({@link #receivedFdCount}, {@link #takeFd}) until the next call, which closes any not taken.
  *
  * <p>Not thread-safe: the device serialises its calls (one request in flight), and {@link #out()} and
  * {@link #in()} are valid only under that lock, {@link #in()} until the next call.
@@ -51,15 +48,13 @@ final class VfioUserConnection implements AutoCloseable {
     static final long MAX_REPLY_PAYLOAD = REGION_ACCESS.byteSize() + CLIENT_MAX_DATA_XFER_SIZE;
 
     private final String object;
-    private final SocketChannel channel;
-    private final Selector selector;
-    private final SelectionKey key;
+    private final UnixSocket socket;
     private final long timeoutNanos;
     private final ByteBuffer outBuf = ByteBuffer.allocateDirect(MAX_REQUEST).order(ByteOrder.LITTLE_ENDIAN);
     private final MemorySegment outSeg = MemorySegment.ofBuffer(outBuf);
     private final MemorySegment outPayload = outSeg.asSlice(HEADER_SIZE);
-    private final ByteBuffer headerBuf = ByteBuffer.allocateDirect((int) HEADER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
-    private final MemorySegment headerSeg = MemorySegment.ofBuffer(headerBuf);
+    private final MemorySegment headerSeg = MemorySegment.ofBuffer(ByteBuffer.allocateDirect((int) HEADER_SIZE));
+    private final MemorySegment serverReply = MemorySegment.ofBuffer(ByteBuffer.allocateDirect((int) HEADER_SIZE));
     private ByteBuffer inBuf = ByteBuffer.allocateDirect(MAX_REQUEST).order(ByteOrder.LITTLE_ENDIAN);
     private MemorySegment inSeg = MemorySegment.ofBuffer(inBuf);
     private MemorySegment inPayload = inSeg.asSlice(HEADER_SIZE);
@@ -70,40 +65,17 @@ final class VfioUserConnection implements AutoCloseable {
     private int command;
     private long arg0, arg1, arg2;
 
-    private VfioUserConnection(String object, SocketChannel channel, Duration timeout) throws IOException {
+    private static final int[] NO_FDS = new int[0];
+
+    private VfioUserConnection(String object, UnixSocket socket, Duration timeout) {
         this.object = object;
-        this.channel = channel;
+        this.socket = socket;
         this.timeoutNanos = timeout.toNanos();
-        channel.configureBlocking(false);
-        this.selector = Selector.open();
-        this.key = channel.register(selector, 0);
     }
 
     /** Connects to the server's socket. {@code object} is what errors name, e.g. {@code nic0 (vfio-user /run/nic0.sock)}. */
     static VfioUserConnection connect(Path socket, String object, Duration replyTimeout) {
-        SocketChannel ch = null;
-        try {
-            ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-            ch.connect(UnixDomainSocketAddress.of(socket));
-            return new VfioUserConnection(object, ch, replyTimeout);
-        } catch (IOException e) {
-            if (ch != null) {
-                try {
-                    ch.close();
-                } catch (IOException ignored) {
-                    // the connect failure is what matters
-                }
-            }
-            throw new SysException("connect(" + socket + ")", connectErrno(e), object, e.getMessage());
-        }
-    }
-
-    private static int connectErrno(IOException e) {
-        String m = String.valueOf(e.getMessage());
-        if (m.contains("refused")) return Errno.ECONNREFUSED;
-        if (m.contains("No such file")) return Errno.ENOENT;
-        if (m.contains("denied")) return Errno.EACCES;
-        return Errno.EIO;
+        return new VfioUserConnection(object, UnixSocket.connect(socket, object), replyTimeout);
     }
 
     String object() {
@@ -129,6 +101,11 @@ final class VfioUserConnection implements AutoCloseable {
      * reply payload, now in {@link #in()}. {@code arg0..2} describe the request in errors (see {@link #what}).
      */
     long call(int cmd, long payloadLength, long minReply, long maxReply, long a0, long a1, long a2) {
+        return call(cmd, payloadLength, NO_FDS, 0, minReply, maxReply, a0, a1, a2);
+    }
+
+    /** {@link #call} with {@code fdCount} fds of {@code fds} attached to the request (SCM_RIGHTS, in its one sendmsg). */
+    synchronized long call(int cmd, long payloadLength, int[] fds, int fdCount, long minReply, long maxReply, long a0, long a1, long a2) {
         command = cmd;
         arg0 = a0;
         arg1 = a1;
@@ -140,8 +117,9 @@ final class VfioUserConnection implements AutoCloseable {
         if (maxReply > MAX_REPLY_PAYLOAD) throw new IllegalArgumentException(what() + ": replies are at most " + MAX_REPLY_PAYLOAD + " bytes");
         int id = nextId++ & 0xffff;
         long deadline = System.nanoTime() + timeoutNanos;
+        socket.closeReceivedFds(); // the last reply's fds that nobody took
         try {
-            send(id, cmd, payloadLength, deadline);
+            send(id, cmd, payloadLength, fds, fdCount, deadline);
             while (true) {
                 long size = receiveHeader(deadline);
                 int flags = headerSeg.get(U32, HEADER_FLAGS);
@@ -176,9 +154,10 @@ final class VfioUserConnection implements AutoCloseable {
             throw breakWith(Errno.ECONNRESET, "the server closed the connection (" + e.getMessage() + ")");
         } catch (ProtocolError p) {
             throw breakWith(Errno.EPROTO, p.getMessage());
+        } catch (SocketFailure e) {
+            throw breakWith(e.errno, "the server has gone, the socket failed: " + e.getMessage() + ": " + Errno.name(e.errno));
         } catch (IOException e) {
-            throw breakWith(e.getMessage() != null && e.getMessage().contains("Broken pipe") ? Errno.EPIPE : Errno.ECONNRESET,
-                    "the server has gone, the socket failed: " + e.getMessage());
+            throw breakWith(Errno.EIO, "the socket failed: " + e.getMessage());
         }
     }
 
@@ -193,26 +172,44 @@ final class VfioUserConnection implements AutoCloseable {
         return commandName(command) + "(" + args + ")";
     }
 
-    /** Header and payload in one write (the peer reads the header with one receive, the body with one more). */
-    private void send(int id, int cmd, long payloadLength, long deadline) throws IOException {
+    /**
+     * Header and payload in one sendmsg with the fds attached (the peer reads the header with one receive, which
+     * is where it takes the fds from, and the body with one more). A send the socket takes only in part is
+     * finished without fds; with one request in flight and messages of at most 64 KiB the socket buffer
+     * always has room for a whole one.
+     */
+    private void send(int id, int cmd, long payloadLength, int[] fds, int fdCount, long deadline) throws IOException {
         long size = HEADER_SIZE + payloadLength;
         outSeg.set(U16, HEADER_MSG_ID, (short) id);
         outSeg.set(U16, HEADER_CMD, (short) cmd);
         outSeg.set(U32, HEADER_MSG_SIZE, (int) size);
         outSeg.set(U32, HEADER_FLAGS, FLAG_TYPE_COMMAND);
         outSeg.set(U32, HEADER_ERROR_NO, 0);
-        outBuf.clear().limit((int) size);
-        // SCM_RIGHTS plugs in here: sendmsg with the fds attached to this one write.
-        while (outBuf.hasRemaining()) {
-            if (channel.write(outBuf) == 0) await(SelectionKey.OP_WRITE, deadline, "room in the socket to send the request");
+        sendFully(outSeg, size, null, 0, 0, fds, fdCount, deadline, "room in the socket to send the request");
+    }
+
+    /** Sends {@code firstLength} bytes of {@code first}, then {@code secondLength} of {@code second} from {@code secondOffset}, fds with the first sendmsg. */
+    private void sendFully(MemorySegment first, long firstLength, MemorySegment second, long secondOffset, long secondLength,
+                           int[] fds, int fdCount, long deadline, String what) throws IOException {
+        long total = firstLength + secondLength;
+        long sent = 0;
+        while (sent < total) {
+            long n;
+            if (sent < firstLength) {
+                n = socket.send(first, sent, firstLength - sent, second, secondOffset, secondLength, sent == 0 ? fds : NO_FDS, sent == 0 ? fdCount : 0);
+            } else {
+                long at = sent - firstLength;
+                n = socket.send(second, secondOffset + at, secondLength - at, null, 0, 0, NO_FDS, 0);
+            }
+            if (n == -Errno.EAGAIN) await(Libc.POLLOUT, deadline, what);
+            else if (n < 0) throw new SocketFailure((int) -n, "sendmsg failed");
+            else sent += n;
         }
     }
 
-    /** Reads one message header; returns its msg_size, checked to be framable. */
+    /** Reads one message header (keeping the fds that arrive with it); returns its msg_size, checked to be framable. */
     private long receiveHeader(long deadline) throws IOException {
-        headerBuf.clear();
-        // SCM_RIGHTS plugs in here: the server attaches fds to the header's receive.
-        fill(headerBuf, deadline, "reply header");
+        fill(headerSeg, 0, HEADER_SIZE, true, deadline, "reply header");
         long size = Integer.toUnsignedLong(headerSeg.get(U32, HEADER_MSG_SIZE));
         if (size < HEADER_SIZE) throw protocol("a message with msg_size " + size + ", less than its own " + HEADER_SIZE + "-byte header");
         if (size - HEADER_SIZE > MAX_REPLY_PAYLOAD) throw protocol("a message with msg_size " + size + ", more than this client accepts (" + (HEADER_SIZE + MAX_REPLY_PAYLOAD) + ")");
@@ -226,8 +223,7 @@ final class VfioUserConnection implements AutoCloseable {
             inPayload = inSeg.asSlice(HEADER_SIZE);
         }
         MemorySegment.copy(headerSeg, 0, inSeg, 0, HEADER_SIZE);
-        inBuf.clear().position((int) HEADER_SIZE).limit((int) (HEADER_SIZE + payload));
-        fill(inBuf, deadline, "reply payload");
+        fill(inSeg, HEADER_SIZE, HEADER_SIZE + payload, false, deadline, "reply payload");
     }
 
     /**
@@ -242,29 +238,44 @@ final class VfioUserConnection implements AutoCloseable {
         long payload = size - HEADER_SIZE;
         receiveBody(payload, deadline);
         if ((flags & FLAG_NO_REPLY) != 0) return;
-        ByteBuffer reply = ByteBuffer.allocate((int) HEADER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
-        reply.putShort((short) id).putShort((short) cmd).putInt((int) HEADER_SIZE)
-                .putInt(FLAG_TYPE_REPLY | FLAG_ERROR).putInt(Errno.EOPNOTSUPP).flip();
-        while (reply.hasRemaining()) {
-            if (channel.write(reply) == 0) await(SelectionKey.OP_WRITE, deadline, "room in the socket to answer " + commandName(cmd));
+        MemorySegment reply = serverReply;
+        reply.set(U16, HEADER_MSG_ID, (short) id);
+        reply.set(U16, HEADER_CMD, (short) cmd);
+        reply.set(U32, HEADER_MSG_SIZE, (int) HEADER_SIZE);
+        reply.set(U32, HEADER_FLAGS, FLAG_TYPE_REPLY | FLAG_ERROR);
+        reply.set(U32, HEADER_ERROR_NO, Errno.EOPNOTSUPP);
+        sendFully(reply, HEADER_SIZE, null, 0, 0, NO_FDS, 0, deadline, "room in the socket to answer " + commandName(cmd));
+    }
+
+    /** Receives bytes {@code [from, to)} of {@code dst}; fds are kept only from the receives of a header. */
+    private void fill(MemorySegment dst, long from, long to, boolean acceptFds, long deadline, String what) throws IOException {
+        long at = from;
+        while (at < to) {
+            long n = socket.receive(dst, at, to - at, acceptFds);
+            if (n == 0) throw new EndOfStream("end of stream after " + (at - from) + " of " + (to - from) + " bytes of the " + what);
+            if (n == -Errno.EAGAIN) await(Libc.POLLIN, deadline, what);
+            else if (n == -Errno.EMSGSIZE) throw new ProtocolError("a message carried more file descriptors than " + UnixSocket.MAX_FDS);
+            else if (n < 0) throw new SocketFailure((int) -n, "recvmsg failed");
+            else at += n;
         }
     }
 
-    private void fill(ByteBuffer dst, long deadline, String what) throws IOException {
-        int start = dst.position();
-        while (dst.hasRemaining()) {
-            int n = channel.read(dst);
-            if (n < 0) throw new EndOfStream("end of stream after " + (dst.position() - start) + " of " + (dst.limit() - start) + " bytes of the " + what);
-            if (n == 0) await(SelectionKey.OP_READ, deadline, what);
-        }
-    }
-
-    private void await(int op, long deadline, String what) throws IOException {
+    private void await(short events, long deadline, String what) throws IOException {
         long left = deadline - System.nanoTime();
         if (left <= 0) throw new Timeout(what);
-        key.interestOps(op);
-        selector.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
-        selector.selectedKeys().clear();
+        int r = socket.await(events, (int) Math.max(1, Math.min(Integer.MAX_VALUE, TimeUnit.NANOSECONDS.toMillis(left))));
+        if (r < 0) throw new SocketFailure(-r, "poll failed");
+        socket.woken();
+    }
+
+    /** How many fds arrived with the last reply. */
+    int receivedFdCount() {
+        return socket.receivedFdCount();
+    }
+
+    /** Takes the {@code i}-th fd that arrived with the last reply; the caller closes it. */
+    int takeFd(int i) {
+        return socket.takeFd(i);
     }
 
     private SysException breakWith(int errno, String detail) {
@@ -289,16 +300,7 @@ final class VfioUserConnection implements AutoCloseable {
     }
 
     private void closeQuietly() {
-        try {
-            selector.close();
-        } catch (IOException ignored) {
-            // closing: nothing more to do with it
-        }
-        try {
-            channel.close();
-        } catch (IOException ignored) {
-            // closing: nothing more to do with it
-        }
+        socket.close();
     }
 
     private static final class Timeout extends IOException {
@@ -307,6 +309,15 @@ final class VfioUserConnection implements AutoCloseable {
         Timeout(String what) {
             super(what);
             this.what = what;
+        }
+    }
+
+    private static final class SocketFailure extends IOException {
+        final int errno;
+
+        SocketFailure(int errno, String what) {
+            super(what);
+            this.errno = errno;
         }
     }
 
