@@ -97,6 +97,7 @@ public final class Libc {
     // UNIX stream sockets with SCM_RIGHTS (vfio-user). Layouts as glibc declares them on x86-64 and AArch64
     // (sys/socket.h, sys/un.h, bits/uio.h, poll.h); SysLayerTest checks every member against the headers.
     public static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000, SOL_SOCKET = 1, SCM_RIGHTS = 1;
+    public static final int SHUT_RDWR = 2;
     public static final int MSG_CTRUNC = 0x8, MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
     public static final short POLLIN = 0x1, POLLOUT = 0x4, POLLERR = 0x8, POLLHUP = 0x10, POLLNVAL = 0x20;
 
@@ -164,6 +165,7 @@ public final class Libc {
     private static final MethodHandle CONNECT = bindErrno("connect", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle SENDMSG = bindErrno("sendmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
     private static final MethodHandle RECVMSG = bindErrno("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle SHUTDOWN = bindErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle SOCKETPAIR = bindErrno("socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
     private static final MethodHandle POLL = bindErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
 
@@ -202,6 +204,16 @@ public final class Libc {
             int r = (int) SOCKETPAIR.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
             if (r < 0) throw new SysException("socketpair(AF_UNIX, SOCK_STREAM)", errno(), name);
             return new Fd[] {new Fd(sv.getAtIndex(JAVA_INT, 0), name + "-0"), new Fd(sv.getAtIndex(JAVA_INT, 1), name + "-1")};
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code shutdown(fd, how)}; returns 0 or -errno. */
+    public static int shutdownRaw(int fd, int how) {
+        try {
+            int r = (int) SHUTDOWN.invokeExact(CAPTURE_BUFFER.get(), fd, how);
+            return r < 0 ? -errno() : r;
         } catch (Throwable t) {
             throw rethrow(t);
         }

@@ -14,11 +14,13 @@ import static java.lang.foreign.ValueLayout.JAVA_SHORT;
  * {@code SocketChannel} cannot do. Every send is one {@code sendmsg} of up to two buffers (say a header and a
  * payload straight from guest memory) with the fds attached; every receive is one {@code recvmsg} that keeps
  * the fds arriving with it until {@link #takeFd} or {@link #closeReceivedFds}. Sends and receives do not
- * block ({@code MSG_DONTWAIT}); {@link #await} polls for readiness with a deadline and a wake-up eventfd, so
- * a caller can bound every wait and another thread can interrupt one.
+ * block ({@code MSG_DONTWAIT}); {@link #await} polls for readiness with a deadline, so a caller can bound every
+ * wait, and {@link #watch} lets a second thread wait for input without holding the socket until {@link #wake}.
  *
  * <p>The message header, iovecs and control buffer are allocated once: a send or receive allocates nothing.
- * Not thread-safe: callers serialise (one request in flight); {@link #wake()} may be called from any thread.
+ * Not thread-safe: callers serialise sends, receives and {@link #await}; one other thread may {@link #watch},
+ * and {@link #wake()} and {@link #shutdown()} may be called from any thread. {@link #close} only once the watcher
+ * has stopped.
  */
 public final class UnixSocket implements AutoCloseable {
     /** The most fds one receive keeps; a message carrying more is truncated by the kernel (MSG_CTRUNC). */
@@ -30,7 +32,8 @@ public final class UnixSocket implements AutoCloseable {
     private final MemorySegment msghdr = arena.allocate(Libc.MSGHDR);
     private final MemorySegment iov = arena.allocate(Libc.IOVEC.byteSize() * 2, 8);
     private final MemorySegment control = arena.allocate(Libc.cmsgSpace(4L * MAX_FDS), 8);
-    private final MemorySegment pollfds = arena.allocate(Libc.POLLFD.byteSize() * 2, 8);
+    private final MemorySegment pollfds = arena.allocate(Libc.POLLFD.byteSize(), 8);
+    private final MemorySegment watchfds = arena.allocate(Libc.POLLFD.byteSize() * 2, 8);
     private final MemorySegment wakeWord = arena.allocate(8, 8);
     private final int[] received = new int[MAX_FDS];
     private int receivedCount;
@@ -158,30 +161,41 @@ public final class UnixSocket implements AutoCloseable {
 
     /**
      * Waits until the socket is ready for {@code events} ({@link Libc#POLLIN} or {@link Libc#POLLOUT}), hangs up
-     * or fails, the wake-up eventfd is signalled, or {@code timeoutMillis} pass (-1: no limit). Returns the
-     * socket's revents (0 on a timeout or a wake-up), or -errno.
+     * or fails, or {@code timeoutMillis} pass (0: just look). Returns the socket's revents (0 on a timeout), or
+     * -errno. For the thread that holds the socket (the caller's lock).
      */
     public int await(short events, int timeoutMillis) {
         pollfds.set(JAVA_INT, Libc.POLL_FD, fd.raw());
         pollfds.set(JAVA_SHORT, Libc.POLL_EVENTS, events);
         pollfds.set(JAVA_SHORT, Libc.POLL_REVENTS, (short) 0);
-        long second = Libc.POLLFD.byteSize();
-        pollfds.set(JAVA_INT, second + Libc.POLL_FD, wakeup.raw());
-        pollfds.set(JAVA_SHORT, second + Libc.POLL_EVENTS, Libc.POLLIN);
-        pollfds.set(JAVA_SHORT, second + Libc.POLL_REVENTS, (short) 0);
-        int r = Libc.pollRaw(pollfds, 2, timeoutMillis);
+        int r = Libc.pollRaw(pollfds, 1, timeoutMillis);
         if (r < 0) return r == -Errno.EINTR ? 0 : r;
         return pollfds.get(JAVA_SHORT, Libc.POLL_REVENTS);
     }
 
-    /** Whether the last {@link #await} returned because of {@link #wake()}; reading it resets the wake-up. */
-    public boolean woken() {
-        if ((pollfds.get(JAVA_SHORT, Libc.POLLFD.byteSize() + Libc.POLL_REVENTS) & Libc.POLLIN) == 0) return false;
-        Libc.readRaw(wakeup.raw(), wakeWord);
-        return true;
+    /**
+     * Waits without limit until the socket is readable (or hangs up, or fails) or {@link #wake()} is called, for
+     * a thread that watches the socket without holding it (its own poll array). Returns the socket's revents,
+     * 0 when woken (the wake-up is consumed), or -errno.
+     */
+    public int watch() {
+        watchfds.set(JAVA_INT, Libc.POLL_FD, fd.raw());
+        watchfds.set(JAVA_SHORT, Libc.POLL_EVENTS, Libc.POLLIN);
+        watchfds.set(JAVA_SHORT, Libc.POLL_REVENTS, (short) 0);
+        long second = Libc.POLLFD.byteSize();
+        watchfds.set(JAVA_INT, second + Libc.POLL_FD, wakeup.raw());
+        watchfds.set(JAVA_SHORT, second + Libc.POLL_EVENTS, Libc.POLLIN);
+        watchfds.set(JAVA_SHORT, second + Libc.POLL_REVENTS, (short) 0);
+        int r = Libc.pollRaw(watchfds, 2, -1);
+        if (r < 0) return r == -Errno.EINTR ? 0 : r;
+        if ((watchfds.get(JAVA_SHORT, second + Libc.POLL_REVENTS) & Libc.POLLIN) != 0) {
+            Libc.readRaw(wakeup.raw(), wakeWord);
+            return 0;
+        }
+        return watchfds.get(JAVA_SHORT, Libc.POLL_REVENTS);
     }
 
-    /** Wakes a thread in {@link #await} (from any thread). */
+    /** Wakes the thread in {@link #watch} (from any thread). */
     public void wake() {
         if (closed) return;
         try (Arena a = Arena.ofConfined()) {
@@ -189,6 +203,14 @@ public final class UnixSocket implements AutoCloseable {
             one.set(JAVA_LONG, 0, 1L);
             Libc.writeRaw(wakeup.raw(), one);
         }
+    }
+
+    /**
+     * {@code shutdown(SHUT_RDWR)}: the peer reads the end of the stream and a thread in {@link #watch} wakes,
+     * while the fd stays open (and its number taken) until {@link #close}.
+     */
+    public void shutdown() {
+        if (!closed) Libc.shutdownRaw(fd.raw(), Libc.SHUT_RDWR);
     }
 
     public boolean isClosed() {

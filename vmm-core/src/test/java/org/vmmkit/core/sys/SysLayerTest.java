@@ -100,6 +100,7 @@ class SysLayerTest {
                 .expectValue("SOCK_CLOEXEC", Libc.SOCK_CLOEXEC)
                 .expectValue("SOL_SOCKET", Libc.SOL_SOCKET)
                 .expectValue("SCM_RIGHTS", Libc.SCM_RIGHTS)
+                .expectValue("SHUT_RDWR", Libc.SHUT_RDWR)
                 .expectValue("MSG_CTRUNC", Libc.MSG_CTRUNC)
                 .expectValue("MSG_DONTWAIT", Libc.MSG_DONTWAIT)
                 .expectValue("MSG_NOSIGNAL", Libc.MSG_NOSIGNAL)

@@ -57,15 +57,15 @@ class UnixSocketTest {
     }
 
     @Test
-    void aWakeUpEndsAWaitFromAnotherThread() throws Exception {
+    void aWakeUpEndsAWatchFromAnotherThreadAndAShutdownIsSeenByThePeer() throws Exception {
         Fd[] pair = Libc.socketpair("pair");
-        try (UnixSocket a = UnixSocket.of(pair[0]); UnixSocket b = UnixSocket.of(pair[1])) {
+        try (UnixSocket a = UnixSocket.of(pair[0]); UnixSocket b = UnixSocket.of(pair[1]); Arena arena = Arena.ofConfined()) {
             Thread t = Thread.ofPlatform().start(a::wake);
             t.join();
-            assertEquals(0, a.await(Libc.POLLIN, -1), "woken, not ready");
-            assertTrue(a.woken());
-            assertEquals(0, a.await(Libc.POLLIN, 1));
-            assertTrue(!a.woken(), "the wake-up was consumed");
+            assertEquals(0, a.watch(), "woken, not readable");
+            b.shutdown();
+            assertTrue((a.watch() & (Libc.POLLIN | Libc.POLLHUP)) != 0, "the peer's shutdown wakes the watch");
+            assertEquals(0, a.receive(arena.allocate(4), 0, 4, true), "and reads as the end of the stream");
         }
     }
 
