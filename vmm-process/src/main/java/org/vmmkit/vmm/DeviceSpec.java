@@ -23,8 +23,8 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     /** What serves the device. */
     public enum Kind { EMULATED, VFIO_USER }
 
-    /** The host-side driver for libvfio-user's sample device (see {@link #DRIVER}). */
-    public static final String SAMPLE_DRIVER = "libvfio-user-sample";
+    /** The host-side driver for libvfio-user's sample device (see {@link #DRIVER}), and the same with DMA during migrations. */
+    public static final String SAMPLE_DRIVER = "libvfio-user-sample", SAMPLE_DMA_DRIVER = "libvfio-user-sample-dma";
 
     public static final ConfigKey<Kind> TYPE = new ConfigKey<>("device.<name>.type", "emulated",
             "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's v1 migration semantics (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server (v1 migration region) on `device.<name>.socket`.",
@@ -38,9 +38,11 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final ConfigKey<Boolean> MAP_MIGRATION_DATA = ConfigKey.flag("device.<name>.map-migration-data", "false",
             "vfio-user: reach the migration region's data section through the mapping the server offers instead of REGION_READ/WRITE messages (trapped, the default: a v1 server may announce the data mappable yet serve it only through messages, as libvfio-user's does, and a client cannot detect that without consuming device state).");
     public static final ConfigKey<String> DRIVER = new ConfigKey<>("device.<name>.driver", "none",
-            "vfio-user: what drives the device from the VMM in place of a guest driver: `none`, or `" + SAMPLE_DRIVER + "` (libvfio-user's sample device: BAR0's timer an hour ahead, INTx on an eventfd, BAR1 rewritten `ops-per-second` times a second while the device runs).",
+            "vfio-user: what drives the device from the VMM in place of a guest driver: `none`; `" + SAMPLE_DRIVER + "` (libvfio-user's sample device: BAR0's timer an hour ahead, INTx on an eventfd, BAR1 rewritten `ops-per-second` times a second while the device runs); `" + SAMPLE_DMA_DRIVER + "`: the same, and when a migration starts tracking dirty pages the device's timer is set to fire 1-2 s later, when it DMAs into the first page of each half of the `dma-address`/`dma-size` window (the second half directly through the memfd), and BAR0 goes back an hour ahead at its interrupt.",
             v -> {
-                if (!v.equals("none") && !v.equals(SAMPLE_DRIVER)) throw new IllegalArgumentException("expected 'none' or '" + SAMPLE_DRIVER + "'");
+                if (!v.equals("none") && !v.equals(SAMPLE_DRIVER) && !v.equals(SAMPLE_DMA_DRIVER)) {
+                    throw new IllegalArgumentException("expected 'none', '" + SAMPLE_DRIVER + "' or '" + SAMPLE_DMA_DRIVER + "'");
+                }
                 return v;
             });
     public static final ConfigKey<Boolean> MIGRATABLE = ConfigKey.flag("device.<name>.migratable", "true",
@@ -76,6 +78,9 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
             if (kind == Kind.EMULATED && !socket.isEmpty()) throw config.invalid(SOCKET, name, "only a vfio-user device has a socket");
             String driver = config.get(DRIVER, name);
             if (kind == Kind.EMULATED && !driver.equals("none")) throw config.invalid(DRIVER, name, "only a vfio-user device takes a driver");
+            if (driver.equals(SAMPLE_DMA_DRIVER) && config.get(DMA_SIZE, name) < 2 * GuestMemory.PAGE_SIZE) {
+                throw config.invalid(DRIVER, name, "the sample device's DMA needs a dma-size window of two DMA regions (its halves), at least 8K");
+            }
             long memory = config.get(MEMORY, name);
             if (memory < 1 << 20 || memory % GuestMemory.PAGE_SIZE != 0) throw config.invalid(MEMORY, name, "must be a multiple of 4K and at least 1M");
             long dmaAddress = config.get(DMA_ADDRESS, name), dmaSize = config.get(DMA_SIZE, name);

@@ -48,7 +48,12 @@ final class VfioUserAttachment implements AutoCloseable {
     private final Recording recording;
     private final VfioUserContainer dma;
     private final Fd intx; // null without the sample driver
-    private final boolean sampleDriver;
+    private final Fd intxStop; // wakes the interrupt thread to end
+    private final boolean sampleDriver, dmaAtMigration;
+    private final Thread interruptThread;
+    private volatile boolean closing;
+    private final java.util.concurrent.atomic.AtomicLong interrupts = new java.util.concurrent.atomic.AtomicLong();
+    private volatile List<Long> deviceDirtyPages = List.of(); // guest addresses the device's source reported, last migration
     private volatile Thread writer;
     private volatile boolean stopWriter;
     private volatile byte[] incomingBar1Digest;
@@ -59,19 +64,59 @@ final class VfioUserAttachment implements AutoCloseable {
         this.spec = spec;
         this.device = device;
         this.recording = new Recording(device);
-        this.sampleDriver = spec.driver().equals(DeviceSpec.SAMPLE_DRIVER);
+        this.dmaAtMigration = spec.driver().equals(DeviceSpec.SAMPLE_DMA_DRIVER);
+        this.sampleDriver = dmaAtMigration || spec.driver().equals(DeviceSpec.SAMPLE_DRIVER);
         this.dma = device.dmaSpace(memory);
         if (spec.dmaSize() > 0) {
             GuestRegion r = memory.regionOf(spec.dmaAddress());
-            dma.mapDma(spec.dmaAddress(), r.host().asSlice(spec.dmaAddress() - r.guestAddress(), spec.dmaSize()), true, true);
+            MemorySegment window = r.host().asSlice(spec.dmaAddress() - r.guestAddress(), spec.dmaSize());
+            if (dmaAtMigration) { // the sample DMAs into its first two DMA regions: the window's halves, in this order
+                long half = spec.dmaSize() / 2 / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
+                dma.mapDma(spec.dmaAddress(), window.asSlice(0, half), true, true);
+                dma.mapDma(spec.dmaAddress() + half, window.asSlice(half), true, true);
+            } else {
+                dma.mapDma(spec.dmaAddress(), window, true, true);
+            }
         } else {
             for (GuestRegion r : memory.regions()) dma.mapDma(r.guestAddress(), r.host(), true, true);
         }
         if (sampleDriver) {
             intx = Libc.eventfd(0, Libc.EFD_NONBLOCK, spec.name() + " INTx");
+            intxStop = Libc.eventfd(0, Libc.EFD_NONBLOCK, spec.name() + " INTx stop");
             device.setIrqEventfds(VfioUserAbi.PCI_INTX_IRQ_INDEX, intx);
+            interruptThread = Thread.ofPlatform().daemon().name(spec.name() + " INTx").start(this::takeInterrupts);
         } else {
             intx = null;
+            intxStop = null;
+            interruptThread = null;
+        }
+    }
+
+    /**
+     * Counts the device's interrupts (its INTx eventfd). With the DMA driver, an interrupt is the sample's timer
+     * firing: BAR0 now lies in the past, and it travels in the stop-and-copy data to a destination whose resume
+     * (a transition to running re-arms the timer from it) would fail, so it is set an hour ahead again.
+     */
+    private void takeInterrupts() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment fds = arena.allocate(Libc.POLLFD.byteSize() * 2, 8), value = arena.allocate(8, 8);
+            fds.set(java.lang.foreign.ValueLayout.JAVA_INT, Libc.POLL_FD, intx.raw());
+            fds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, Libc.POLL_EVENTS, Libc.POLLIN);
+            fds.set(java.lang.foreign.ValueLayout.JAVA_INT, Libc.POLLFD.byteSize() + Libc.POLL_FD, intxStop.raw());
+            fds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, Libc.POLLFD.byteSize() + Libc.POLL_EVENTS, Libc.POLLIN);
+            while (!closing) {
+                if (Libc.pollRaw(fds, 2, -1) < 0) continue; // EINTR
+                if (closing) return;
+                if (Libc.readRaw(intx.raw(), value) != 8) continue;
+                interrupts.addAndGet(value.get(JAVA_LONG, 0));
+                if (dmaAtMigration) {
+                    try {
+                        recording.setBar0(System.currentTimeMillis() / 1000 + 3600);
+                    } catch (RuntimeException e) {
+                        System.getLogger("org.vmmkit.vmm").log(System.Logger.Level.WARNING, spec.name() + ": BAR0 after the interrupt: " + e.getMessage());
+                    }
+                }
+            }
         }
     }
 
@@ -102,9 +147,54 @@ final class VfioUserAttachment implements AutoCloseable {
         return recording;
     }
 
-    /** The device's dirty pages: its server's DMA-space bitmap, through the unchanged IOMMU source. */
+    /**
+     * The device's dirty pages: its server's DMA-space bitmap, through the unchanged IOMMU source; what it reports
+     * is kept for query-guest ({@code device-dirty-pages}). With the DMA driver, starting it (a migration starts
+     * tracking, the device still runs) sets the device's timer to fire 1-2 s later.
+     */
     DirtySource dirtySource(GuestMemory memory) {
-        return new VfioIommuDirtyPages(dma, memory);
+        VfioIommuDirtyPages inner = new VfioIommuDirtyPages(dma, memory);
+        return new DirtySource() {
+            private final java.util.Map<Integer, org.vmmkit.dirty.DirtyBitmap> scratch = new java.util.HashMap<>();
+            private final List<Long> reported = new ArrayList<>();
+
+            @Override
+            public String name() {
+                return inner.name();
+            }
+
+            @Override
+            public void start() {
+                inner.start();
+                deviceDirtyPages = List.of();
+                if (dmaAtMigration) recording.setBar0(System.currentTimeMillis() / 1000 + 2); // arms the timer (1-2 s): the device runs
+            }
+
+            @Override
+            public void sync(GuestRegion region, org.vmmkit.dirty.DirtyBitmap into) {
+                org.vmmkit.dirty.DirtyBitmap mine = scratch.computeIfAbsent(region.index(), i -> new org.vmmkit.dirty.DirtyBitmap(region.size() / GuestMemory.PAGE_SIZE));
+                mine.clear();
+                inner.sync(region, mine);
+                for (long p = mine.nextSet(0); p >= 0 && reported.size() < 64; p = mine.nextSet(p + 1)) {
+                    long gpa = region.guestAddress() + p * GuestMemory.PAGE_SIZE;
+                    if (!reported.contains(gpa)) reported.add(gpa);
+                }
+                deviceDirtyPages = List.copyOf(reported);
+                into.or(mine);
+            }
+
+            @Override
+            public void stop() {
+                inner.stop();
+                scratch.values().forEach(org.vmmkit.dirty.DirtyBitmap::close);
+                scratch.clear();
+            }
+
+            @Override
+            public boolean reportsEverything() {
+                return inner.reportsEverything();
+            }
+        };
     }
 
     /** Starts the sample driver's BAR1 writer (the device runs); nothing without the driver. */
@@ -216,7 +306,8 @@ final class VfioUserAttachment implements AutoCloseable {
         out.put("operations", bar1WritesNow());
         out.put("dma-writes", device.dmaWritesServed());
         out.put("dma-reads", device.dmaReadsServed());
-        out.put("interrupts", interrupts());
+        out.put("interrupts", interrupts.get());
+        out.put("device-dirty-pages", deviceDirtyPages.stream().map(a -> "0x" + Long.toHexString(a)).toList());
         List<String> misuse = new ArrayList<>();
         if (device.serverCommandsRefused() > 0) misuse.add(device.serverCommandsRefused() + " server commands refused (see the log)");
         out.put("misuse", misuse);
@@ -229,25 +320,28 @@ final class VfioUserAttachment implements AutoCloseable {
         }
     }
 
-    private long interrupts;
-
-    private synchronized long interrupts() {
-        if (intx == null) return 0;
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(8);
-            if (Libc.readRaw(intx.raw(), v) == 8) interrupts += v.get(JAVA_LONG, 0);
-        }
-        return interrupts;
-    }
-
     @Override
     public void close() {
         stopDriver();
+        closing = true;
+        if (interruptThread != null) {
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment one = a.allocate(JAVA_LONG);
+                one.set(JAVA_LONG, 0, 1L);
+                Libc.writeRaw(intxStop.raw(), one);
+            }
+            try {
+                interruptThread.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         try {
             dma.close();
         } finally {
             device.close();
             if (intx != null) intx.close();
+            if (intxStop != null) intxStop.close();
         }
     }
 
@@ -279,6 +373,11 @@ final class VfioUserAttachment implements AutoCloseable {
                 }
             }
             return migrationRegion;
+        }
+
+        /** BAR0 (a time_t), serialised with the state writes: written while running it re-arms the device's timer. */
+        synchronized void setBar0(long time) {
+            d.writeLong(BAR0, 0, time);
         }
 
         synchronized void writeBar1IfRunning(MemorySegment pattern, long n) {
