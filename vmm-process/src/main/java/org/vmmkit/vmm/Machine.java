@@ -65,6 +65,8 @@ public final class Machine implements AutoCloseable {
     private final DirtyingWorkload workload;
     private final EmulatedVfioContainer container;
     private final List<EmulatedMigratableDevice> devices = new ArrayList<>();
+    private final List<VfioUserAttachment> userDevices = new ArrayList<>(); // type = vfio-user
+    private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
     private volatile Status status;
     private volatile MigrationSource migration;
@@ -123,11 +125,20 @@ public final class Machine implements AutoCloseable {
             List<DeviceMigrationPlan.Entry> entries = new ArrayList<>();
             long seed = incoming ? 1_000_003 : 17;
             for (DeviceSpec spec : settings.devices()) {
+                if (spec.kind() == DeviceSpec.Kind.VFIO_USER) {
+                    VfioUserAttachment user = VfioUserAttachment.open(spec, memory, incoming);
+                    opened.add(user);
+                    userDevices.add(user);
+                    deviceOrder.add(user);
+                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable()));
+                    continue;
+                }
                 EmulatedMigratableDevice device = new EmulatedMigratableDevice(spec.deviceConfig(), seed++);
                 opened.add(device);
                 if (incoming) device.recordDigestOnResume();
                 if (spec.dmaSize() > 0) device.attachDma(container, spec.dmaAddress(), spec.dmaSize());
                 devices.add(device);
+                deviceOrder.add(device);
                 entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
@@ -150,6 +161,7 @@ public final class Machine implements AutoCloseable {
     public static Machine source(VmmSettings settings) {
         Machine m = new Machine(settings, false, false);
         m.guest.startLoaded();
+        for (VfioUserAttachment u : m.userDevices) u.startDriver();
         m.status = Status.RUNNING;
         LOG.log(System.Logger.Level.INFO, "guest started ({0}): {1} of RAM, {2} device(s)", m.accelerator(), Progress.bytes(settings.vm().memorySize()),
                 m.devices.size());
@@ -214,7 +226,8 @@ public final class Machine implements AutoCloseable {
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
-        List<DirtySource> dirty = List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory));
+        List<DirtySource> dirty = new ArrayList<>(List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory)));
+        for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
                 .withTransport(settings.transport());
         abandoned = null;
@@ -295,6 +308,7 @@ public final class Machine implements AutoCloseable {
             try {
                 destination.receive(server, Duration.ofDays(365));
                 status = Status.RUNNING;
+                for (VfioUserAttachment u : userDevices) u.startDriver();
                 LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
                 return;
             } catch (MigrationException e) {
@@ -316,6 +330,7 @@ public final class Machine implements AutoCloseable {
     private MigrationDestination newDestination() {
         return new MigrationDestination(guest, plan.devices(), () -> {
             incomingPasses = DirtyingWorkload.passesDone(memory);
+            for (VfioUserAttachment u : userDevices) u.recordIncoming();
             if (recordDigest) {
                 long start = System.nanoTime();
                 incomingMemoryDigest = digest();
@@ -356,8 +371,12 @@ public final class Machine implements AutoCloseable {
         out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
         out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
         List<Map<String, Object>> devs = new ArrayList<>();
-        for (int i = 0; i < devices.size(); i++) {
-            EmulatedMigratableDevice d = devices.get(i);
+        for (int i = 0; i < deviceOrder.size(); i++) {
+            if (deviceOrder.get(i) instanceof VfioUserAttachment u) {
+                devs.add(u.report(still));
+                continue;
+            }
+            EmulatedMigratableDevice d = (EmulatedMigratableDevice) deviceOrder.get(i);
             Map<String, Object> dev = new LinkedHashMap<>();
             dev.put("name", d.name());
             dev.put("migratable", settings.devices().get(i).migratable());
@@ -394,6 +413,7 @@ public final class Machine implements AutoCloseable {
         }
         plan.close();
         for (EmulatedMigratableDevice d : devices) d.close();
+        for (VfioUserAttachment u : userDevices) u.close();
         if (software != null) software.shutdown();
         if (vm != null) vm.close();
         memory.close();
