@@ -239,7 +239,7 @@ class VfioUserTwoProcessMigrationTest {
     void pagesTheDeviceWritesDuringPrecopyAreInTheMergedBitmapAndReachTheDestination() throws Exception {
         startBoth("libvfio-user-sample-dma");
         try (ControlClient s = ControlClient.connect(sourceControl)) {
-            s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "8M", "max-iterations", 2));
+            s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "8M", "max-iterations", 2, "convergence", "force"));
             JsonObject done = awaitMigration(s, VfioUserTwoProcessMigrationTest::ended);
             assertEquals("completed", done.get("status").getAsString(), done.toString());
             JsonObject a = device(s);

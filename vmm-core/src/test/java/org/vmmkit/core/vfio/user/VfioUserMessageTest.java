@@ -321,7 +321,7 @@ class VfioUserMessageTest {
     }
 
     @Test
-    void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws IOException {
+    void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws Exception {
         try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
             s.send(101, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x11000, 16, 16, (byte) 7), 32); // in the mapping
             s.send(102, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x1f000, 8192, 8192, (byte) 9), 16 + 8192); // runs off its end
@@ -334,6 +334,12 @@ class VfioUserMessageTest {
             dma.mapDma(0x10000, host, true, true);
             dma.startDirtyTracking();
             d.readInt(0, 0); // the server's commands come before this reply, and are served
+            // The answers reach the server's reader after our read's reply (its handler was sending that reply): wait for them.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (server.received.stream().filter(m -> m.id() >= 101 && m.id() <= 104).count() < 4) {
+                assertTrue(System.nanoTime() < deadline, "the server got the client's answers to its four commands");
+                Thread.sleep(5);
+            }
             java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
             for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, answers.get(101).flags(), "a write inside the mapping is done");
