@@ -330,6 +330,8 @@ class RamTransferTest {
                 sender.send(tape, source.regions().get(0), bitmap);
                 long frames = sender.frames();
                 RamReceiver receiver = new RamReceiver(new MemoryViews(destination), checksums);
+                PopulateAhead ahead = new PopulateAhead(destination, 8 * MIB); // reported to after every frame, as a destination does
+                receiver.populateAhead(ahead);
                 FrameCodec codec = new FrameCodec(64 * MIB);
                 long min = Long.MAX_VALUE, total = 0;
                 for (int round = 0; round < 25; round++) { // 20 to warm up, 5 measured
@@ -346,6 +348,7 @@ class RamTransferTest {
                         total += allocated;
                     }
                 }
+                ahead.close();
                 var from = source.regions().get(0).host();
                 var to = destination.regions().get(0).host();
                 for (long p = 0; p < bitmap.pages(); p += 3) {
