@@ -50,15 +50,35 @@ class PopulateAheadTest {
     }
 
     @Test
+    void withAWindowOfEverythingItPopulatesAllMemoryAndEnds() throws Exception {
+        try (GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(64 * MIB))) {
+            PopulateAhead prealloc = new PopulateAhead(memory, Long.MAX_VALUE / 4); // the destination's prealloc toggle
+            prealloc.awaitEnd();
+            assertEquals(64 * MIB, prealloc.populatedBytes());
+            assertEquals(64 * MIB, memory.residentBytes());
+            prealloc.close();
+        }
+    }
+
+    @Test
     void aReceiversReportAllocatesNothing() throws Exception {
         com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
         try (GuestMemory memory = GuestMemory.create(GuestMemory.standardLayout(64 * MIB))) {
             PopulateAhead ahead = new PopulateAhead(memory, 16 * MIB);
             for (int i = 0; i < 20_000; i++) ahead.passed(i % 64 * 4096, i % 2 == 0); // warm up (below the first window: nothing moves)
+            // As RamTransferTest's: a deoptimization can materialize an object once, so at least one of five
+            // measured batches allocates exactly nothing, and all five together far less than a byte a call.
             long overhead = -(threads.getCurrentThreadAllocatedBytes() - threads.getCurrentThreadAllocatedBytes());
-            long start = threads.getCurrentThreadAllocatedBytes();
-            for (int i = 0; i < 100_000; i++) ahead.passed(i % 64 * 4096, i % 2 == 0);
-            assertEquals(0, threads.getCurrentThreadAllocatedBytes() - start + overhead);
+            long min = Long.MAX_VALUE, total = 0;
+            for (int round = 0; round < 5; round++) {
+                long start = threads.getCurrentThreadAllocatedBytes();
+                for (int i = 0; i < 100_000; i++) ahead.passed(i % 64 * 4096, i % 2 == 0);
+                long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
+                min = Math.min(min, allocated);
+                total += allocated;
+            }
+            assertEquals(0, min, "a batch of 100,000 reports allocates nothing");
+            assertTrue(total < 4096, total + " bytes over 500,000 reports");
             ahead.close();
         }
     }
