@@ -95,6 +95,14 @@ class SysLayerTest {
     }
 
     @Test
+    void theSeekWhenceValuesMatchTheHeader() {
+        new HeaderProbe("linux/fs.h")
+                .expect("SEEK_DATA", "SEEK_DATA", Libc.SEEK_DATA)
+                .expect("SEEK_HOLE", "SEEK_HOLE", Libc.SEEK_HOLE)
+                .verify();
+    }
+
+    @Test
     void errnoTableMatchesTheHeaders() {
         HeaderProbe probe = new HeaderProbe("errno.h");
         for (int errno : Errno.known()) probe.expect(Errno.name(errno), Errno.name(errno), errno);
