@@ -336,7 +336,8 @@ public final class Machine implements AutoCloseable {
                 incomingMemoryDigest = digest();
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
-        }).withTransport(settings.transport());
+        }).withTransport(settings.transport()).withPopulateAhead(settings.populateAhead())
+                .withPrealloc(settings.incomingPrealloc());
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */

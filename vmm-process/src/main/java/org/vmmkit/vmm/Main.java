@@ -84,6 +84,7 @@ public final class Main {
         @Override
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "run");
+            org.vmmkit.migration.Rehearsal.inBackground(); // a cold JVM's first migration costs, paid now (see Rehearsal)
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(control, machine, quit::countDown)) {
@@ -114,6 +115,7 @@ public final class Main {
         @Override
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "incoming");
+            org.vmmkit.migration.Rehearsal.inBackground(); // a cold JVM's first migration costs, paid now (see Rehearsal)
             HostPort at = HostPort.parse(listen);
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);

@@ -28,8 +28,9 @@ public final class Libc {
     public static final int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
     public static final int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
     public static final int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_DONTFORK = 10, MADV_HUGEPAGE = 14,
-            MADV_NOHUGEPAGE = 15;
+            MADV_NOHUGEPAGE = 15, MADV_POPULATE_WRITE = 23;
     public static final int MFD_CLOEXEC = 1;
+    public static final int SEEK_DATA = 3, SEEK_HOLE = 4;
     public static final int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
     public static final int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     /** glibc's {@code sigset_t}: 1024 bits. The kernel's own sigset is the first 8 bytes. */
@@ -71,6 +72,8 @@ public final class Libc {
     // and without capturing errno: a per-frame caller needs no MemorySegment object, and capturing errno
     // acquires the capture buffer's scope, which allocates 40 bytes a call (measured on JDK 25).
     private static final MethodHandle MADVISE_AT = bind("madvise", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle LSEEK = bindErrno("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle LSEEK_AT = bind("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
     private static final MethodHandle FSTAT = bindErrno("fstat", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
     /** glibc's {@code struct stat} on x86-64 (sys/stat.h): its size and the two members read here; checked by SysLayerTest. */
     public static final long STAT_BYTES = 144, STAT_ST_SIZE = 48, STAT_ST_BLOCKS = 64;
@@ -359,6 +362,30 @@ public final class Libc {
     public static int madviseRaw(long address, long length, int advice) {
         try {
             return (int) MADVISE_AT.invokeExact(address, length, advice) < 0 ? -1 : 0;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code lseek(fd, offset, whence)}: the resulting offset, or {@link SysException} naming the call, errno and file. */
+    public static long lseek(Fd fd, long offset, int whence) {
+        try {
+            long r = (long) LSEEK.invokeExact(CAPTURE_BUFFER.get(), fd.raw(), offset, whence);
+            if (r < 0) throw new SysException("lseek(offset=" + offset + ", whence=" + whence + ")", errno(), fd.describe());
+            return r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code lseek(fd, offset, whence)}: the resulting offset, or -1 on failure (errno is not captured: capturing
+     * it allocates, and the caller — SEEK_DATA on a file known to support it, where the only failure is ENXIO,
+     * no data from there on — knows what -1 means). Allocates nothing.
+     */
+    public static long lseekRaw(int fd, long offset, int whence) {
+        try {
+            return (long) LSEEK_AT.invokeExact(fd, offset, whence);
         } catch (Throwable t) {
             throw rethrow(t);
         }

@@ -114,6 +114,26 @@ class SysLayerTest {
     }
 
     @Test
+    void theMadviseAdvicesMatchTheHeader() {
+        new HeaderProbe("sys/mman.h")
+                .expect("MADV_DONTNEED", "MADV_DONTNEED", Libc.MADV_DONTNEED)
+                .expect("MADV_REMOVE", "MADV_REMOVE", Libc.MADV_REMOVE)
+                .expect("MADV_DONTFORK", "MADV_DONTFORK", Libc.MADV_DONTFORK)
+                .expect("MADV_HUGEPAGE", "MADV_HUGEPAGE", Libc.MADV_HUGEPAGE)
+                .expect("MADV_NOHUGEPAGE", "MADV_NOHUGEPAGE", Libc.MADV_NOHUGEPAGE)
+                .expect("MADV_POPULATE_WRITE", "MADV_POPULATE_WRITE", Libc.MADV_POPULATE_WRITE)
+                .verify();
+    }
+
+    @Test
+    void theSeekWhenceValuesMatchTheHeader() {
+        new HeaderProbe("linux/fs.h")
+                .expect("SEEK_DATA", "SEEK_DATA", Libc.SEEK_DATA)
+                .expect("SEEK_HOLE", "SEEK_HOLE", Libc.SEEK_HOLE)
+                .verify();
+    }
+
+    @Test
     void errnoTableMatchesTheHeaders() {
         HeaderProbe probe = new HeaderProbe("errno.h");
         for (int errno : Errno.known()) probe.expect(Errno.name(errno), Errno.name(errno), errno);
