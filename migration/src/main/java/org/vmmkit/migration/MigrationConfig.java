@@ -5,6 +5,7 @@ import java.time.Duration;
 import java.util.List;
 
 import org.vmmkit.core.config.Config;
+import org.vmmkit.core.config.ConfigException;
 import org.vmmkit.core.config.ConfigKey;
 import org.vmmkit.migration.transport.TlsTransport;
 import org.vmmkit.migration.transport.Transport;
@@ -74,6 +75,39 @@ public final class MigrationConfig {
         } catch (IllegalArgumentException e) {
             throw config.invalid(TLS, e.getMessage());
         }
+    }
+
+    /** The keys a single migration may override (the {@code migrate} command's arguments, without {@code migration.}). */
+    public static final List<ConfigKey<?>> PER_MIGRATION = List.of(CHANNELS, MAX_BANDWIDTH, DOWNTIME_LIMIT, MAX_ITERATIONS, CONVERGENCE);
+
+    /**
+     * {@code base} with {@code overrides} applied (each named as its key without {@code migration.}, valued as
+     * a config file writes it): parsed and checked exactly as the config file's values are — one validation
+     * path, whatever the source. An unknown name or a bad value is a {@link ConfigException} naming it.
+     */
+    public static MigrationSettings override(MigrationSettings base, java.util.Map<String, String> overrides) {
+        java.util.Map<String, String> values = new java.util.LinkedHashMap<>();
+        values.put(DOWNTIME_LIMIT.name(), base.downtimeLimit().toMillis() + "ms");
+        values.put(MAX_ITERATIONS.name(), Integer.toString(base.maxIterations()));
+        values.put(CONVERGENCE.name(), base.convergence().label());
+        values.put(MAX_BANDWIDTH.name(), Long.toString(base.maxBandwidth()));
+        values.put(CHANNELS.name(), Integer.toString(base.channels()));
+        values.put(DEVICE_CHUNKS_PER_ROUND.name(), Integer.toString(base.deviceChunksPerRound()));
+        values.put(RAM_CHECKSUMS.name(), Boolean.toString(base.ramChecksums()));
+        for (var e : overrides.entrySet()) {
+            String key = "migration." + e.getKey();
+            if (PER_MIGRATION.stream().noneMatch(k -> k.name().equals(key))) {
+                throw new ConfigException("unknown migration setting '" + e.getKey() + "' (one migration may set "
+                        + PER_MIGRATION.stream().map(k -> k.name().substring("migration.".length())).toList() + ")");
+            }
+            values.put(key, e.getValue());
+        }
+        List<String> lines = new java.util.ArrayList<>();
+        values.forEach((k, v) -> lines.add(k + "=" + v));
+        MigrationSettings s = from(Config.load(KEYS, null, lines));
+        // What no key sets stays as the base has it.
+        return new MigrationSettings(s.downtimeLimit(), s.maxIterations(), s.deviceChunksPerRound(), base.maxFramePages(), base.ringSize(),
+                s.maxBandwidth(), s.channels(), s.ramChecksums(), s.convergence());
     }
 
     /** The settings the config gives, each value checked against its key's bounds. */

@@ -130,4 +130,22 @@ class ConvergenceTest {
         IllegalArgumentException x = assertThrows(IllegalArgumentException.class, () -> ConvergencePolicy.of("ignore"));
         assertTrue(x.getMessage().contains("'ignore'") && x.getMessage().contains("throttle, cancel or force"), x.getMessage());
     }
+
+    @Test
+    void aMigrationsOverridesGoThroughTheConfigFilesChecksAndAnUnknownOneIsAnError() {
+        MigrationSettings base = MigrationSettings.DEFAULT.withMaxBandwidth(64 * MIB).withChannels(2);
+        MigrationSettings s = MigrationConfig.override(base, java.util.Map.of("convergence", "cancel", "downtime-limit", "50ms"));
+        assertEquals(ConvergencePolicy.CANCEL, s.convergence());
+        assertEquals(Duration.ofMillis(50), s.downtimeLimit());
+        assertEquals(64 * MIB, s.maxBandwidth(), "what is not overridden stays as the base has it");
+        assertEquals(2, s.channels());
+        var tooSlow = assertThrows(org.vmmkit.core.config.ConfigException.class,
+                () -> MigrationConfig.override(base, java.util.Map.of("max-bandwidth", "1")));
+        assertTrue(tooSlow.getMessage().contains("migration.max-bandwidth") && tooSlow.getMessage().contains("at least 1M"), tooSlow.getMessage());
+        var none = assertThrows(org.vmmkit.core.config.ConfigException.class, () -> MigrationConfig.override(base, java.util.Map.of("channels", "0")));
+        assertTrue(none.getMessage().contains("migration.channels"), none.getMessage());
+        var unknown = assertThrows(org.vmmkit.core.config.ConfigException.class, () -> MigrationConfig.override(base, java.util.Map.of("speed", "max")));
+        assertTrue(unknown.getMessage().contains("unknown migration setting 'speed'") && unknown.getMessage().contains("convergence"),
+                unknown.getMessage());
+    }
 }

@@ -19,7 +19,6 @@ import com.google.gson.GsonBuilder;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParseException;
 import com.google.gson.JsonParser;
-import org.vmmkit.core.config.Units;
 import org.vmmkit.migration.MigrationSettings;
 
 /**
@@ -165,15 +164,21 @@ public final class ControlServer implements AutoCloseable {
         };
     }
 
-    /** The process's migration settings with what the migrate command overrides (QEMU's migrate-set-parameters). */
+    /**
+     * The process's migration settings with what the migrate command overrides (QEMU's migrate-set-parameters),
+     * through the config file's own parsing and checks; an unknown argument is an error.
+     */
     private MigrationSettings overrides(JsonObject args) {
-        MigrationSettings s = machine.migrationSettings();
-        if (args.has("channels")) s = s.withChannels(args.get("channels").getAsInt());
-        if (args.has("max-bandwidth")) s = s.withMaxBandwidth(Units.parseSize(args.get("max-bandwidth").getAsString()));
-        if (args.has("downtime-limit")) s = s.withDowntimeLimit(Units.parseDuration(args.get("downtime-limit").getAsString()));
-        if (args.has("max-iterations")) s = s.withMaxIterations(args.get("max-iterations").getAsInt());
-        if (args.has("convergence")) s = s.withConvergence(org.vmmkit.migration.ConvergencePolicy.of(args.get("convergence").getAsString()));
-        return s;
+        Map<String, String> given = new LinkedHashMap<>();
+        for (var e : args.entrySet()) {
+            if (e.getKey().equals("uri")) continue;
+            given.put(e.getKey(), e.getValue().isJsonPrimitive() ? e.getValue().getAsString() : e.getValue().toString());
+        }
+        try {
+            return org.vmmkit.migration.MigrationConfig.override(machine.migrationSettings(), given);
+        } catch (org.vmmkit.core.config.ConfigException e) {
+            throw new IllegalArgumentException("migrate: " + e.getMessage(), e);
+        }
     }
 
     private static Map<String, Object> error(String kind, String desc) {

@@ -65,8 +65,10 @@ class ControlProtocolTest {
             assertTrue(error(raw(socket, "{\"execute\": \"migrate\"}")).contains("migrate: expected \"uri\": \"tcp:HOST:PORT\""));
             assertTrue(error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:localhost\"}}"))
                     .contains("expected HOST:PORT"));
-            assertTrue(error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:127.0.0.1:1\", \"channels\": 99}}"))
-                    .contains("channels (1 to 16)"));
+            String channels = error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:127.0.0.1:1\", \"channels\": 99}}"));
+            assertTrue(channels.contains("migration.channels") && channels.contains("between 1 and 16"), channels); // the config file's own check
+            String unknown = error(raw(socket, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:127.0.0.1:1\", \"chanels\": 2}}"));
+            assertTrue(unknown.contains("unknown migration setting 'chanels'"), unknown);
             assertEquals(1, quit.getCount(), "an argument or key named quit does not quit");
 
             // A migration to nowhere fails, says why, and the guest runs on.
