@@ -380,4 +380,39 @@ class VfioUserMessageTest {
             assertEquals(5, d.readInt(0, 0), "the connection goes on");
         }
     }
+
+    /**
+     * Steady state allocates nothing on the calling thread: register reads, chunked writes, and the server's
+     * DMA_WRITE and DMA_READ served between a request and its reply (measured with the thread allocation counter
+     * after warm-up; the scripted server allocates on its own thread).
+     */
+    @Test
+    void requestsAndServedDmaAllocateNothing() throws IOException {
+        byte[] write = dmaAccess(0x10000, 64, 64, (byte) 3), read = dmaAccess(0x10040, 64, 0, (byte) 0);
+        try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
+            s.send(301, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, write, write.length);
+            s.send(302, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, read, read.length);
+            s.standard(m);
+        })), VfioUserDevice.Options.DEFAULT); Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(0x10000, 4096), buf = arena.allocate(4096);
+            d.dmaSpace(null).mapDma(0x10000, host, true, true);
+            com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+            long thread = Thread.currentThread().threadId();
+            long allocated = Long.MAX_VALUE;
+            for (int attempt = 0; attempt < 5 && allocated > 0; attempt++) { // the JIT compiles the loop in the first attempts
+                for (int i = 0; i < 5000; i++) {
+                    d.readInt(0, 0);
+                    d.write(0, 0, buf);
+                }
+                long before = mx.getThreadAllocatedBytes(thread);
+                for (int i = 0; i < 2000; i++) {
+                    d.readInt(0, 0);
+                    d.write(0, 0, buf);
+                }
+                allocated = mx.getThreadAllocatedBytes(thread) - before;
+            }
+            assertEquals(0, allocated, "bytes allocated by 2000 reads (each with a DMA_WRITE and a DMA_READ served) and 2000 4 KiB writes");
+            assertTrue(d.dmaWritesServed() > 2000 && d.dmaReadsServed() > 2000);
+        }
+    }
 }
