@@ -28,7 +28,7 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  *
  * <p>File descriptors cross the socket (SCM_RIGHTS, see {@link VfioUserConnection}). A region whose info
  * reply carries an fd is mappable through it ({@link #mmap}, within its sparse areas): BARs are. The v1
- * migration region is the exception by default ({@link Options#mapMigrationData}): its info is reported
+ * migration region is the exception by default ({@link Options#mapMigrationData()}): its info is reported
  * without {@code VFIO_REGION_INFO_FLAG_MMAP}, so callers that choose by that flag, as {@code MigrationRegion}
  * does, take the REGION_READ/WRITE path; libvfio-user's v1 library announces that data area as mappable but
  * moves migration data only through its save/load callbacks (a mapping reads zeros), and a client cannot tell
@@ -372,7 +372,7 @@ public final class VfioUserDevice implements VfioDevice {
     /**
      * Maps {@code [offset, offset + size)} of the region through the fd its server passed with the region info:
      * the range must lie in one sparse mmap area (or the region, when it has none). Refused (EOPNOTSUPP) for a
-     * region that came without an fd, and for the migration region unless {@link Options#mapMigrationData}.
+     * region that came without an fd, and for the migration region unless {@link Options#mapMigrationData()}.
      */
     @Override
     public synchronized MemorySegment mmap(int region, long offset, long size) {
