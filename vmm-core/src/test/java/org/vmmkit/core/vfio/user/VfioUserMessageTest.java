@@ -320,8 +320,22 @@ class VfioUserMessageTest {
         return b.array();
     }
 
+    /** The client's answers to the server's commands, once the scripted server has read {@code count} of them (it reads them after its handler). */
+    private java.util.Map<Integer, FakeServer.Message> answers(int count) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (true) {
+            java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
+            synchronized (server.received) {
+                for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
+            }
+            if (answers.size() >= count) return answers;
+            assertTrue(System.nanoTime() < deadline, "the server received " + answers.size() + " of the client's " + count + " answers");
+            Thread.sleep(1); // between looks at the event, not in place of it
+        }
+    }
+
     @Test
-    void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws IOException {
+    void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws Exception {
         try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
             s.send(101, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x11000, 16, 16, (byte) 7), 32); // in the mapping
             s.send(102, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x1f000, 8192, 8192, (byte) 9), 16 + 8192); // runs off its end
@@ -334,8 +348,7 @@ class VfioUserMessageTest {
             dma.mapDma(0x10000, host, true, true);
             dma.startDirtyTracking();
             d.readInt(0, 0); // the server's commands come before this reply, and are served
-            java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
-            for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
+            java.util.Map<Integer, FakeServer.Message> answers = answers(4);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, answers.get(101).flags(), "a write inside the mapping is done");
             assertEquals(0x11000, answers.get(101).body().getLong(0));
             assertEquals(16, answers.get(101).body().getLong(8));
@@ -366,14 +379,10 @@ class VfioUserMessageTest {
             d.dmaSpace(null).mapDma(0x10000, host, true, false); // the device may not write
             server.send(201, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 4, (byte) 1), 20);
             server.send(202, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 0, (byte) 0), 16);
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            while (server.received.stream().filter(m -> m.id() == 201 || m.id() == 202).count() < 2) {
-                assertTrue(System.nanoTime() < deadline, "the idle client answered the server's commands");
-                Thread.sleep(5);
-            }
-            FakeServer.Message write = server.received.stream().filter(m -> m.id() == 201).findFirst().orElseThrow();
+            java.util.Map<Integer, FakeServer.Message> answers = answers(2); // the idle client answers the server's commands
+            FakeServer.Message write = answers.get(201);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY | VfioUserAbi.FLAG_ERROR, write.flags(), "a write to a read-only mapping is refused (EPERM)");
-            FakeServer.Message read = server.received.stream().filter(m -> m.id() == 202).findFirst().orElseThrow();
+            FakeServer.Message read = answers.get(202);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, read.flags());
             assertEquals(0, host.get(JAVA_BYTE, 0));
             d.writeInt(0, 0, 5);
