@@ -83,6 +83,7 @@ final class VfioUserConnection implements AutoCloseable {
     private long arg0, arg1, arg2;
 
     private static final int[] NO_FDS = new int[0];
+    private static final String ANSWER_ROOM = "room in the socket to answer the server's command";
 
     private VfioUserConnection(String object, UnixSocket socket, Duration timeout) {
         this.object = object;
@@ -277,7 +278,7 @@ final class VfioUserConnection implements AutoCloseable {
         if (HEADER_SIZE + payload > cmdSeg.byteSize()) {
             cmdSeg = MemorySegment.ofBuffer(ByteBuffer.allocateDirect((int) (HEADER_SIZE + payload))); // once, up to our max_data_xfer_size
         }
-        fill(s, cmdSeg, HEADER_SIZE, HEADER_SIZE + payload, false, deadline, commandName(cmd) + " payload");
+        fill(s, cmdSeg, HEADER_SIZE, HEADER_SIZE + payload, false, deadline, "server command's payload"); // a constant: no allocation
         boolean noReply = (flags & FLAG_NO_REPLY) != 0;
         int errno;
         String why;
@@ -351,8 +352,8 @@ final class VfioUserConnection implements AutoCloseable {
         serverReply.set(U32, HEADER_MSG_SIZE, (int) (errno != 0 ? HEADER_SIZE : size));
         serverReply.set(U32, HEADER_FLAGS, FLAG_TYPE_REPLY | (errno != 0 ? FLAG_ERROR : 0));
         serverReply.set(U32, HEADER_ERROR_NO, errno);
-        if (errno != 0) sendFully(s, serverReply, HEADER_SIZE, null, 0, 0, NO_FDS, 0, deadline, "room in the socket to answer " + commandName(cmd));
-        else sendFully(s, serverReply, HEADER_SIZE + fixed, data, dataOffset, dataLength, NO_FDS, 0, deadline, "room in the socket to answer " + commandName(cmd));
+        if (errno != 0) sendFully(s, serverReply, HEADER_SIZE, null, 0, 0, NO_FDS, 0, deadline, ANSWER_ROOM);
+        else sendFully(s, serverReply, HEADER_SIZE + fixed, data, dataOffset, dataLength, NO_FDS, 0, deadline, ANSWER_ROOM);
     }
 
     private void serverRefused(int cmd, long addr, long count, int errno, String why) {

@@ -26,13 +26,18 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  * every region access and DEVICE_RESET. Whatever drives a kernel VFIO device (the v1 migration region
  * protocol, {@code V1DeviceMigration}) drives this one unchanged.
  *
- * <p>No file descriptors cross the socket in this increment (see {@link VfioUserConnection}), so no region
- * can be mmap'd: {@link #regionInfo} reports every region without {@code VFIO_REGION_INFO_FLAG_MMAP} (the
- * server offered an fd we cannot receive; its sparse areas are kept, for information) and {@link #mmap}
- * refuses. Callers that choose between mmap and read/write by that flag, as {@code MigrationRegion} does,
- * take the read/write path. That path is also the one that works with libvfio-user's v1 migration region even
- * once fds arrive: the library announces the data area as mmap-able but moves migration data only through
- * REGION_READ/WRITE (its save/load callbacks); a mapping of the area reads zeros.
+ * <p>File descriptors cross the socket (SCM_RIGHTS, see {@link VfioUserConnection}). A region whose info
+ * reply carries an fd is mappable through it ({@link #mmap}, within its sparse areas): BARs are. The v1
+ * migration region is the exception by default ({@link Options#mapMigrationData()}): its info is reported
+ * without {@code VFIO_REGION_INFO_FLAG_MMAP}, so callers that choose by that flag, as {@code MigrationRegion}
+ * does, take the REGION_READ/WRITE path; libvfio-user's v1 library announces that data area as mappable but
+ * moves migration data only through its save/load callbacks (a mapping reads zeros), and a client cannot tell
+ * without consuming device state.
+ *
+ * <p>The device's DMA space is {@link #dmaSpace} (a {@link org.vmmkit.core.vfio.VfioContainer}: DMA_MAP with
+ * memfds, DIRTY_PAGES, and the server's DMA_READ/DMA_WRITE served against it); interrupts go to eventfds
+ * ({@link #setIrqEventfds}). Twin-socket mode is asked for in VERSION, so the server's own commands have a
+ * socket of their own.
  *
  * <p>Register accesses are one REGION_READ/WRITE of exactly 4 or 8 bytes; bulk transfers are chunked (reads
  * by the smaller of the server's {@code max_data_xfer_size} and ours, writes also to the 64 KiB message
@@ -367,7 +372,7 @@ public final class VfioUserDevice implements VfioDevice {
     /**
      * Maps {@code [offset, offset + size)} of the region through the fd its server passed with the region info:
      * the range must lie in one sparse mmap area (or the region, when it has none). Refused (EOPNOTSUPP) for a
-     * region that came without an fd, and for the migration region unless {@link Options#mapMigrationData}.
+     * region that came without an fd, and for the migration region unless {@link Options#mapMigrationData()}.
      */
     @Override
     public synchronized MemorySegment mmap(int region, long offset, long size) {

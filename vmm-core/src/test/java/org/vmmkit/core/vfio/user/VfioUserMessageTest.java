@@ -320,6 +320,20 @@ class VfioUserMessageTest {
         return b.array();
     }
 
+    /** The client's answers to the server's commands, once the scripted server has read {@code count} of them (it reads them after its handler). */
+    private java.util.Map<Integer, FakeServer.Message> answers(int count) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (true) {
+            java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
+            synchronized (server.received) {
+                for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
+            }
+            if (answers.size() >= count) return answers;
+            assertTrue(System.nanoTime() < deadline, "the server received " + answers.size() + " of the client's " + count + " answers");
+            Thread.sleep(1); // between looks at the event, not in place of it
+        }
+    }
+
     @Test
     void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws Exception {
         try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
@@ -334,14 +348,7 @@ class VfioUserMessageTest {
             dma.mapDma(0x10000, host, true, true);
             dma.startDirtyTracking();
             d.readInt(0, 0); // the server's commands come before this reply, and are served
-            // The answers reach the server's reader after our read's reply (its handler was sending that reply): wait for them.
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            while (server.received.stream().filter(m -> m.id() >= 101 && m.id() <= 104).count() < 4) {
-                assertTrue(System.nanoTime() < deadline, "the server got the client's answers to its four commands");
-                Thread.sleep(5);
-            }
-            java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
-            for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
+            java.util.Map<Integer, FakeServer.Message> answers = answers(4);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, answers.get(101).flags(), "a write inside the mapping is done");
             assertEquals(0x11000, answers.get(101).body().getLong(0));
             assertEquals(16, answers.get(101).body().getLong(8));
@@ -372,18 +379,49 @@ class VfioUserMessageTest {
             d.dmaSpace(null).mapDma(0x10000, host, true, false); // the device may not write
             server.send(201, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 4, (byte) 1), 20);
             server.send(202, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 0, (byte) 0), 16);
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            while (server.received.stream().filter(m -> m.id() == 201 || m.id() == 202).count() < 2) {
-                assertTrue(System.nanoTime() < deadline, "the idle client answered the server's commands");
-                Thread.sleep(5);
-            }
-            FakeServer.Message write = server.received.stream().filter(m -> m.id() == 201).findFirst().orElseThrow();
+            java.util.Map<Integer, FakeServer.Message> answers = answers(2); // the idle client answers the server's commands
+            FakeServer.Message write = answers.get(201);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY | VfioUserAbi.FLAG_ERROR, write.flags(), "a write to a read-only mapping is refused (EPERM)");
-            FakeServer.Message read = server.received.stream().filter(m -> m.id() == 202).findFirst().orElseThrow();
+            FakeServer.Message read = answers.get(202);
             assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, read.flags());
             assertEquals(0, host.get(JAVA_BYTE, 0));
             d.writeInt(0, 0, 5);
             assertEquals(5, d.readInt(0, 0), "the connection goes on");
+        }
+    }
+
+    /**
+     * Steady state allocates nothing on the calling thread: register reads, chunked writes, and the server's
+     * DMA_WRITE and DMA_READ served between a request and its reply (measured with the thread allocation counter
+     * after warm-up; the scripted server allocates on its own thread).
+     */
+    @Test
+    void requestsAndServedDmaAllocateNothing() throws IOException {
+        byte[] write = dmaAccess(0x10000, 64, 64, (byte) 3), read = dmaAccess(0x10040, 64, 0, (byte) 0);
+        try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
+            s.send(301, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, write, write.length);
+            s.send(302, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, read, read.length);
+            s.standard(m);
+        })), VfioUserDevice.Options.DEFAULT); Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(0x10000, 4096), buf = arena.allocate(4096);
+            d.dmaSpace(null).mapDma(0x10000, host, true, true);
+            com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+            long thread = Thread.currentThread().threadId();
+            long allocated = Long.MAX_VALUE;
+            for (int attempt = 0; attempt < 5 && allocated > 0; attempt++) { // the JIT compiles the loop in the first attempts
+                for (int i = 0; i < 5000; i++) {
+                    d.readInt(0, 0);
+                    d.write(0, 0, buf);
+                }
+                long before = mx.getThreadAllocatedBytes(thread);
+                for (int i = 0; i < 2000; i++) {
+                    d.readInt(0, 0);
+                    d.write(0, 0, buf);
+                }
+                allocated = mx.getThreadAllocatedBytes(thread) - before;
+            }
+            assertEquals(0, allocated, "bytes allocated by 2000 reads (each with a DMA_WRITE and a DMA_READ served) and 2000 4 KiB writes");
+            assertTrue(d.dmaWritesServed() > 2000 && d.dmaReadsServed() > 2000);
         }
     }
 }
