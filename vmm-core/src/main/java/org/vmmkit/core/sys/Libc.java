@@ -74,6 +74,7 @@ public final class Libc {
     private static final MethodHandle MADVISE_AT = bind("madvise", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT));
     private static final MethodHandle LSEEK = bindErrno("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
     private static final MethodHandle LSEEK_AT = bind("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle MINCORE_AT = bind("mincore", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, ADDRESS));
     private static final MethodHandle FSTAT = bindErrno("fstat", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
     /** glibc's {@code struct stat} on x86-64 (sys/stat.h): its size and the two members read here; checked by SysLayerTest. */
     public static final long STAT_BYTES = 144, STAT_ST_SIZE = 48, STAT_ST_BLOCKS = 64;
@@ -386,6 +387,18 @@ public final class Libc {
     public static long lseekRaw(int fd, long offset, int whence) {
         try {
             return (long) LSEEK_AT.invokeExact(fd, offset, whence);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code mincore(address, length, vector)}: one byte per page, bit 0 set where the page is in memory (for a
+     * shared memfd: allocated and not swapped out). Returns 0, or -1 on failure (errno not captured). Allocates nothing.
+     */
+    public static int mincoreRaw(long address, long length, MemorySegment vector) {
+        try {
+            return (int) MINCORE_AT.invokeExact(address, length, vector) < 0 ? -1 : 0;
         } catch (Throwable t) {
             throw rethrow(t);
         }
