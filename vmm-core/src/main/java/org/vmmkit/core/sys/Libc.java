@@ -99,6 +99,9 @@ public final class Libc {
     private static final MethodHandle FCNTL_INT = bind("fcntl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT),
             CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
 
+    private static final MethodHandle SOCKETPAIR = bindErrno("socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
+
+    public static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
     public static final int O_NONBLOCK = 0x800;
     public static final int SPLICE_F_MOVE = 1, SPLICE_F_NONBLOCK = 2, SPLICE_F_MORE = 4;
     public static final int F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
@@ -393,6 +396,18 @@ public final class Libc {
         try {
             int r = (int) FCNTL_INT.invokeExact(CAPTURE_BUFFER.get(), fd, command, value);
             return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)}: two connected stream sockets, named {@code name:0} and {@code name:1}. */
+    public static Fd[] socketpair(String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment fds = arena.allocate(JAVA_INT, 2);
+            int r = (int) SOCKETPAIR.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
+            if (r < 0) throw new SysException("socketpair(AF_UNIX, SOCK_STREAM)", errno(), name);
+            return new Fd[] {new Fd(fds.getAtIndex(JAVA_INT, 0), name + ":0"), new Fd(fds.getAtIndex(JAVA_INT, 1), name + ":1")};
         } catch (Throwable t) {
             throw rethrow(t);
         }
