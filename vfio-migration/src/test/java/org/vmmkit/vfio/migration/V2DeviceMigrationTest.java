@@ -248,4 +248,55 @@ class V2DeviceMigrationTest {
             assertFalse(Arrays.equals(a.stateDigest(), b.stateDigest()));
         }
     }
+
+    /**
+     * The loop's Java code allocates nothing per chunk; what the thread allocates is FFM's errno capture, 40 bytes a
+     * captured downcall on JDK 25 (as docs/architecture.md notes for madvise): per chunk the VMM's read of the data
+     * fd and its PRECOPY_INFO, and the emulated driver's FIONREAD of its pipe (a kernel driver's work would not be
+     * on this thread's Java heap). Measured here against the cost of one captured call.
+     */
+    @Test
+    void theSaveLoopAllocatesNothingPerChunkButFfmsErrnoCapture() {
+        com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (EmulatedV2Device a = new EmulatedV2Device(Config.defaults("gpu0").withMemory(4 << 20).withOpsPerSecond(0), 1);
+             V2DeviceMigration src = V2DeviceMigration.open(a, new P2pGroup(), SMALL_CHUNKS);
+             java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment sink = arena.allocate(SMALL_CHUNKS.chunkBytes());
+            org.vmmkit.core.sys.Fd[] pipe = org.vmmkit.core.sys.Libc.pipe(org.vmmkit.core.sys.Libc.O_NONBLOCK, "errno-capture probe");
+            MemorySegment one = arena.allocate(8);
+            for (int i = 0; i < 20_000; i++) org.vmmkit.core.sys.Libc.readRaw(pipe[0].raw(), one); // warm up: EAGAIN each
+            long overhead = -(threads.getCurrentThreadAllocatedBytes() - threads.getCurrentThreadAllocatedBytes());
+            long t0 = threads.getCurrentThreadAllocatedBytes();
+            for (int i = 0; i < 1000; i++) org.vmmkit.core.sys.Libc.readRaw(pipe[0].raw(), one);
+            long perCall = (threads.getCurrentThreadAllocatedBytes() - t0 + overhead) / 1000;
+            pipe[0].close();
+            pipe[1].close();
+            for (int round = 0; round < 5; round++) { // warm up: whole pre-copy passes
+                src.startSave();
+                drainInto(src, sink);
+                src.cancelSave();
+            }
+            src.startSave();
+            long start = threads.getCurrentThreadAllocatedBytes();
+            long chunks = drainInto(src, sink);
+            long allocated = threads.getCurrentThreadAllocatedBytes() - start + overhead;
+            src.cancelSave();
+            assertTrue(chunks >= 16, "chunks " + chunks);
+            System.err.println("v2 save loop: " + allocated + " bytes over " + chunks + " chunks (" + allocated / chunks
+                    + " per chunk); one errno-capturing downcall allocates " + perCall);
+            assertTrue(allocated <= chunks * 4 * perCall, allocated + " bytes over " + chunks + " chunks, more than 4 captured calls ("
+                    + perCall + " B each) a chunk: the Java code allocates");
+        }
+    }
+
+    private static long drainInto(V2DeviceMigration src, MemorySegment sink) {
+        long chunks = 0;
+        while (src.pending() > 0) {
+            SectionChunk c = src.nextChunk();
+            MemorySegment.copy(c.base(), c.offset(), sink, 0, c.length());
+            c.release();
+            chunks++;
+        }
+        return chunks;
+    }
 }
