@@ -46,7 +46,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * ERROR), GET and SET together, a read of a resuming or ended session, a write to a saving one,
  * PRECOPY_INFO outside PRE_COPY, a stream written out of order (sequence), corrupted (CRC) or cut.
  */
-public final class EmulatedV2Device implements VfioDevice {
+public final class EmulatedV2Device implements EmulatedDevice {
     public static final int PAGE = 4096, REGISTERS = 256, RECORD_HEADER = 32;
     static final int MAGIC = 0x56324D47, KIND_BEGIN = 1, KIND_PAGE = 2, KIND_REGISTERS = 3;
     /** Bytes per page record in the stream. */

@@ -10,8 +10,9 @@ import org.vmmkit.core.vfio.v2.MigState;
  * The header's P2P states are for this: in RUNNING_P2P and PRE_COPY_P2P a device initiates no new P2P DMA
  * (and completes what it had started before the arc returns) but still answers it. So the source first puts
  * <em>every</em> device into its P2P state, and only then stops any ({@link #quiesce}, called by each
- * member's {@code stop()}: the first call does the work); the destination first takes every device to
- * RUNNING_P2P, and only then lets any run ({@link #prepareStart}). QEMU does the same across its devices. A
+ * member's {@code stop()}, and by each member's {@code startLoad()} on the destination, whose fresh devices run
+ * until the stream comes: the first call does the work); before any runs again, every device is taken to
+ * RUNNING_P2P ({@link #prepareRun}: the destination's start, the source's rollback). QEMU does the same across its devices. A
  * device that offers no P2P state cannot take part: with such a member the ordering is not guaranteed, which
  * {@link #orderingGuaranteed()} says.
  */
@@ -41,10 +42,21 @@ public final class P2pGroup {
         }
     }
 
-    /** Destination, at start: every member whose state is loaded (STOP) goes to RUNNING_P2P first. Idempotent. */
-    void prepareStart() {
+    /**
+     * Before any member runs again (the destination's start, the source's rollback): every member that is stopped
+     * (STOP, STOP_COPY) or quiesced in pre-copy goes to RUNNING_P2P first, so it answers peer writes before a
+     * peer may send one. Idempotent; a member that cannot get there is left to its own cancel or start, which
+     * says why.
+     */
+    void prepareRun() {
         for (V2DeviceMigration m : members) {
-            if (m.offersP2p() && m.knownState() == MigState.STOP) m.moveTo(MigState.RUNNING_P2P);
+            MigState s = m.knownState();
+            if (!m.offersP2p() || !(s == MigState.STOP || s == MigState.STOP_COPY || s == MigState.PRE_COPY_P2P)) continue;
+            try {
+                m.moveTo(MigState.RUNNING_P2P);
+            } catch (DeviceMigrationException e) {
+                // its own cancelSave or start reports it
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * sets a volatile flag (its store is the publication point; the producer's load of it in {@link #chunkOut} pairs
  * with it before the buffer is reused).
  */
-public final class V2DeviceMigration implements SectionSaver, SectionLoader, AutoCloseable {
+public final class V2DeviceMigration implements DeviceSection {
     public static final String SECTION_KIND = "vfio-v2";
 
     /** {@code chunkBytes}: the read buffer, the largest chunk; bounds on stop-and-copy turn a device that never ends its stream into an error. */
@@ -405,6 +405,7 @@ public final class V2DeviceMigration implements SectionSaver, SectionLoader, Aut
             return "device " + deviceName() + " is running";
         }
         try {
+            group.prepareRun(); // no member runs (and writes its peers) while another is still stopped
             moveTo(MigState.RUNNING);
             return "device " + deviceName() + " back to RUNNING from " + now;
         } catch (DeviceMigrationException e) {
@@ -424,6 +425,7 @@ public final class V2DeviceMigration implements SectionSaver, SectionLoader, Aut
     public void startLoad(int version) {
         sequence = 0;
         if (state != MigState.RUNNING) state = readState();
+        group.quiesce(); // the peers stop writing this device before it stops to load
         moveTo(MigState.RESUMING);
     }
 
@@ -469,7 +471,7 @@ public final class V2DeviceMigration implements SectionSaver, SectionLoader, Aut
     /** Every device of the group to RUNNING_P2P first, then this one to RUNNING. */
     @Override
     public void start() {
-        group.prepareStart();
+        group.prepareRun();
         moveTo(MigState.RUNNING);
     }
 
