@@ -59,8 +59,7 @@ class V2TwoProcessMigrationTest {
         }
     }
 
-    @Test
-    void oneV1AndTwoV2DevicesMigrateLiveWithEqualStateAndP2pOrderingKept() throws Exception {
+    private String startBoth() throws Exception {
         Path config = dir.resolve("vm.conf");
         Files.write(config, CONFIG);
         sourceControl = dir.resolve("source.sock");
@@ -76,12 +75,23 @@ class V2TwoProcessMigrationTest {
         }
         try (ControlClient s = ControlClient.await(sourceControl, Duration.ofSeconds(30), source.process.toHandle())) {
             // The v2 devices must have written each other before the migration, or "no violation" would say nothing.
-            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-            while (p2pWrites(s.query("query-guest")) < 10) {
-                assertTrue(System.nanoTime() < deadline, "the v2 devices made no P2P writes in 30 s");
-                Thread.sleep(20);
-            }
+            awaitP2pWrites(s, 10);
         }
+        return listen;
+    }
+
+    private static void awaitP2pWrites(ControlClient c, long more) throws Exception {
+        long before = p2pWrites(c.query("query-guest"));
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (p2pWrites(c.query("query-guest")) < before + more) {
+            assertTrue(System.nanoTime() < deadline, "the v2 devices made no P2P writes in 30 s");
+            Thread.sleep(20);
+        }
+    }
+
+    @Test
+    void oneV1AndTwoV2DevicesMigrateLiveWithEqualStateAndP2pOrderingKept() throws Exception {
+        String listen = startBoth();
         Map.Entry<Integer, String> result = TwoProcessMigrationTest.cli("migrate", "--to", listen, "--control", sourceControl.toString(), "--json");
         assertEquals(0, result.getKey(), result.getValue());
         JsonObject stats = JsonParser.parseString(result.getValue()).getAsJsonObject();
@@ -89,7 +99,41 @@ class V2TwoProcessMigrationTest {
         List<String> kinds = new ArrayList<>();
         for (JsonElement e : stats.getAsJsonArray("sections")) kinds.add(e.getAsJsonObject().get("kind").getAsString());
         assertEquals(List.of("vfio-v1", "vfio-v2", "vfio-v2"), kinds, "the protocols detected, in config order");
+        checkDestinationTookOver();
+    }
 
+    @Test
+    void aCancelledMigrationLeavesEveryDeviceRunningAndASecondAttemptCompletes() throws Exception {
+        String listen = startBoth();
+        try (ControlClient s = ControlClient.connect(sourceControl)) {
+            s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "4M"));
+            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+            while (s.query("query-migrate").get("transferred").getAsLong() < 2L << 20) {
+                assertTrue(System.nanoTime() < deadline, "the migration did not get going");
+                Thread.sleep(20);
+            }
+            s.execute("migrate-cancel", null);
+            String status;
+            while (!(status = s.query("query-migrate").get("status").getAsString()).equals("cancelled")) {
+                assertTrue(!status.equals("completed") && !status.equals("failed") && System.nanoTime() < deadline, status);
+                Thread.sleep(20);
+            }
+            assertEquals("running", s.query("query-status").get("status").getAsString());
+            JsonObject src = s.query("query-guest");
+            for (JsonElement e : src.getAsJsonArray("devices")) {
+                JsonObject dev = e.getAsJsonObject();
+                assertTrue(dev.getAsJsonArray("misuse").isEmpty(), dev.get("name") + ": " + dev.get("misuse"));
+                assertTrue(dev.getAsJsonArray("p2p-violations").isEmpty(), dev.get("name") + ": " + dev.get("p2p-violations"));
+            }
+            awaitP2pWrites(s, 10); // the rolled-back v2 devices run (and write each other) again
+        }
+        Map.Entry<Integer, String> result = TwoProcessMigrationTest.cli("migrate", "--to", listen, "--control", sourceControl.toString(), "--json");
+        assertEquals(0, result.getKey(), result.getValue());
+        checkDestinationTookOver();
+    }
+
+    /** Every device's state at resume equals the source's at stop, no misuse, no P2P write into a stopped device, protocols as detected. */
+    private void checkDestinationTookOver() throws Exception {
         try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
             JsonObject src = s.query("query-guest"), dst = d.query("query-guest");
             assertEquals("running", d.query("query-status").get("status").getAsString());
@@ -106,13 +150,7 @@ class V2TwoProcessMigrationTest {
                 assertTrue(b.getAsJsonArray("p2p-violations").isEmpty(), name + " destination: " + b.get("p2p-violations"));
                 assertEquals(i == 0 ? "vfio-v1" : "vfio-v2", text(a.get("protocol")), name);
             }
-            // The destination's devices run on, and its v2 devices write each other again.
-            long before = p2pWrites(d.query("query-guest"));
-            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-            while (p2pWrites(d.query("query-guest")) <= before) {
-                assertTrue(System.nanoTime() < deadline, "the destination's v2 devices do not run");
-                Thread.sleep(20);
-            }
+            awaitP2pWrites(d, 10); // the destination's v2 devices run, and write each other again
         }
     }
 

@@ -475,10 +475,24 @@ public final class V2DeviceMigration implements DeviceSection {
         moveTo(MigState.RUNNING);
     }
 
-    /** The device must not run with partial state: VFIO_DEVICE_RESET (the header's way to abort RESUMING). */
+    /**
+     * The device must not run with partial state: VFIO_DEVICE_RESET (the header's way to abort RESUMING). A device
+     * that offers P2P is then held in RUNNING_P2P: its peers may still be resuming, and it must not write them
+     * (the next load starts from there). A reset device is RUNNING until that arc: a fresh device has no peer DMA
+     * programmed, which is what makes the moment harmless on real hardware.
+     */
     @Override
     public String abortLoad() {
-        return "device " + deviceName() + " reset: " + resetDevice();
+        String reset = resetDevice();
+        if (offersP2p() && state == MigState.RUNNING) {
+            try {
+                moveTo(MigState.RUNNING_P2P);
+                reset += ", then RUNNING_P2P until the next stream (its peers may still be resuming)";
+            } catch (DeviceMigrationException e) {
+                reset += "; holding it in RUNNING_P2P failed: " + e.getMessage();
+            }
+        }
+        return "device " + deviceName() + " reset: " + reset;
     }
 
     @Override
