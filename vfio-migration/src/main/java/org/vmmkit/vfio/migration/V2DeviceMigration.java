@@ -313,9 +313,13 @@ public final class V2DeviceMigration implements DeviceSection {
         }
     }
 
-    /** {@code initial_bytes + dirty_bytes}, or 0 where the device cannot say. */
+    /**
+     * {@code initial_bytes + dirty_bytes}, or 0 where the session has no such call (ENOTTY: a vfio-user device, whose
+     * protocol has no PRECOPY_INFO; the kernel makes it mandatory with PRE_COPY).
+     */
     private long precopyEstimate() {
         int r = session.precopyInfoRaw(precopyInfo);
+        if (r == -Errno.ENOTTY) return 0;
         if (r < 0) {
             throw new DeviceMigrationException("device " + deviceName() + " in " + state + ": VFIO_MIG_GET_PRECOPY_INFO on " + session.name()
                     + " failed: " + Errno.name(-r) + " (" + Errno.description(-r) + ")");
