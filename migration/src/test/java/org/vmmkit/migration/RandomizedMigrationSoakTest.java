@@ -17,12 +17,14 @@ import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.jupiter.api.Test;
 import org.vmmkit.testbed.guest.DirtyingWorkload;
+import org.vmmkit.core.MigratableVm;
 import org.vmmkit.core.kvm.Kvm;
-import org.vmmkit.core.kvm.RequiresKvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
+import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.KvmDirtyLog;
+import org.vmmkit.testbed.guest.SoftwareGuest;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
 import org.vmmkit.migration.testing.FrameProxy;
 import org.vmmkit.migration.testing.FrameProxy.Action;
@@ -41,7 +43,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 /**
- * Randomized live migrations in one process on KVM: a real guest rewriting memory, an emulated VFIO v1 device
+ * Randomized live migrations in one process: a guest rewriting memory (a real KVM guest; where KVM is
+ * unusable, the software guest running the same workload on a Java thread, its writes logged by itself), an emulated VFIO v1 device
  * doing DMA, and every knob drawn from a seed: workload size and rate, the device's memory, data-section kind,
  * operation rate and DMA, the channel count (1 to 4), the frame size, RAM checksums, the ring size, the
  * downtime limit, the round cap, a bandwidth cap, and in about a third of the iterations a fault through a
@@ -54,7 +57,6 @@ import static org.junit.jupiter.api.Assertions.fail;
  * printed) set the run; a failed iteration prints its seed, and {@code -Dsoak.seed=SEED -Dsoak.iterations=1}
  * replays its choices (the guest's timing, and so the dirty pages, are the machine's).
  */
-@RequiresKvm
 class RandomizedMigrationSoakTest {
     private static final long MIB = 1 << 20;
     private static final Duration ITERATION_LIMIT = Duration.ofSeconds(90);
@@ -120,7 +122,11 @@ class RandomizedMigrationSoakTest {
         List<String> failures = new ArrayList<>();
         int[] results = new int[Result.values().length];
         long start = System.nanoTime();
-        try (Kvm kvm = Kvm.open()) {
+        if (!Kvm.available()) {
+            if ("1".equals(System.getenv("VMMKIT_REQUIRE_KVM"))) throw new IllegalStateException("VMMKIT_REQUIRE_KVM=1 but KVM is unusable: " + Kvm.unavailableReason());
+            System.out.println("soak: KVM is unusable here (" + Kvm.unavailableReason() + "): the software guest runs the workload");
+        }
+        try (Kvm kvm = Kvm.available() ? Kvm.open() : null) {
             for (int i = 0; i < iterations; i++) {
                 Plan plan = Plan.draw(base + i);
                 FutureTask<Result> task = new FutureTask<>(() -> iteration(kvm, plan));
@@ -154,8 +160,8 @@ class RandomizedMigrationSoakTest {
         final List<String> failures = new CopyOnWriteArrayList<>();
         final AtomicReference<byte[]> digestAtLoad = new AtomicReference<>();
 
-        Receiver(Vm vm, GuestMemory ram, List<V1DeviceMigration> devices, DirtyingWorkload guest, ServerSocketChannel server) {
-            destination = new MigrationDestination(vm, devices, guest, () -> digestAtLoad.set(LiveMigrationTest.digest(ram)));
+        Receiver(MigratableVm vm, GuestMemory ram, List<V1DeviceMigration> devices, ServerSocketChannel server) {
+            destination = new MigrationDestination(vm, devices, () -> digestAtLoad.set(LiveMigrationTest.digest(ram)));
             Thread.ofPlatform().name("soak-destination").daemon().start(() -> {
                 while (server.isOpen()) {
                     try {
@@ -192,30 +198,119 @@ class RandomizedMigrationSoakTest {
         }
     }
 
+    /**
+     * One end's guest running the built-in workload: a KVM VM, or (kvm == null) the software guest. What the
+     * checks need of it, whichever it is.
+     */
+    private static final class Guest implements AutoCloseable {
+        final GuestMemory memory;
+        final DirtyingWorkload.Settings settings;
+        private final Vm vm;
+        private final DirtyingWorkload workload;
+        private final SoftwareGuest software;
+        private final MigratableVm migratable;
+
+        Guest(Kvm kvm, long bytes, DirtyingWorkload.Settings settings) {
+            this.memory = GuestMemory.create(GuestMemory.standardLayout(bytes));
+            this.settings = settings;
+            if (kvm != null) {
+                vm = kvm.createVm(memory);
+                workload = new DirtyingWorkload(settings);
+                software = null;
+                migratable = new KvmGuest(vm, workload);
+            } else {
+                vm = null;
+                workload = null;
+                software = new SoftwareGuest(memory, settings);
+                migratable = software;
+            }
+        }
+
+        /** A source: the workload installed and running from pass 0. */
+        Guest boot() {
+            if (vm != null) {
+                workload.install(memory, vm.createVcpu());
+                vm.start(workload);
+            } else {
+                software.install();
+                software.boot();
+            }
+            return this;
+        }
+
+        /** A destination: ready to be loaded (a vCPU to restore into, with KVM). */
+        Guest awaitLoad() {
+            if (vm != null) vm.createVcpu();
+            return this;
+        }
+
+        MigratableVm vm() {
+            return migratable;
+        }
+
+        /** The dirty sources of one migration attempt (a KVM dirty log is opened per attempt and closed after it). */
+        List<DirtySource> openDirtyLogs() {
+            return vm != null ? List.of(new KvmDirtyLog(vm)) : List.of(software);
+        }
+
+        void closeDirtyLogs(List<DirtySource> logs) {
+            for (DirtySource d : logs) if (d instanceof KvmDirtyLog k) k.close();
+        }
+
+        boolean dirtyLogging() {
+            return vm != null ? vm.dirtyLogging() : software.logging();
+        }
+
+        Throwable failure() {
+            return vm != null ? vm.failure() : null;
+        }
+
+        void pause() {
+            migratable.pause();
+        }
+
+        void resume() {
+            migratable.resume();
+        }
+
+        /** Passes the guest says it completed (KVM: its port reports; software: the counter in its memory); -1 before any. */
+        long passesSeen() {
+            if (vm != null) return workload.passesReported();
+            return software.booted() ? DirtyingWorkload.passesDone(memory) : -1;
+        }
+
+        boolean awaitPasses(long passes, Duration timeout) throws InterruptedException {
+            return vm != null ? workload.awaitPasses(passes, timeout) : software.awaitPasses(passes, timeout);
+        }
+
+        @Override
+        public void close() {
+            if (software != null) software.shutdown();
+            if (vm != null) vm.close();
+            memory.close();
+        }
+    }
+
     private static Result iteration(Kvm kvm, Plan plan) throws Exception {
         DirtyingWorkload.Settings work = DirtyingWorkload.Settings.range(MIB, plan.workloadBytes(), 0, plan.pagesPerSecond());
-        DirtyingWorkload onSource = new DirtyingWorkload(work), onDestination = new DirtyingWorkload(work);
         DevicePlan dp = plan.device();
         EmulatedMigratableDevice.Config deviceConfig = dp == null ? null : EmulatedMigratableDevice.Config.defaults("soak-gpu")
                 .withMemory(dp.memory()).with(dp.section()).withOpsPerSecond(dp.opsPerSecond());
-        try (GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(plan.guestBytes()));
-             GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(plan.guestBytes()));
-             Vm source = kvm.createVm(sourceRam); Vm destination = kvm.createVm(destinationRam);
+        try (Guest source = new Guest(kvm, plan.guestBytes(), work); Guest destination = new Guest(kvm, plan.guestBytes(), work);
              EmulatedMigratableDevice a = dp == null ? null : new EmulatedMigratableDevice(deviceConfig, plan.seed());
              EmulatedMigratableDevice b = dp == null ? null : new EmulatedMigratableDevice(deviceConfig, ~plan.seed()).recordDigestOnResume();
              V1DeviceMigration aMigration = a == null ? null : V1DeviceMigration.open(a, 0, V1DeviceMigration.Options.DEFAULT);
              V1DeviceMigration bMigration = b == null ? null : V1DeviceMigration.open(b, 0, V1DeviceMigration.Options.DEFAULT);
              ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
-            onSource.install(sourceRam, source.createVcpu());
-            destination.createVcpu();
+            source.boot();
+            destination.awaitLoad();
             EmulatedVfioContainer container = new EmulatedVfioContainer("soak-iommu", GuestMemory.PAGE_SIZE, EmulatedVfioContainer.Tracking.PRECISE);
-            container.mapDma(0, sourceRam.regions().get(0).host(), true, true);
+            container.mapDma(0, source.memory.regions().get(0).host(), true, true);
             if (dp != null && dp.dmaBytes() > 0) a.attachDma(container, plan.guestBytes() - 2 * MIB, dp.dmaBytes()); // above the workload's pages
-            source.start(onSource);
-            assertTrue(onSource.awaitPasses(1, Duration.ofSeconds(30)), "the source guest runs");
+            assertTrue(source.awaitPasses(1, Duration.ofSeconds(30)), "the source guest runs");
             List<V1DeviceMigration> sourceDevices = a == null ? List.of() : List.of(aMigration);
-            Receiver receiver = new Receiver(destination, destinationRam, b == null ? List.of() : List.of(bMigration), onDestination, server);
-            Rig rig = new Rig(plan, source, sourceRam, container, sourceDevices, server, receiver, onSource, onDestination, a, b);
+            Receiver receiver = new Receiver(destination.vm(), destination.memory, b == null ? List.of() : List.of(bMigration), server);
+            Rig rig = new Rig(plan, source, container, sourceDevices, server, receiver, destination, a, b);
             try {
                 return migrateAndCheck(rig);
             } catch (Throwable t) {
@@ -225,22 +320,23 @@ class RandomizedMigrationSoakTest {
     }
 
     /** One iteration's two ends, set up. */
-    private record Rig(Plan plan, Vm source, GuestMemory sourceRam, EmulatedVfioContainer container, List<V1DeviceMigration> sourceDevices,
-                       ServerSocketChannel server, Receiver receiver, DirtyingWorkload onSource, DirtyingWorkload onDestination,
+    private record Rig(Plan plan, Guest source, EmulatedVfioContainer container, List<V1DeviceMigration> sourceDevices,
+                       ServerSocketChannel server, Receiver receiver, Guest destination,
                        EmulatedMigratableDevice a, EmulatedMigratableDevice b) {
     }
 
     /** Migrates the rig's source to {@code to} (a KVM dirty log of its own, closed after); returns the source, whatever happened. */
     private static MigrationSource migrate(Rig r, java.net.SocketAddress to, List<MigrationException> failure) {
-        KvmDirtyLog log = new KvmDirtyLog(r.source());
-        MigrationSource m = new MigrationSource(r.source(), List.of(log, new VfioIommuDirtyPages(r.container(), r.sourceRam())), r.sourceDevices(),
-                r.plan().settings());
+        List<DirtySource> logs = r.source().openDirtyLogs();
+        List<DirtySource> sources = new ArrayList<>(logs);
+        sources.add(new VfioIommuDirtyPages(r.container(), r.source().memory));
+        MigrationSource m = new MigrationSource(r.source().vm(), sources, r.sourceDevices(), r.plan().settings());
         try {
             m.migrate(to);
         } catch (MigrationException e) {
             failure.add(e);
         } finally {
-            log.close();
+            r.source().closeDirtyLogs(logs);
         }
         return m;
     }
@@ -267,7 +363,7 @@ class RandomizedMigrationSoakTest {
             Receiver receiver = r.receiver();
             assertTrue(receiver.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS), "the destination did not give the faulted stream up");
             assertFalse(receiver.started.isDone(), "the destination started from a faulted stream");
-            assertEquals(-1, r.onDestination().passesReported(), "the destination's guest ran");
+            assertEquals(-1, r.destination().passesSeen(), "the destination's guest ran");
             if (receiver.destination.lastStream() != null) {
                 assertEquals(HandoverOutcome.NOT_STARTED, receiver.destination.outcomeOf(receiver.destination.lastStream()));
             }
@@ -288,9 +384,9 @@ class RandomizedMigrationSoakTest {
 
     /** The destination runs what the source paused: every page, the device's state; its guest goes on from there. */
     private static void checkResumedExactly(Rig r) throws Exception {
-        GuestMemory sourceRam = r.sourceRam();
+        GuestMemory sourceRam = r.source().memory;
         EmulatedMigratableDevice a = r.a(), b = r.b();
-        DirtyingWorkload onDestination = r.onDestination();
+        Guest onDestination = r.destination();
         Receiver receiver = r.receiver();
         receiver.started.get(30, TimeUnit.SECONDS);
         assertArrayEquals(LiveMigrationTest.digest(sourceRam), receiver.digestAtLoad.get(), "guest memory at resume differs from the source's at pause");
@@ -306,16 +402,15 @@ class RandomizedMigrationSoakTest {
 
     /** After a rollback: no dirty logging, every workload page as a pass left it, the guest and the device running on. */
     private static void checkSourceRunsIntact(Rig r) throws Exception {
-        Vm source = r.source();
-        GuestMemory ram = r.sourceRam();
-        DirtyingWorkload guest = r.onSource();
+        Guest source = r.source();
+        GuestMemory ram = source.memory;
         EmulatedMigratableDevice device = r.a();
         assertFalse(source.dirtyLogging(), "dirty logging still on after the rollback");
         assertNull(source.failure());
         source.pause();
         try {
             long done = DirtyingWorkload.passesDone(ram);
-            DirtyingWorkload.Settings s = guest.settings();
+            DirtyingWorkload.Settings s = source.settings;
             for (long i = 0; i < s.pages(); i++) {
                 long v = ram.readLong(s.pageAddress(i));
                 if (v != DirtyingWorkload.expectedValue(i, done) && v != DirtyingWorkload.expectedValue(i, done + 1)) {
@@ -325,7 +420,7 @@ class RandomizedMigrationSoakTest {
         } finally {
             source.resume();
         }
-        assertTrue(guest.awaitPasses(guest.passesReported() + 2, Duration.ofSeconds(30)), "the source's guest does not run on");
+        assertTrue(source.awaitPasses(source.passesSeen() + 2, Duration.ofSeconds(30)), "the source's guest does not run on");
         if (device != null) {
             assertEquals(List.of(), device.misuse());
             long ops = device.operations();

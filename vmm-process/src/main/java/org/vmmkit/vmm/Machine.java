@@ -15,6 +15,7 @@ import java.util.Map;
 import org.vmmkit.core.MigratableVm;
 import org.vmmkit.vmm.VmmConfig;
 import org.vmmkit.testbed.guest.DirtyingWorkload;
+import org.vmmkit.testbed.guest.SoftwareGuest;
 import org.vmmkit.core.kvm.Kvm;
 import org.vmmkit.core.kvm.Vm;
 import org.vmmkit.core.memory.GuestMemory;

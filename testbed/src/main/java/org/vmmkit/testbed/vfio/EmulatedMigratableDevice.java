@@ -2,30 +2,28 @@ package org.vmmkit.testbed.vfio;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
-import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
 import org.vmmkit.core.memory.GuardedMapping;
 import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.SysException;
-import org.vmmkit.testbed.vfio.EmulatedVfioContainer;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
+import org.vmmkit.core.vfio.abi.V1Abi;
 import org.vmmkit.core.vfio.abi.VfioAbi;
 import org.vmmkit.core.vfio.v1.DeviceState;
-import org.vmmkit.core.vfio.abi.V1Abi;
 
 import static java.lang.foreign.ValueLayout.JAVA_INT;
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * An in-process vendor driver with the kernel side of the v1 migration region, as the reference thread
- * defines it, behind {@link VfioDevice}: what a VFIO device looks like to a VMM where no hardware is.
+ * defines it, behind {@link VfioDevice}: what a VFIO device looks like to a VMM where no hardware is. This
+ * class is the region driver (registers, state machine, staging, the DIRECT window); the device itself is a
+ * {@link DeviceModel} and its chunks follow {@link ChunkFormat}.
  *
  * <p>The device has memory (default 64 MiB) and registers that a workload thread changes while the device
  * runs, and a DMA engine that writes guest memory through an {@link EmulatedVfioContainer} (marking its
@@ -91,11 +89,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     public static final int BAR0 = 0, MIGRATION_REGION = 9, REGION_COUNT = 10;
     /** The data section starts on the page after the registers, so it can be mmap'd. */
     public static final long DATA_START = 4096;
-    static final int PAGE = 4096, RECORD = 8 + PAGE, CHUNK_HEADER = 32, REGISTERS = 256;
-    static final int MAGIC = 0x56444D43, POISON = 0xDEADDEAD;
-    static final int KIND_PAGES = 1, KIND_REGISTERS = 2, KIND_EMPTY = 3, KIND_RUN_HEADER = 4, KIND_RAW = 5;
-    /** The longest run one DIRECT raw chunk carries: 4 MiB. */
-    static final int MAX_RUN_PAGES = 1024;
+    static final int PAGE = DeviceModel.PAGE, RECORD = ChunkFormat.RECORD, CHUNK_HEADER = ChunkFormat.HEADER;
     /** A reserved bit this device keeps set in device_state, so a VMM that clobbers bits 3..31 is caught. */
     static final int RESERVED_BIT = 1 << 8;
 
@@ -112,9 +106,9 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
 
     private final Config config;
     private final Arena arena = Arena.ofShared();
-    private final MemorySegment memory, registers, data;
-    private final long[] dirty;
-    private final long pages;
+    private final DeviceModel model;
+    private final ChunkFormat.Resume resume;
+    private final MemorySegment data;
     private final Faults faults = new Faults();
     private final List<String> misuse = new ArrayList<>();
     private final RegionInfo migrationInfo, bar0Info;
@@ -124,34 +118,22 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     private Staged staged; // null, or stagedChunk while a chunk is out
     private final Staged stagedChunk;
     private boolean registersSent;
-    private long stagedChunks, dirtyCount, nextDirtyScan;
+    private long stagedChunks;
     private boolean partialFlip;
-    private long resumeOffset = -1, resumeSequence;
+    private long resumeOffset = -1;
     private long rawPendingStart = -1, rawPendingCount; // DIRECT, source: the run a consumed header announced
-    private long expectRawStart = -1, expectRawCount;   // DIRECT, destination: the run the last header announced
     private final long windowStart;
-    private boolean finalReceived;
-    private EmulatedVfioContainer dma;
-    private long dmaIova, dmaBytes;
-    private final SplittableRandom random;
-    private long ops, dmaWrites;
 
     private final Thread workload;
     private volatile boolean closed;
 
     public EmulatedMigratableDevice(Config config, long seed) {
         this.config = config;
-        this.pages = config.memoryBytes() / PAGE;
         // The data section and device memory (the DIRECT window) are what a VMM writes into straight from a
         // socket: each sits between guard pages, so a write past its end faults instead of corrupting the heap.
-        this.memory = GuardedMapping.anonymous(config.memoryBytes(), arena, config.name() + " device memory");
-        this.registers = arena.allocate(REGISTERS, 8);
+        this.model = new DeviceModel(config.name(), config.memoryBytes(), config.dmaEvery(), seed, arena);
+        this.resume = new ChunkFormat.Resume(model, config.dataSection() == DataSection.DIRECT);
         this.data = GuardedMapping.anonymous(config.dataSectionBytes(), arena, config.name() + " data section");
-        this.dirty = new long[(int) ((pages + 63) / 64)];
-        this.random = new SplittableRandom(seed);
-        for (long o = 0; o < config.memoryBytes(); o += PAGE) memory.set(JAVA_LONG, o, random.nextLong());
-        for (long o = 0; o < REGISTERS; o += 8) registers.set(JAVA_LONG, o, random.nextLong());
-        registers.set(JAVA_LONG, 0, 0); // register 0 counts operations
         this.windowStart = DATA_START + config.dataSectionBytes();
         long regionSize = windowStart + (config.dataSection() == DataSection.DIRECT ? config.memoryBytes() : 0);
         int flags = VfioAbi.REGION_INFO_FLAG_READ | VfioAbi.REGION_INFO_FLAG_WRITE | VfioAbi.REGION_INFO_FLAG_CAPS;
@@ -176,9 +158,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
 
     /** Connects the DMA engine: it writes guest memory at IOVAs in {@code [iova, iova + bytes)}. */
     public synchronized void attachDma(EmulatedVfioContainer container, long iova, long bytes) {
-        this.dma = container;
-        this.dmaIova = iova;
-        this.dmaBytes = bytes;
+        model.attachDma(container, iova, bytes);
     }
 
     public Faults faults() {
@@ -238,23 +218,17 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
 
     /** Workload operations done (a register the workload keeps; it migrates with the device). */
     public synchronized long operations() {
-        return registers.get(JAVA_LONG, 0);
+        return model.operations();
     }
 
+    /** Pages this device has written into guest memory by DMA. */
     public synchronized long dmaWrites() {
-        return dmaWrites;
+        return model.dmaWrites();
     }
 
     /** SHA-256 of device memory and registers: equal on source at stop and destination at resume. */
     public synchronized byte[] stateDigest() {
-        try {
-            MessageDigest sha = MessageDigest.getInstance("SHA-256");
-            sha.update(memory.asByteBuffer());
-            sha.update(registers.asByteBuffer());
-            return sha.digest();
-        } catch (java.security.NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return model.stateDigest();
     }
 
     // ---- the workload ----
@@ -274,39 +248,15 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
         }
     }
 
-    /** One device operation: rewrite part of a page, bump the registers, sometimes DMA. Under the lock. */
+    /**
+     * One device operation. DIRECT: a raw chunk that is out is device memory itself, read by the VMM (for its
+     * frame CRC, then by the kernel) until the chunk is consumed; as a driver must keep a chunk's bytes still
+     * while it is out, the run's pages are held (a write just before or after still marks the page dirty, so
+     * it goes again in a later chunk).
+     */
     private void operate() {
-        long page = random.nextLong(pages);
-        // DIRECT: a raw chunk that is out is this memory itself, read by the VMM (for its frame CRC, then by the
-        // kernel) until the chunk is consumed. As a driver must keep a chunk's bytes still while it is out, the
-        // device holds writes to the run's pages until then (here the operation is skipped); a write just before
-        // or after still marks the page dirty, so it goes again in a later chunk.
-        if (staged != null && staged.kind == KIND_RAW && page >= staged.runStart && page < staged.runStart + staged.count) return;
-        long at = page * PAGE + random.nextInt(PAGE / 64) * 64L;
-        for (int i = 0; i < 8; i++) memory.set(JAVA_LONG, at + 8L * i, random.nextLong());
-        markDirty(page);
-        ops++;
-        registers.set(JAVA_LONG, 0, registers.get(JAVA_LONG, 0) + 1);
-        registers.set(JAVA_LONG, 8 + 8 * (ops % 30), random.nextLong());
-        if (dma != null && config.dmaEvery() > 0 && ops % config.dmaEvery() == 0 && dmaBytes >= PAGE) {
-            long target = dmaIova + random.nextLong(dmaBytes / PAGE) * PAGE;
-            dma.dmaWrite(target, memory.asSlice(page * PAGE, PAGE));
-            dmaWrites++;
-        }
-    }
-
-    private void markDirty(long page) {
-        long bit = 1L << (page & 63);
-        int w = (int) (page >>> 6);
-        if ((dirty[w] & bit) == 0) {
-            dirty[w] |= bit;
-            dirtyCount++;
-        }
-    }
-
-    private void markAllDirty() {
-        for (long p = 0; p < pages; p++) markDirty(p);
-        nextDirtyScan = 0;
+        boolean rawOut = staged != null && staged.kind == ChunkFormat.KIND_RAW;
+        model.operate(rawOut ? staged.runStart : 0, rawOut ? staged.count : 0);
     }
 
     // ---- VfioDevice ----
@@ -375,7 +325,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     @Override
     public synchronized int readInt(int region, long offset) {
         Access access = this.access.set("pread", region, offset, 4);
-        if (region == BAR0) return (int) ops;
+        if (region == BAR0) return (int) model.localOperations();
         if (region != MIGRATION_REGION) throw new SysException(access.toString(), Errno.EINVAL, name());
         if (offset == V1Abi.DEVICE_STATE) {
             failRead("device_state", access);
@@ -416,20 +366,20 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     private long readPending() {
         if ((state & V1Abi.STATE_SAVING) == 0) return 0;
         if (staged != null) {
-            if (staged.kind == KIND_RAW) {
+            if (staged.kind == ChunkFormat.KIND_RAW) {
                 rawPendingStart = -1; // the run's bytes are gone: device memory itself, nothing to poison
             } else {
-                data.set(JAVA_INT, staged.offset - DATA_START, POISON); // a VMM still using it will be caught
-                if (staged.kind == KIND_RUN_HEADER) {
+                data.set(JAVA_INT, staged.offset - DATA_START, ChunkFormat.POISON); // a VMM still using it will be caught
+                if (staged.kind == ChunkFormat.KIND_RUN_HEADER) {
                     rawPendingStart = staged.runStart;
                     rawPendingCount = staged.count;
                 }
             }
             staged = null;
         }
-        long pending = dirtyCount * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
+        long pending = model.dirtyCount() * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
-        if (stopped && !registersSent) pending += CHUNK_HEADER + REGISTERS + 8;
+        if (stopped && !registersSent) pending += CHUNK_HEADER + ChunkFormat.REGISTERS_PAYLOAD;
         if (stopped && faults.pendingNeverDrains) pending = Math.max(pending, CHUNK_HEADER);
         return pending;
     }
@@ -449,8 +399,8 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
             return faults.badDataOffset >= 0 ? faults.badDataOffset : staged.offset;
         }
         if ((state & V1Abi.STATE_MASK) == V1Abi.STATE_RESUMING) {
-            if (expectRawStart >= 0) {
-                resumeOffset = windowStart + expectRawStart * PAGE;
+            if (resume.rawDue()) {
+                resumeOffset = windowStart + resume.expectRawStart * PAGE;
                 return faults.badDataOffset >= 0 ? faults.badDataOffset : resumeOffset;
             }
             if (config.dataSection() == DataSection.PARTIAL) partialFlip = !partialFlip;
@@ -461,7 +411,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     }
 
     private long readPendingQuietly() {
-        long pending = dirtyCount * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
+        long pending = model.dirtyCount() * RECORD + (rawPendingStart >= 0 ? rawPendingCount * PAGE : 0);
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
         if (stopped && !registersSent) pending += 1;
         if (stopped && faults.pendingNeverDrains) pending = Math.max(pending, 1);
@@ -481,51 +431,26 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
             offset = DATA_START + (partialFlip ? 0 : capacity);
         }
         long at = offset - DATA_START;
-        MemorySegment chunk = data;
         boolean stopped = (state & V1Abi.STATE_RUNNING) == 0;
-        int kind;
-        long payload = 0;
         Staged st = stagedChunk;
         st.count = 0;
-        if (dirtyCount > 0) {
-            kind = KIND_PAGES;
-            int max = (int) ((capacity - CHUNK_HEADER) / RECORD);
-            int want = (int) Math.min(max, dirtyCount);
-            long[] taken = st.pages;
-            int n = 0;
-            for (long p = nextDirtyScan; n < want; p = p + 1 == pages ? 0 : p + 1) {
-                long bit = 1L << (p & 63);
-                int w = (int) (p >>> 6);
-                if ((dirty[w] & bit) != 0) {
-                    dirty[w] &= ~bit;
-                    dirtyCount--;
-                    taken[n++] = p;
-                    long rec = at + CHUNK_HEADER + payload;
-                    chunk.set(JAVA_LONG, rec, p);
-                    MemorySegment.copy(memory, p * PAGE, chunk, rec + 8, PAGE);
-                    payload += RECORD;
-                    nextDirtyScan = p + 1 == pages ? 0 : p + 1;
-                }
-            }
-            st.count = n;
+        long payload;
+        if (model.dirtyCount() > 0) {
+            st.kind = ChunkFormat.KIND_PAGES;
+            st.count = ChunkFormat.pages(model, data, at, (int) ((capacity - CHUNK_HEADER) / RECORD), st.pages);
+            payload = (long) st.count * RECORD;
         } else if (stopped && !registersSent) {
-            kind = KIND_REGISTERS;
-            MemorySegment.copy(registers, 0, chunk, at + CHUNK_HEADER, REGISTERS);
-            chunk.set(JAVA_LONG, at + CHUNK_HEADER + REGISTERS, config.memoryBytes());
-            payload = REGISTERS + 8;
+            st.kind = ChunkFormat.KIND_REGISTERS;
+            ChunkFormat.registers(model, data, at);
+            payload = ChunkFormat.REGISTERS_PAYLOAD;
             registersSent = true;
         } else {
-            kind = KIND_EMPTY;
+            st.kind = ChunkFormat.KIND_EMPTY;
+            payload = 0;
         }
-        chunk.set(JAVA_INT, at, MAGIC);
-        chunk.set(JAVA_INT, at + 4, (int) stagedChunks);
-        chunk.set(JAVA_INT, at + 8, kind);
-        chunk.set(JAVA_INT, at + 12, st.count);
-        chunk.set(JAVA_LONG, at + 16, payload);
-        chunk.set(JAVA_LONG, at + 24, checksums ? checksum(chunk, at + CHUNK_HEADER, payload) : 0);
+        ChunkFormat.header(data, at, stagedChunks, st.kind, st.count, payload, checksums);
         st.offset = offset;
         st.size = CHUNK_HEADER + payload;
-        st.kind = kind;
         return st;
     }
 
@@ -537,50 +462,24 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     private Staged stageDirect() {
         Staged st = stagedChunk;
         if (rawPendingStart >= 0) {
-            st.kind = KIND_RAW;
+            st.kind = ChunkFormat.KIND_RAW;
             st.runStart = rawPendingStart;
             st.count = (int) rawPendingCount;
             st.offset = windowStart + rawPendingStart * PAGE;
             st.size = rawPendingCount * PAGE;
             return st;
         }
-        if (dirtyCount == 0) return null;
-        long start = -1;
-        for (long p = nextDirtyScan, seen = 0; seen < pages; p = p + 1 == pages ? 0 : p + 1, seen++) {
-            if ((dirty[(int) (p >>> 6)] & (1L << (p & 63))) != 0) {
-                start = p;
-                break;
-            }
-        }
-        int count = 0;
-        for (long p = start; p < pages && count < MAX_RUN_PAGES && (dirty[(int) (p >>> 6)] & (1L << (p & 63))) != 0; p++) {
-            dirty[(int) (p >>> 6)] &= ~(1L << (p & 63));
-            dirtyCount--;
-            count++;
-        }
-        nextDirtyScan = start + count == pages ? 0 : start + count;
-        data.set(JAVA_INT, 0, MAGIC);
-        data.set(JAVA_INT, 4, (int) stagedChunks);
-        data.set(JAVA_INT, 8, KIND_RUN_HEADER);
-        data.set(JAVA_INT, 12, count);
-        data.set(JAVA_LONG, 16, 16);
-        data.set(JAVA_LONG, CHUNK_HEADER, start);
-        data.set(JAVA_LONG, CHUNK_HEADER + 8, count);
-        data.set(JAVA_LONG, 24, checksums ? checksum(data, CHUNK_HEADER, 16) : 0);
-        st.kind = KIND_RUN_HEADER;
+        long start = model.takeDirtyRun(ChunkFormat.MAX_RUN_PAGES);
+        if (start < 0) return null;
+        int count = model.lastRunLength();
+        ChunkFormat.runHeader(data, 0, start, count);
+        ChunkFormat.header(data, 0, stagedChunks, ChunkFormat.KIND_RUN_HEADER, count, ChunkFormat.RUN_HEADER_PAYLOAD, checksums);
+        st.kind = ChunkFormat.KIND_RUN_HEADER;
         st.runStart = start;
         st.count = count;
         st.offset = DATA_START;
-        st.size = CHUNK_HEADER + 16;
+        st.size = CHUNK_HEADER + ChunkFormat.RUN_HEADER_PAYLOAD;
         return st;
-    }
-
-    private static long checksum(MemorySegment s, long from, long length) {
-        long h = 0x9E3779B97F4A7C15L;
-        long n = length & ~7L;
-        for (long o = 0; o < n; o += 8) h = Long.rotateLeft(h ^ s.get(JAVA_LONG, from + o), 29) * 0xBF58476D1CE4E5B9L;
-        for (long o = n; o < length; o++) h = Long.rotateLeft(h ^ s.get(java.lang.foreign.ValueLayout.JAVA_BYTE, from + o), 7) * 31;
-        return h;
     }
 
     @Override
@@ -614,7 +513,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
         if (bits == faults.failStateWriteTo) {
             throw new SysException(access + " [injected]", faults.failStateWriteErrno, name());
         }
-        if (bits == V1Abi.STATE_RUNNING && from.resuming() && !finalReceived) {
+        if (bits == V1Abi.STATE_RUNNING && from.resuming() && !resume.finalReceived) {
             throw new SysException(access + " [resume incomplete: the final chunk (registers) never arrived]", Errno.EIO, name());
         }
         enter(from, bits);
@@ -626,30 +525,28 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
     private void enter(DeviceState from, int bits) {
         if (staged != null) {
             // Not known to be consumed: send again.
-            if (staged.kind == KIND_RUN_HEADER) {
-                for (long p = staged.runStart; p < staged.runStart + staged.count; p++) markDirty(p);
-            } else if (staged.kind == KIND_RAW) {
+            if (staged.kind == ChunkFormat.KIND_RUN_HEADER) {
+                model.markDirty(staged.runStart, staged.count);
+            } else if (staged.kind == ChunkFormat.KIND_RAW) {
                 // The header was consumed, so the destination expects this run next: it stays announced.
             } else {
-                for (int i = 0; i < staged.count; i++) markDirty(staged.pages[i]);
+                for (int i = 0; i < staged.count; i++) model.markDirty(staged.pages[i]);
             }
-            if (staged.kind == KIND_REGISTERS) registersSent = false;
+            if (staged.kind == ChunkFormat.KIND_REGISTERS) registersSent = false;
             staged = null;
         }
         if ((bits & V1Abi.STATE_SAVING) == 0 && rawPendingStart >= 0) {
-            for (long p = rawPendingStart; p < rawPendingStart + rawPendingCount; p++) markDirty(p);
+            model.markDirty(rawPendingStart, rawPendingCount);
             rawPendingStart = -1;
         }
         boolean wasSaving = from.saving();
         if ((bits & V1Abi.STATE_SAVING) != 0 && !wasSaving) {
-            markAllDirty();
+            model.markAllDirty();
             registersSent = false;
             stagedChunks = 0;
         }
         if (bits == V1Abi.STATE_RESUMING) {
-            expectRawStart = -1;
-            resumeSequence = 0;
-            finalReceived = false;
+            resume.reset();
             resumeOffset = -1;
         }
         if ((bits & V1Abi.STATE_SAVING) == 0) registersSent = false;
@@ -675,62 +572,17 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
 
     /** Resume step c, the driver's side: checks and applies the chunk written at {@code at}. */
     private void apply(Access access, long at, long size) {
-        if (expectRawStart >= 0) {
-            if (at != windowStart + expectRawStart * PAGE || size != expectRawCount * PAGE) {
-                throw refuse(access, "raw chunk of " + size + " bytes at " + hex(at) + " where the announced run of "
-                        + expectRawCount + " pages at page " + expectRawStart + " was due");
+        try {
+            if (resume.rawDue()) {
+                resume.rawArrived(at, size, windowStart);
+                return;
             }
-            expectRawStart = -1; // the bytes are already in device memory: the VMM wrote them into the window
-            resumeSequence++;
-            return;
+            long capacity = config.dataSection() == DataSection.PARTIAL ? config.dataSectionBytes() / 2 : config.dataSectionBytes();
+            if (size < CHUNK_HEADER || size > capacity) throw corrupt(access, "a chunk of " + size + " bytes");
+            resume.apply(data.asSlice(at - DATA_START, size), checksums);
+        } catch (ChunkFormat.Refusal r) {
+            throw r.misuse ? refuse(access, r.getMessage()) : corrupt(access, r.getMessage());
         }
-        long capacity = config.dataSection() == DataSection.PARTIAL ? config.dataSectionBytes() / 2 : config.dataSectionBytes();
-        if (size < CHUNK_HEADER || size > capacity) throw corrupt(access, "a chunk of " + size + " bytes");
-        MemorySegment chunk = data.asSlice(at - DATA_START, size);
-        int magic = chunk.get(JAVA_INT, 0);
-        if (magic == POISON) {
-            throw corrupt(access, "chunk " + resumeSequence + " was overwritten at the source: the VMM used it after reading "
-                    + "pending_bytes (save step f before e)");
-        }
-        if (magic != MAGIC) throw corrupt(access, "chunk " + resumeSequence + " has magic 0x" + Integer.toHexString(magic));
-        long seq = Integer.toUnsignedLong(chunk.get(JAVA_INT, 4));
-        if (seq != resumeSequence) {
-            throw refuse(access, "chunk " + seq + " written where chunk " + resumeSequence + " was due: order must be the source's");
-        }
-        long payload = chunk.get(JAVA_LONG, 16);
-        if (payload != size - CHUNK_HEADER) {
-            throw refuse(access, "chunk " + seq + " written with data_size " + size + ", the source's was " + (payload + CHUNK_HEADER));
-        }
-        if (checksums && checksum(chunk, CHUNK_HEADER, payload) != chunk.get(JAVA_LONG, 24)) {
-            throw corrupt(access, "chunk " + seq + " fails its checksum");
-        }
-        int kind = chunk.get(JAVA_INT, 8);
-        if (kind == KIND_PAGES) {
-            int n = chunk.get(JAVA_INT, 12);
-            for (int i = 0; i < n; i++) {
-                long base = CHUNK_HEADER + (long) i * RECORD;
-                long page = chunk.get(JAVA_LONG, base);
-                if (page < 0 || page >= pages) throw corrupt(access, "chunk " + seq + " names page " + page);
-                MemorySegment.copy(chunk, base + 8, memory, page * PAGE, PAGE);
-            }
-        } else if (kind == KIND_REGISTERS) {
-            if (chunk.get(JAVA_LONG, CHUNK_HEADER + REGISTERS) != config.memoryBytes()) {
-                throw corrupt(access, "the source device has " + chunk.get(JAVA_LONG, CHUNK_HEADER + REGISTERS) + " bytes of memory, this one "
-                        + config.memoryBytes());
-            }
-            MemorySegment.copy(chunk, CHUNK_HEADER, registers, 0, REGISTERS);
-            finalReceived = true;
-        } else if (kind == KIND_RUN_HEADER) {
-            long start = chunk.get(JAVA_LONG, CHUNK_HEADER), count = chunk.get(JAVA_LONG, CHUNK_HEADER + 8);
-            if (config.dataSection() != DataSection.DIRECT || start < 0 || count <= 0 || start + count > pages) {
-                throw corrupt(access, "chunk " + seq + " announces a run of " + count + " pages at page " + start);
-            }
-            expectRawStart = start;
-            expectRawCount = count;
-        } else if (kind != KIND_EMPTY) {
-            throw corrupt(access, "chunk " + seq + " has kind " + kind);
-        }
-        resumeSequence++;
     }
 
     private SysException corrupt(Access access, String why) {
@@ -757,7 +609,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
         if (offset < DATA_START) throw refuse(access, "bulk access to the migration registers");
         if (config.dataSection() == DataSection.DIRECT && offset >= windowStart) {
             if (offset - windowStart > config.memoryBytes() - length) throw new SysException(access.toString(), Errno.EINVAL, name());
-            return memory.asSlice(offset - windowStart, length);
+            return model.memory.asSlice(offset - windowStart, length);
         }
         if (offset - DATA_START > config.dataSectionBytes() - length) throw new SysException(access.toString(), Errno.EINVAL, name());
         return data.asSlice(offset - DATA_START, length);
@@ -768,7 +620,7 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
         if (region != MIGRATION_REGION || migrationInfo.mmappableArea(offset, size).isEmpty()) {
             throw new SysException("mmap(region " + region + ", offset " + hex(offset) + ", " + size + " bytes)", Errno.EINVAL, name());
         }
-        if (config.dataSection() == DataSection.DIRECT && offset >= windowStart) return memory.asSlice(offset - windowStart, size);
+        if (config.dataSection() == DataSection.DIRECT && offset >= windowStart) return model.memory.asSlice(offset - windowStart, size);
         return data.asSlice(offset - DATA_START, size);
     }
 
@@ -783,10 +635,9 @@ public final class EmulatedMigratableDevice implements EmulatedDevice {
         state = V1Abi.STATE_RUNNING | RESERVED_BIT;
         staged = null;
         rawPendingStart = -1;
-        expectRawStart = -1;
+        resume.reset();
         registersSent = false;
         resumeOffset = -1;
-        finalReceived = false;
     }
 
     @Override

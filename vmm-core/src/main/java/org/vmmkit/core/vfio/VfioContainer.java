@@ -7,7 +7,8 @@ import java.util.Optional;
 /**
  * A VFIO container with a type1 IOMMU: DMA mappings and the IOMMU's dirty-page tracking
  * ({@code VFIO_IOMMU_DIRTY_PAGES}). Implemented by the kernel ({@link KernelVfioContainer}) and by the
- * in-process emulation ({@link EmulatedVfioContainer}); nothing above this interface knows which.
+ * in-process emulation ({@code org.vmmkit.testbed.vfio.EmulatedVfioContainer}, module vmm-testbed); nothing
+ * above this interface knows which.
  * Failures are {@link org.vmmkit.core.sys.SysException}s with the errno the kernel would return.
  */
 public interface VfioContainer extends AutoCloseable {

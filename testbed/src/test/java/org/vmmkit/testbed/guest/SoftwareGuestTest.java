@@ -1,4 +1,4 @@
-package org.vmmkit.vmm;
+package org.vmmkit.testbed.guest;
 
 import java.time.Duration;
 

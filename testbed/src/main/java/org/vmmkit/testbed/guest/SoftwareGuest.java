@@ -1,4 +1,4 @@
-package org.vmmkit.vmm;
+package org.vmmkit.testbed.guest;
 
 import java.lang.foreign.ValueLayout;
 import java.time.Duration;
@@ -28,6 +28,7 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
     private boolean parked;
     private Thread thread;
 
+    /** A guest writing {@code settings}' pages of {@code memory} (range workloads only); not running until {@link #boot()}. */
     public SoftwareGuest(GuestMemory memory, DirtyingWorkload.Settings settings) {
         if (settings.pageList() != null) throw new IllegalArgumentException("the software guest runs range workloads only");
         this.memory = memory;
@@ -175,6 +176,29 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
     @Override
     public void stop() {
         tracking = false;
+    }
+
+    /** Whether it logs its writes (between {@link #start()} and {@link #stop()}). */
+    public boolean logging() {
+        return tracking;
+    }
+
+    /** Whether its thread was ever started ({@link #boot()}, or {@link #startLoaded()} at a destination). */
+    public synchronized boolean booted() {
+        return thread != null;
+    }
+
+    /**
+     * Waits until the pass counter in guest memory reaches {@code passes}; false if {@code timeout} passes
+     * first. The counter is guest memory, so this reads it (every millisecond), as a VMM's monitor would.
+     */
+    public boolean awaitPasses(long passes, Duration timeout) throws InterruptedException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (DirtyingWorkload.passesDone(memory) < passes) {
+            if (System.nanoTime() - deadline > 0) return false;
+            Thread.sleep(1);
+        }
+        return true;
     }
 
     /** Stops the thread for good. */

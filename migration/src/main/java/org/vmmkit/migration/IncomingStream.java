@@ -1,0 +1,289 @@
+package org.vmmkit.migration;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+
+import org.vmmkit.core.MigratableVm;
+import org.vmmkit.core.migration.SectionLoader;
+import org.vmmkit.migration.MigrationDestination.Acceptor;
+import org.vmmkit.migration.MigrationDestination.SectionRefusedException;
+import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.ram.RamReceiver;
+import org.vmmkit.migration.transport.Connection;
+import org.vmmkit.migration.transport.Transport;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.HandoverOutcome;
+import org.vmmkit.migration.wire.Nonce;
+import org.vmmkit.migration.wire.StreamHeader;
+import org.vmmkit.migration.wire.WireFormatException;
+
+import static org.vmmkit.migration.ConnectionOpening.answer;
+
+/**
+ * One incoming stream, from its header to the VM running (or to a refusal that leaves it unstarted): checks
+ * the header, takes the further channels, applies every frame of the first channel, and at COMPLETE does the
+ * destination's half of the handover (PREPARED, COMMIT, start, ACK_COMPLETE).
+ */
+final class IncomingStream {
+    static final long MAX_CHUNK = 64L << 20, MAX_VCPU_STATE = 64 * 1024;
+    private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
+
+    /** What the destination fixes for every stream it takes. */
+    record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
+                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes) {}
+
+    private final Setup setup;
+    private final MigratableVm vm;
+    private final Connection channel;
+    private final FrameCodec back;
+    private final Nonce nonce;
+    private final FrameCodec codec = new FrameCodec(MAX_CHUNK + 64);
+    private final MigrationEvents.Incoming event = new MigrationEvents.Incoming();
+    private final List<IncomingRamChannel> extras = new ArrayList<>();
+    private SectionLoader[] loaders = new SectionLoader[0];
+    private boolean loading;
+
+    IncomingStream(Setup setup, Connection channel, FrameCodec back, Nonce nonce) {
+        this.setup = setup;
+        this.vm = setup.vm();
+        this.channel = channel;
+        this.back = back;
+        this.nonce = nonce;
+    }
+
+    /**
+     * Receives the stream whose header follows {@code magic}, its further channels from {@code more} (each must
+     * begin with a CHANNEL frame naming this stream; all are closed at the end). Returns once the VM runs.
+     */
+    void receive(long magic, Acceptor more) throws MigrationException {
+        event.begin();
+        event.stream = nonce.toString();
+        try {
+            if (magic != StreamHeader.MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
+            StreamHeader header = StreamHeader.readAfterMagic(channel);
+            if (!header.nonce().equals(nonce)) {
+                throw new WireFormatException("the stream header carries nonce " + header.nonce() + ", not " + nonce
+                        + " of this connection's HELLO: a replayed or misdirected stream");
+            }
+            setup.outcomes().began(nonce);
+            header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
+            loaders = SectionMatch.match(setup.sections(), header.sections());
+            openChannels(header, more);
+            answer(channel, back, FrameType.READY, "");
+            for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
+            loading = true;
+            for (IncomingRamChannel e : extras) e.start();
+            applyUntilComplete(header);
+        } catch (Throwable failure) {
+            throw refuse(failure);
+        } finally {
+            for (IncomingRamChannel x : extras) x.close();
+        }
+    }
+
+    /** The stream's further channels, each opened by its CHANNEL frame, within the destination's wait. */
+    private void openChannels(StreamHeader header, Acceptor more) throws IOException {
+        Connection[] byIndex = new Connection[header.channels()];
+        long deadline = System.nanoTime() + setup.channelWait().toNanos();
+        for (int i = 1; i < header.channels(); i++) {
+            Connection c;
+            try {
+                c = setup.transport().server(more.accept(channel.socket(), deadline));
+            } catch (IOException e) {
+                throw new IOException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage()
+                        + " (waited at most " + setup.channelWait().toMillis() + " ms)", e);
+            } catch (WireFormatException e) {
+                throw new WireFormatException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage());
+            }
+            extras.add(new IncomingRamChannel(c, vm, channel, header.ramChecksums(), MAX_CHUNK + 64));
+            FrameCodec hello = new FrameCodec(0);
+            if (hello.readHeader(c) != FrameType.CHANNEL || hello.a() != header.streamId() || hello.b() < 1
+                    || hello.b() >= header.channels() || byIndex[(int) hello.b()] != null) {
+                throw new WireFormatException("connection " + i + " is not channel 1.." + (header.channels() - 1) + " of stream "
+                        + Long.toHexString(header.streamId()) + ": it began with " + hello.type() + " a=" + Long.toHexString(hello.a())
+                        + " b=" + hello.b());
+            }
+            hello.verifyEmpty();
+            byIndex[(int) hello.b()] = c;
+        }
+    }
+
+    /** The first channel's frames until COMPLETE, then the handover. */
+    private void applyUntilComplete(StreamHeader header) throws Exception {
+        RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), header.ramChecksums());
+        ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
+        long[] nextSequence = new long[loaders.length];
+        // ByteBuffer views of the sections' target memory (a device's data section, a staging buffer), made once each.
+        IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new IdentityHashMap<>();
+        byte[][] states = new byte[vm.vcpuCount()][];
+        while (true) {
+            FrameType t;
+            try {
+                t = codec.readHeader(channel);
+            } catch (IOException e) {
+                for (IncomingRamChannel x : extras) x.throwIfFailed(); // a RAM channel's failure ends the first channel's input
+                throw e;
+            }
+            if (t == null) { // skippable and unknown: read past it, whole
+                codec.skipPayload(channel);
+                continue;
+            }
+            switch (t) {
+                case RAM, ZERO_RUN -> ram.apply(channel, codec);
+                case SECTION_CHUNK -> applySectionChunk(nextSequence, sectionViews);
+                case VCPU_STATE -> applyVcpuState(states);
+                case END_OF_ROUND -> codec.verifyEmpty();
+                case COMPLETE -> {
+                    codec.verifyEmpty();
+                    IncomingRamChannel.checkFrameCount(codec, "the first channel");
+                    ram.checkNoTornPages();
+                    for (IncomingRamChannel x : extras) x.awaitComplete(EXTRA_CHANNEL_WAIT);
+                    for (int i = 0; i < states.length; i++) {
+                        if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
+                    }
+                    handover(states);
+                    return;
+                }
+                case ABANDON -> throw new MigrationException("frame " + (codec.framesRead() - 1) + ": the source abandoned the migration");
+                default -> throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + t
+                        + ") does not belong on the first channel of a migration stream");
+            }
+        }
+    }
+
+    private void applySectionChunk(long[] nextSequence, IdentityHashMap<MemorySegment, ByteBuffer> views) throws IOException {
+        int id = (int) codec.a();
+        if (codec.a() < 0 || codec.a() >= loaders.length || codec.b() != nextSequence[id]) {
+            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (SECTION_CHUNK) for section " + codec.a() + " with sequence "
+                    + codec.b() + (codec.a() >= 0 && codec.a() < loaders.length ? " where " + nextSequence[id] + " was due" : ": no such section"));
+        }
+        // Straight into the memory the section names (a device's data section at data_offset), committed only
+        // once the payload's CRC holds. Where it may go is checked here too: a section's own code does not get
+        // to say where the stream writes.
+        SectionLoader section = loaders[id];
+        try {
+            long at = section.placeChunk(codec.length());
+            MemorySegment segment = section.targetSegment();
+            if (at < 0 || at > segment.byteSize() - codec.length() || at + codec.length() > Integer.MAX_VALUE) {
+                throw new IllegalStateException("section " + section.info() + " placed a chunk of " + codec.length() + " bytes at offset "
+                        + at + " of its " + segment.byteSize() + "-byte target");
+            }
+            ByteBuffer target = views.computeIfAbsent(segment, MemorySegment::asByteBuffer);
+            target.limit((int) (at + codec.length())).position((int) at);
+            codec.readPayload(channel, target);
+            codec.verify();
+            section.commitChunk(codec.length());
+        } catch (WireFormatException e) {
+            throw e;
+        } catch (RuntimeException e) {
+            throw new SectionRefusedException("frame " + (codec.framesRead() - 1) + " (SECTION_CHUNK " + codec.b() + " of section "
+                    + section.info() + ", " + codec.length() + " bytes) was refused: " + e.getMessage(), e);
+        }
+        nextSequence[id]++;
+    }
+
+    private void applyVcpuState(byte[][] states) throws IOException {
+        int id = (int) codec.a();
+        if (codec.a() < 0 || codec.a() >= states.length || codec.length() > MAX_VCPU_STATE) {
+            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (VCPU_STATE) for vCPU " + codec.a() + " with "
+                    + codec.length() + " bytes: this VM has " + states.length + " vCPUs and takes at most " + MAX_VCPU_STATE + " bytes of state");
+        }
+        ByteBuffer bytes = ByteBuffer.allocate((int) codec.length());
+        codec.readPayload(channel, bytes);
+        codec.verify();
+        states[id] = bytes.array();
+    }
+
+    /**
+     * Everything arrived: finish every section, restore the vCPUs, answer PREPARED (nothing runs), and start
+     * only at the source's COMMIT; then ACK_COMPLETE with this host's resident guest memory.
+     */
+    private void handover(byte[][] states) throws IOException {
+        for (SectionLoader x : loaders) x.finishLoad();
+        // What the loaded guest RAM costs this host (zero pages are holes), taken before beforeStart (a
+        // verification digest reads every page, and reading a hole of a shared memfd allocates it).
+        long resident = vm.memory().residentBytes();
+        for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
+        if (setup.beforeStart() != null) setup.beforeStart().run(); // everything is loaded, vCPU state included; nothing runs
+        answer(channel, back, FrameType.PREPARED, "");
+        awaitCommit();
+        for (SectionLoader x : loaders) {
+            try {
+                x.start(); // a VFIO v1 device refuses to run without its final chunk: v1 checks only at RESUMING -> RUNNING
+            } catch (RuntimeException e) {
+                throw new SectionRefusedException("at COMMIT (frame " + (codec.framesRead() - 1) + ") section " + x.info()
+                        + " would not run with the state the stream brought: " + e.getMessage(), e);
+            }
+        }
+        loading = false;
+        vm.startLoaded();
+        setup.outcomes().record(nonce, HandoverOutcome.STARTED);
+        event.outcome = "started";
+        event.frames = codec.framesRead();
+        event.commit();
+        try {
+            back.write(channel, FrameType.ACK_COMPLETE, resident, 0, null, null); // a: the source reports it
+        } catch (IOException e) {
+            // The VM runs: a source that misses this asks (an outcome query) or waits for its operator.
+            LOG.log(System.Logger.Level.WARNING, "the VM runs, but ACK_COMPLETE could not be sent: " + e.getMessage());
+        }
+    }
+
+    /**
+     * After PREPARED: the source's COMMIT, within the commit wait. Anything else — a cut, ABANDON, silence —
+     * leaves the VM unstarted, and the stream is given up.
+     */
+    private void awaitCommit() throws IOException {
+        Duration wait = setup.commitWait();
+        // The watchdog ends the read only (shutdownInput), so the ERROR that says "not started" still goes out.
+        try (Watchdog watchdog = new Watchdog("migration-commit-watchdog", wait, List.of(channel::shutdownInput))) {
+            FrameType t;
+            try {
+                t = codec.readHeader(channel);
+                codec.skipPayload(channel);
+            } catch (IOException e) {
+                if (watchdog.fired()) throw new IOException("no COMMIT within " + wait.toMillis() + " ms of PREPARED", e);
+                throw new IOException("the connection failed while waiting for COMMIT: " + e.getMessage(), e);
+            }
+            if (t != FrameType.COMMIT) {
+                throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + (t == null ? "a skippable type this version does not know" : t)
+                        + ") where COMMIT was due");
+            }
+            if (!watchdog.disarm()) throw new IOException("COMMIT came only after " + wait.toMillis() + " ms");
+        }
+    }
+
+    /** Rollback: every section's load aborted in reverse order, ERROR to the source, the outcome recorded. */
+    private MigrationException refuse(Throwable failure) {
+        setup.outcomes().notStarted(nonce);
+        event.outcome = "not started";
+        event.reason = failure.getMessage();
+        event.frames = codec.framesRead();
+        event.commit();
+        if (loading) {
+            for (int i = loaders.length - 1; i >= 0; i--) abort(loaders[i]);
+        }
+        try {
+            answer(channel, back, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
+        } catch (IOException | RuntimeException ignored) {
+            // the connection may be what failed; the error is thrown either way
+        }
+        return failure instanceof MigrationException m ? m
+                : new MigrationException("incoming migration failed: " + failure.getMessage() + "; the VM was not started", failure);
+    }
+
+    private static void abort(SectionLoader x) {
+        try {
+            x.abortLoad();
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "section " + x.info() + ": aborting its load failed: " + e.getMessage());
+        }
+    }
+}
