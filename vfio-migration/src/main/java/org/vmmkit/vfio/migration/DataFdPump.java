@@ -21,6 +21,7 @@ import org.vmmkit.core.sys.Libc;
  * the mechanism, measured in {@code V2DataFdBenchmark}. Allocates nothing per call. One thread at a time.
  */
 public final class DataFdPump implements AutoCloseable {
+    /** How the bytes move: through the kernel only ({@code splice}), or through one off-heap buffer (read/write). */
     public enum Mode { SPLICE, COPY }
 
     private final Arena arena = Arena.ofShared();

@@ -16,6 +16,7 @@ import org.vmmkit.core.vfio.VfioDevice;
  */
 public final class DeviceMigrationPlan implements AutoCloseable {
 
+    /** The protocol that moves a device: detected, or forced by the config. */
     public enum Protocol { AUTO, V1, V2 }
 
     /** A device and what the config says of it. */
