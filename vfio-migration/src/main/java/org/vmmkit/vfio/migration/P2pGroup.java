@@ -9,10 +9,10 @@ import org.vmmkit.core.vfio.v2.MigState;
  * The v2 devices of one VM, so that peer-to-peer DMA between them never reaches a device that has stopped.
  * The header's P2P states are for this: in RUNNING_P2P and PRE_COPY_P2P a device initiates no new P2P DMA
  * (and completes what it had started before the arc returns) but still answers it. So the source first puts
- * <em>every</em> device into its P2P state, and only then stops any ({@link #quiesce}, called by each
+ * <em>every</em> device into its P2P state, and only then stops any ({@code quiesce}, called by each
  * member's {@code stop()}, and by each member's {@code startLoad()} on the destination, whose fresh devices run
  * until the stream comes: the first call does the work); before any runs again, every device is taken to
- * RUNNING_P2P ({@link #prepareRun}: the destination's start, the source's rollback). QEMU does the same across its devices. A
+ * RUNNING_P2P ({@code prepareRun}: the destination's start, the source's rollback). QEMU does the same across its devices. A
  * device that offers no P2P state cannot take part: with such a member the ordering is not guaranteed, which
  * {@link #orderingGuaranteed()} says.
  */
