@@ -253,7 +253,7 @@ class V2DeviceMigrationTest {
      * The loop's Java code allocates nothing per chunk; what the thread allocates is FFM's errno capture, 40 bytes a
      * captured downcall on JDK 25 (as docs/architecture.md notes for madvise): per chunk the VMM's read of the data
      * fd and its PRECOPY_INFO, and the emulated driver's FIONREAD of its pipe (a kernel driver's work would not be
-     * on this thread's Java heap). Measured here against the cost of one captured call.
+     * on this thread's Java heap). Bounded here by three captured calls a chunk; the probe of one call is printed.
      */
     @Test
     void theSaveLoopAllocatesNothingPerChunkButFfmsErrnoCapture() {
@@ -284,8 +284,10 @@ class V2DeviceMigrationTest {
             assertTrue(chunks >= 16, "chunks " + chunks);
             System.err.println("v2 save loop: " + allocated + " bytes over " + chunks + " chunks (" + allocated / chunks
                     + " per chunk); one errno-capturing downcall allocates " + perCall);
-            assertTrue(allocated <= chunks * 4 * perCall, allocated + " bytes over " + chunks + " chunks, more than 4 captured calls ("
-                    + perCall + " B each) a chunk: the Java code allocates");
+            // The probe's own figure depends on what the JIT made of its loop (40 B, or 0 once C2 scalar-replaces it), so the
+            // bound is JDK 25's 40 B for each of the three captured calls a chunk can make; measured 41-86 B a chunk.
+            assertTrue(allocated <= chunks * 3 * 40, allocated + " bytes over " + chunks + " chunks, more than three captured calls"
+                    + " (40 B each on JDK 25) a chunk: the Java code allocates");
         }
     }
 
