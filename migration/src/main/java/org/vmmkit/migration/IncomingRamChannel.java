@@ -7,6 +7,7 @@ import java.util.concurrent.TimeUnit;
 
 import org.vmmkit.core.MigratableVm;
 import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.ram.PopulateAhead;
 import org.vmmkit.migration.ram.RamReceiver;
 import org.vmmkit.migration.transport.Connection;
 import org.vmmkit.migration.wire.FrameCodec;
@@ -35,14 +36,16 @@ final class IncomingRamChannel {
         this.maxFrame = maxFrame;
     }
 
-    void start() {
-        Thread.ofPlatform().name("migration-receiver-ram").daemon().start(this::run);
+    /** Starts its thread; {@code ahead} (or null) populates guest RAM ahead of it. */
+    void start(PopulateAhead ahead) {
+        Thread.ofPlatform().name("migration-receiver-ram").daemon().start(() -> run(ahead));
     }
 
-    private void run() {
+    private void run(PopulateAhead ahead) {
         try {
             FrameCodec codec = new FrameCodec(maxFrame); // its frames after the CHANNEL frame that opened it
             RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), ramChecksums);
+            ram.populateAhead(ahead);
             ram.allowTorn(true);
             while (true) {
                 FrameType t = codec.readHeader(in);

@@ -13,6 +13,7 @@ import org.vmmkit.core.migration.SectionLoader;
 import org.vmmkit.migration.MigrationDestination.Acceptor;
 import org.vmmkit.migration.MigrationDestination.SectionRefusedException;
 import org.vmmkit.migration.ram.MemoryViews;
+import org.vmmkit.migration.ram.PopulateAhead;
 import org.vmmkit.migration.ram.RamReceiver;
 import org.vmmkit.migration.transport.Connection;
 import org.vmmkit.migration.transport.Transport;
@@ -35,9 +36,13 @@ final class IncomingStream {
     private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
     private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
 
-    /** What the destination fixes for every stream it takes. */
+    /**
+     * What the destination fixes for every stream it takes; {@code populateWindow} is how far guest RAM is
+     * populated ahead of the receivers (0: not at all), {@code beforeLoading} runs at READY (it stops a
+     * preallocation).
+     */
     record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
-                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes) {}
+                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading) {}
 
     private final Setup setup;
     private final MigratableVm vm;
@@ -49,6 +54,7 @@ final class IncomingStream {
     private final List<IncomingRamChannel> extras = new ArrayList<>();
     private SectionLoader[] loaders = new SectionLoader[0];
     private boolean loading;
+    private PopulateAhead ahead;
 
     IncomingStream(Setup setup, Connection channel, FrameCodec back, Nonce nonce) {
         this.setup = setup;
@@ -79,11 +85,14 @@ final class IncomingStream {
             answer(channel, back, FrameType.READY, "");
             for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
             loading = true;
-            for (IncomingRamChannel e : extras) e.start();
+            setup.beforeLoading().run();
+            if (setup.populateWindow() > 0) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
+            for (IncomingRamChannel e : extras) e.start(ahead);
             applyUntilComplete(header);
         } catch (Throwable failure) {
             throw refuse(failure);
         } finally {
+            if (ahead != null) ahead.close();
             for (IncomingRamChannel x : extras) x.close();
         }
     }
@@ -118,6 +127,7 @@ final class IncomingStream {
     /** The first channel's frames until COMPLETE, then the handover. */
     private void applyUntilComplete(StreamHeader header) throws Exception {
         RamReceiver ram = new RamReceiver(new MemoryViews(vm.memory()), header.ramChecksums());
+        ram.populateAhead(ahead);
         ram.allowTorn(true); // the torn check at COMPLETE catches what the source did not send again
         long[] nextSequence = new long[loaders.length];
         // ByteBuffer views of the sections' target memory (a device's data section, a staging buffer), made once each.
@@ -207,6 +217,7 @@ final class IncomingStream {
      */
     private void handover(byte[][] states) throws IOException {
         for (SectionLoader x : loaders) x.finishLoad();
+        if (ahead != null) ahead.close(); // nothing more to populate; its last madvise ends before the figure below
         // What the loaded guest RAM costs this host (zero pages are holes), taken before beforeStart (a
         // verification digest reads every page, and reading a hole of a shared memfd allocates it).
         long resident = vm.memory().residentBytes();

@@ -18,6 +18,9 @@ final class LiveStats {
     volatile MigrationStatus status = MigrationStatus.NONE;
     volatile long startNanos, setupNanos, pauseNanos, expectedMicros, rounds, dirtyRate, roundRemaining, roundSentAtStart;
     volatile boolean capped;
+    volatile String convergence = ""; // how pre-copy ended, once it did
+    volatile int throttlePercent;
+    volatile Throttle throttle;
     volatile long destinationResident = -1; // from ACK_COMPLETE; -1 until known
     volatile TransferRing ring;
     private volatile MigrationStats finalStats;
@@ -43,8 +46,15 @@ final class LiveStats {
         long remaining = as.ended() ? 0 : Math.max(0, roundRemaining - (sent - roundSentAtStart));
         return new MigrationStats(as, total / 1_000_000, setupNanos / 1_000_000, downtimeNanos / 1_000_000, expectedMicros / 1000, sent, remaining,
                 rounds, r == null ? 0 : r.ramPages(), r == null ? 0 : r.zeroPages(), r == null ? 0 : r.sectionBytes(), dirtyRate,
-                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats(), destinationResident);
+                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats(), destinationResident, convergenceStats());
     }
+
+    private MigrationStats.ConvergenceStats convergenceStats() {
+        Throttle t = throttle;
+        return new MigrationStats.ConvergenceStats(policy, convergence, throttlePercent, t == null ? 0 : t.throttled().toMillis());
+    }
+
+    volatile ConvergencePolicy policy = ConvergencePolicy.THROTTLE;
 
     /** This migration's bytes and chunks per section (counted by the ring: nothing of an earlier attempt). */
     private List<MigrationStats.SectionStats> sectionStats() {

@@ -17,7 +17,10 @@ public final class MigrationConfig {
     public static final ConfigKey<Duration> DOWNTIME_LIMIT = ConfigKey.duration("migration.downtime-limit", "300ms",
             "Longest pause the guest may see: pre-copy stops once the expected downtime is under it.");
     public static final ConfigKey<Long> MAX_ITERATIONS = ConfigKey.count("migration.max-iterations", "30",
-            "Pre-copy rounds before stop-and-copy starts anyway (a workload that cannot converge); the stats say so.");
+            "Pre-copy rounds before the convergence policy decides (`migration.convergence`); the stats say so.");
+    public static final ConfigKey<ConvergencePolicy> CONVERGENCE = new ConfigKey<>("migration.convergence", "throttle",
+            "When the expected downtime stays over the limit: `throttle` slows the guest (vCPUs held paused a growing share of their time between 10 ms runs, from 20 % up to 99 %) and cancels at the round cap if even that does not fit; `cancel` gives up at the round cap (the guest runs on here); `force` stops and copies at the round cap over the limit. The stats say which was applied and what the throttle cost.",
+            ConvergencePolicy::of);
     public static final ConfigKey<Long> MAX_BANDWIDTH = ConfigKey.size("migration.max-bandwidth", "0",
             "Send rate cap in bytes per second over all channels (e.g. 100M); 0 is unlimited.");
     public static final ConfigKey<Long> CHANNELS = ConfigKey.count("migration.channels", "1",
@@ -27,6 +30,12 @@ public final class MigrationConfig {
 
     public static final ConfigKey<Boolean> RAM_CHECKSUMS = ConfigKey.flag("migration.ram-checksums", "true",
             "A CRC32C per RAM page, checked by the destination (corruption beyond TCP's is caught); false trusts TCP as QEMU does, for throughput.");
+
+    public static final ConfigKey<Boolean> POPULATE_AHEAD = ConfigKey.flag("migration.populate-ahead", "true",
+            "Destination: a thread populates guest RAM (MADV_POPULATE_WRITE) just ahead of the incoming pages, so no page is first touched inside a socket read; false leaves the first touch to the receive path.");
+
+    public static final ConfigKey<Boolean> INCOMING_PREALLOC = ConfigKey.flag("migration.incoming-prealloc", "false",
+            "Destination: populate all guest RAM while `incoming` waits for a stream (QEMU's -mem-prealloc): every page is ready before the first frame, but the whole guest costs host memory until zero pages arrive.");
 
     public static final ConfigKey<Boolean> TLS = ConfigKey.flag("migration.tls", "false",
             "TLS 1.3 with mutual authentication on every migration connection, both ends alike (the keys below); false is plain TCP, unauthenticated and unencrypted.");
@@ -43,8 +52,8 @@ public final class MigrationConfig {
     public static final ConfigKey<String> TLS_AUTHZ = ConfigKey.text("migration.tls.authz", "",
             "Peers allowed, comma-separated: a distinguished name (`CN=host-a,O=example`) or a name matched against the certificate's CN and DNS names; empty allows any certificate the CA signed.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
-            RAM_CHECKSUMS, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
+    public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, CONVERGENCE, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
+            RAM_CHECKSUMS, POPULATE_AHEAD, INCOMING_PREALLOC, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
 
     /**
      * The transport the config gives: plain TCP, or TLS with the key material it names (loaded now, so a
@@ -81,6 +90,6 @@ public final class MigrationConfig {
         if (bandwidth != 0 && bandwidth < 1 << 20) throw config.invalid(MAX_BANDWIDTH, "must be 0 (unlimited) or at least 1M per second");
         return MigrationSettings.DEFAULT.withDowntimeLimit(config.get(DOWNTIME_LIMIT)).withMaxIterations((int) rounds)
                 .withMaxBandwidth(bandwidth).withChannels((int) channels).withDeviceChunksPerRound((int) chunks)
-                .withRamChecksums(config.get(RAM_CHECKSUMS));
+                .withRamChecksums(config.get(RAM_CHECKSUMS)).withConvergence(config.get(CONVERGENCE));
     }
 }

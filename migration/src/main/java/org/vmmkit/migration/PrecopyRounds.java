@@ -15,8 +15,10 @@ import org.vmmkit.migration.wire.FrameType;
 /**
  * The pre-copy rounds: each syncs and merges the dirty bitmaps, queues the dirty memory while one thread per
  * section drains up to its chunk budget, ends with END_OF_ROUND once all is sent, then asks the
- * {@link DowntimeEstimator} what stopping now would cost. They end when that is under the downtime limit, or
- * at the round cap (the stats say so).
+ * {@link DowntimeEstimator} what stopping now would cost. They end when that is under the downtime limit;
+ * when it is not, the {@link ConvergencePolicy} decides: throttle the guest harder each round from round 2
+ * (cancelling at the round cap if even that does not fit), cancel at the round cap, or — only when asked —
+ * stop and copy at the round cap over the limit. The stats say which.
  */
 final class PrecopyRounds {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -28,9 +30,18 @@ final class PrecopyRounds {
     private final MemoryProducer memory;
     private final List<SectionProducer> sections;
     private final LiveStats stats;
+    private final Throttle throttle;
+
+    /** Pre-copy did not meet the downtime limit and the policy gives it up: the guest runs on at the source. */
+    static final class NotConvergingException extends Exception {
+        NotConvergingException(String message) {
+            super(message);
+        }
+    }
 
     PrecopyRounds(MigrationSettings settings, DirtyTracker tracker, TransferRing ring, MemoryProducer memory, List<SectionProducer> sections,
-                  LiveStats stats) {
+                  LiveStats stats, Throttle throttle) {
+        this.throttle = throttle;
         this.settings = settings;
         this.tracker = tracker;
         this.ring = ring;
@@ -47,8 +58,9 @@ final class PrecopyRounds {
     }
 
     /**
-     * Runs rounds until the estimate is under the limit or the cap is reached; {@code roundTripMicros} is the
-     * handover's floor, {@code cancelled} is checked before each round. Returns whether the cap ended them.
+     * Runs rounds until the estimate is under the limit, or the policy ends them at the cap; {@code
+     * roundTripMicros} is the handover's floor, {@code cancelled} is checked before each round. Returns whether
+     * the cap ended them over the limit (force); throws {@link NotConvergingException} where the policy cancels.
      */
     boolean run(long roundTripMicros, Runnable checkCancelled) throws Throwable {
         DowntimeEstimator estimator = new DowntimeEstimator(PAGE, roundTripMicros);
@@ -83,10 +95,37 @@ final class PrecopyRounds {
             event.commit();
             LOG.log(System.Logger.Level.DEBUG, "round {0}: {1} dirty pages, {2} bytes in {3} us, {4} bytes pending in sections, expected downtime {5} us",
                     round, dirty, bytes, Math.max(1, now - roundStart) / 1000, pendingSections, micros);
-            if (micros <= settings.downtimeLimit().toNanos() / 1000) return false;
+            long limit = settings.downtimeLimit().toNanos() / 1000;
+            if (micros <= limit) {
+                stats.convergence = throttle.percent() > 0 ? "converged under a " + throttle.percent() + " % throttle" : "converged";
+                return false;
+            }
             if (round >= settings.maxIterations()) {
                 stats.capped = true;
-                return true;
+                String why = "pre-copy did not converge in " + round + " rounds: expected downtime " + micros / 1000 + " ms over the "
+                        + limit / 1000 + " ms limit";
+                switch (settings.convergence()) {
+                    case FORCE -> {
+                        stats.convergence = "forced over the limit (" + micros / 1000 + " ms expected, " + limit / 1000 + " ms allowed)";
+                        LOG.log(System.Logger.Level.WARNING, why + "; stopping anyway, as migration.convergence = force asks");
+                        return true;
+                    }
+                    case THROTTLE -> {
+                        stats.convergence = "cancelled: did not converge under a " + throttle.percent() + " % throttle";
+                        throw new NotConvergingException(why + (throttle.percent() > 0 ? " even with the guest throttled to " + throttle.percent() + " %"
+                                : " before throttling began (it starts after round 2)") + " (migration.convergence = throttle); cancelled, so the limit holds");
+                    }
+                    case CANCEL -> {
+                        stats.convergence = "cancelled: did not converge";
+                        throw new NotConvergingException(why + " (migration.convergence = cancel); cancelled, so the limit holds");
+                    }
+                }
+            }
+            if (settings.convergence() == ConvergencePolicy.THROTTLE && round >= 2 && !throttle.atMaximum()) {
+                int percent = throttle.raise(); // round 1 sends everything; from round 2 the dirty rate is what is left
+                stats.throttlePercent = percent;
+                LOG.log(System.Logger.Level.INFO, "round {0}: expected downtime {1} ms over the {2} ms limit; guest throttled to {3} %",
+                        round, micros / 1000, limit / 1000, percent);
             }
         }
     }

@@ -146,7 +146,7 @@ class LiveMigrationTest {
         // Flat out over 32 MiB against a 0 ms downtime limit: no round can get under it.
         DirtyingWorkload.Settings settings = DirtyingWorkload.Settings.range(MIB, 32 * MIB, 0, 0);
         DirtyingWorkload onSource = new DirtyingWorkload(settings), onDestination = new DirtyingWorkload(settings);
-        MigrationSettings capped = new MigrationSettings(Duration.ZERO, 3, 16, 256, 1024);
+        MigrationSettings capped = new MigrationSettings(Duration.ZERO, 3, 16, 256, 1024).withConvergence(ConvergencePolicy.FORCE);
         try (Kvm kvm = Kvm.open();
              GuestMemory sourceRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));
              GuestMemory destinationRam = GuestMemory.create(GuestMemory.standardLayout(64 * MIB));

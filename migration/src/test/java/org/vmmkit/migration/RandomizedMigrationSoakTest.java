@@ -91,7 +91,8 @@ class RandomizedMigrationSoakTest {
                     r.nextBoolean() ? MIB : 0);
             MigrationSettings settings = new MigrationSettings(Duration.ofMillis(new long[] {20, 100, 300}[r.nextInt(3)]), 2 + r.nextInt(7),
                     new int[] {1, 4, 16}[r.nextInt(3)], new long[] {1, 16, 64, 256, 1024}[r.nextInt(5)], new int[] {64, 256, 1024}[r.nextInt(3)],
-                    r.nextInt(4) == 0 ? new long[] {64, 128, 256}[r.nextInt(3)] * MIB : 0, 1 + r.nextInt(4), r.nextBoolean());
+                    r.nextInt(4) == 0 ? new long[] {64, 128, 256}[r.nextInt(3)] * MIB : 0, 1 + r.nextInt(4), r.nextBoolean(),
+                    ConvergencePolicy.FORCE); // every genuine attempt must complete, whatever the round cap drawn (ConvergenceTest has the others)
             FaultPlan fault = null;
             if (r.nextInt(3) == 0) {
                 int kind = r.nextInt(5);

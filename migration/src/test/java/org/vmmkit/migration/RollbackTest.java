@@ -107,8 +107,8 @@ class RollbackTest {
         // limit, so pending device data never runs out and pre-copy is still going when the cancel comes.
         // Before the acknowledgement: two rounds, then the handover to a destination that never answers.
         MigrationSettings settingsForCase = when == CancelAt.IN_PRE_COPY
-                ? new MigrationSettings(java.time.Duration.ZERO, 1_000_000, 1, 256, 1024)
-                : new MigrationSettings(java.time.Duration.ZERO, 2, 16, 256, 1024);
+                ? new MigrationSettings(java.time.Duration.ZERO, 1_000_000, 1, 256, 1024).withConvergence(ConvergencePolicy.FORCE)
+                : new MigrationSettings(java.time.Duration.ZERO, 2, 16, 256, 1024).withConvergence(ConvergencePolicy.FORCE);
         try (Kvm kvm = Kvm.open();
              GuestMemory ram = GuestMemory.create(GuestMemory.standardLayout(32 * MIB));
              Vm vm = kvm.createVm(ram);

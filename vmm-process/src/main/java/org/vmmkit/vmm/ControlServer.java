@@ -172,6 +172,7 @@ public final class ControlServer implements AutoCloseable {
         if (args.has("max-bandwidth")) s = s.withMaxBandwidth(Units.parseSize(args.get("max-bandwidth").getAsString()));
         if (args.has("downtime-limit")) s = s.withDowntimeLimit(Units.parseDuration(args.get("downtime-limit").getAsString()));
         if (args.has("max-iterations")) s = s.withMaxIterations(args.get("max-iterations").getAsInt());
+        if (args.has("convergence")) s = s.withConvergence(org.vmmkit.migration.ConvergencePolicy.of(args.get("convergence").getAsString()));
         return s;
     }
 

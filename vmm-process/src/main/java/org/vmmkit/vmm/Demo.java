@@ -47,6 +47,25 @@ public final class Demo implements Callable<Integer> {
     @Option(names = "--keep", description = "Keep the working directory (config, logs, sockets) for a look afterwards.")
     boolean keep;
 
+    @Option(names = "--device", paramLabel = "emulated|vfio-user", description = "The migrating device: emulated (an in-process GPU doing DMA) "
+            + "or vfio-user (libvfio-user's sample device, a server per process, built from ../shared/peers beside the project or given by --vfio-user-server).")
+    String device = "emulated";
+
+    @Option(names = "--vfio-user-server", paramLabel = "PATH", description = "With --device vfio-user: libvfio-user's v1 sample server to run (default: build it from the peer tree).")
+    Path vfioUserServer;
+
+    /** The vfio-user variant: the sample device instead of the GPU; the socket line is each process's own. */
+    static final List<String> VFIO_USER_CONFIG = List.of(
+            "# vmm demo --device vfio-user: a 256 MiB guest rewriting 64 MiB at 50k pages/s, libvfio-user's sample device",
+            "# (BAR1 rewritten 200 times a second) served by its own vfio-user server in each process",
+            "vm.memory = 256M",
+            "workload.start = 1M",
+            "workload.size = 64M",
+            "workload.pages-per-second = 50000",
+            "device.sample0.type = vfio-user",
+            "device.sample0.driver = libvfio-user-sample",
+            "device.sample0.ops-per-second = 200");
+
     @Override
     public Integer call() throws Exception {
         String kvmProblem = switch (acceleratorOption) {
@@ -60,17 +79,33 @@ public final class Demo implements Callable<Integer> {
             System.out.println("vmm demo: KVM is unusable here (" + kvmProblem + "): the guest is a SOFTWARE guest, a Java thread"
                     + " rewriting the same pages, with no vCPUs; everything else (devices, dirty tracking, the stream) is the same");
         }
+        boolean vfioUser = switch (device) {
+            case "emulated" -> false;
+            case "vfio-user" -> true;
+            default -> throw new IllegalArgumentException("--device: expected emulated or vfio-user");
+        };
+        Path server = vfioUser ? SampleServers.server(vfioUserServer) : null;
         Path dir = Files.createTempDirectory("vmm-demo");
-        Path config = dir.resolve("demo.conf");
-        List<String> lines = new ArrayList<>(CONFIG);
+        Path config = dir.resolve("demo.conf"), destinationConfig = config;
+        List<String> lines = new ArrayList<>(vfioUser ? VFIO_USER_CONFIG : CONFIG);
         lines.add("vm.accelerator = " + accelerator);
+        SampleServers samples = null;
+        if (vfioUser) {
+            samples = SampleServers.start(server, dir);
+            System.out.println("vmm demo: libvfio-user sample servers " + samples.describe());
+            destinationConfig = dir.resolve("destination.conf");
+            List<String> dst = new ArrayList<>(lines);
+            dst.add("device.sample0.socket = " + samples.b());
+            Files.write(destinationConfig, dst);
+            lines.add("device.sample0.socket = " + samples.a());
+        }
         Files.write(config, lines);
         Path sourceControl = dir.resolve("source.sock"), destinationControl = dir.resolve("destination.sock");
         System.out.println("vmm demo: source and destination processes on loopback, " + (kvmProblem == null ? "a KVM guest"
-                : "a SOFTWARE guest") + " (work directory " + dir + ")");
+                : "a SOFTWARE guest") + (vfioUser ? " and libvfio-user's sample device over vfio-user" : "") + " (work directory " + dir + ")");
         List<Child> children = new ArrayList<>();
         try {
-            Child destination = Child.start("destination", dir, verbose, "incoming", "--config", config.toString(), "--listen",
+            Child destination = Child.start("destination", dir, verbose, "incoming", "--config", destinationConfig.toString(), "--listen",
                     "127.0.0.1:0", "--control", destinationControl.toString(), "--record-digest");
             children.add(destination);
             Child source = Child.start("source", dir, verbose, "run", "--config", config.toString(), "--control", sourceControl.toString());
@@ -114,6 +149,15 @@ public final class Demo implements Callable<Integer> {
                     checks.add(check(a.getAsJsonArray("misuse").isEmpty() && b.getAsJsonArray("misuse").isEmpty(),
                             "device " + a.get("name").getAsString() + " protocol followed", "misuse: source " + a.get("misuse") + ", destination "
                                     + b.get("misuse")));
+                    if (a.has("bar1-last-written")) { // a vfio-user sample device
+                        String last = text(a.get("bar1-last-written"));
+                        checks.add(check(last != null && last.equals(resumed), "device " + a.get("name").getAsString() + " BAR1 moved",
+                                "BAR1 at the destination's resume " + shorten(resumed) + " = the last BAR1 written on the source before its stop "
+                                        + shorten(last) + " (" + a.get("bar1-writes").getAsLong() + " writes)"));
+                        checks.add(check(a.get("states").toString().equals("[\"running\",\"pre-copy\",\"stop-and-copy\",\"stopped\"]")
+                                        && b.get("states").toString().equals("[\"running\",\"resuming\",\"running\"]"),
+                                "device " + a.get("name").getAsString() + " states", "source " + a.get("states") + ", destination " + b.get("states")));
+                    }
                 }
                 long passesAtPause = src.get("passes").getAsLong();
                 long incoming = dst.get("incoming-passes").isJsonNull() ? -1 : dst.get("incoming-passes").getAsLong();
@@ -156,6 +200,7 @@ public final class Demo implements Callable<Integer> {
             return Main.FAILED;
         } finally {
             for (Child c : children) c.stop(dir.resolve(c.name.equals("source") ? "source.sock" : "destination.sock"));
+            if (samples != null) samples.close();
             if (!keep) {
                 try (var files = Files.list(dir)) {
                     for (Path p : files.toList()) Files.deleteIfExists(p);

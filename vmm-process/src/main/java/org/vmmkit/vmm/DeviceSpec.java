@@ -1,5 +1,6 @@
 package org.vmmkit.vmm;
 
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -18,16 +19,37 @@ import org.vmmkit.vfio.migration.DeviceMigrationPlan;
  * One device of the {@code device.<name>.*} config section: an emulated VFIO device whose driver speaks
  * migration v1 (the migration region) or v2 (VFIO_DEVICE_FEATURE, a data_fd; with or without PRE_COPY and the
  * P2P states), its state size, data section kind (v1), operation rate, the guest RAM it writes by DMA, whether
- * its state migrates and by which protocol (detected, or forced).
+ * its state migrates and by which protocol (detected, or forced); or a device served by a vfio-user server on a
+ * UNIX socket ({@code type = vfio-user}), with how its migration data is reached and what drives it.
  */
 public record DeviceSpec(String name, boolean migratable, long memory, EmulatedMigratableDevice.DataSection dataSection,
-                         long opsPerSecond, long dmaAddress, long dmaSize, String emulatedProtocol, DeviceMigrationPlan.Protocol migrationProtocol,
-                         boolean preCopy, boolean p2p) {
+                         long opsPerSecond, long dmaAddress, long dmaSize, Kind kind, Path socket, boolean mapMigrationData,
+                         String driver, String emulatedProtocol, DeviceMigrationPlan.Protocol migrationProtocol, boolean preCopy,
+                         boolean p2p) {
 
-    public static final ConfigKey<String> TYPE = new ConfigKey<>("device.<name>.type", "emulated",
-            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's migration semantics, v1 or v2 (no /dev/vfio here).",
+    /** What serves the device. */
+    public enum Kind { EMULATED, VFIO_USER }
+
+    /** The host-side driver for libvfio-user's sample device (see {@link #DRIVER}), and the same with DMA during migrations. */
+    public static final String SAMPLE_DRIVER = "libvfio-user-sample", SAMPLE_DMA_DRIVER = "libvfio-user-sample-dma";
+
+    public static final ConfigKey<Kind> TYPE = new ConfigKey<>("device.<name>.type", "emulated",
+            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's migration semantics, v1 or v2 (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server (v1 migration region) on `device.<name>.socket`.",
+            v -> switch (v) {
+                case "emulated" -> Kind.EMULATED;
+                case "vfio-user" -> Kind.VFIO_USER;
+                default -> throw new IllegalArgumentException("expected 'emulated' or 'vfio-user'");
+            });
+    public static final ConfigKey<String> SOCKET = ConfigKey.text("device.<name>.socket", "",
+            "vfio-user: the UNIX socket of the device's server, which the operator started; each process names its own (a destination its own server's). All guest RAM (or the dma-address/dma-size window) is mapped for DMA with its memfd.");
+    public static final ConfigKey<Boolean> MAP_MIGRATION_DATA = ConfigKey.flag("device.<name>.map-migration-data", "false",
+            "vfio-user: reach the migration region's data section through the mapping the server offers instead of REGION_READ/WRITE messages (trapped, the default: a v1 server may announce the data mappable yet serve it only through messages, as libvfio-user's does, and a client cannot detect that without consuming device state).");
+    public static final ConfigKey<String> DRIVER = new ConfigKey<>("device.<name>.driver", "none",
+            "vfio-user: what drives the device from the VMM in place of a guest driver: `none`; `" + SAMPLE_DRIVER + "` (libvfio-user's sample device: BAR0's timer an hour ahead, INTx on an eventfd, BAR1 rewritten `ops-per-second` times a second while the device runs); `" + SAMPLE_DMA_DRIVER + "`: the same, and when a migration starts tracking dirty pages the device's timer is set to fire 1-2 s later, when it DMAs into the first page of each half of the `dma-address`/`dma-size` window (the second half directly through the memfd), and BAR0 goes back an hour ahead at its interrupt.",
             v -> {
-                if (!v.equals("emulated")) throw new IllegalArgumentException("expected 'emulated' (the only kind this build runs)");
+                if (!v.equals("none") && !v.equals(SAMPLE_DRIVER) && !v.equals(SAMPLE_DMA_DRIVER)) {
+                    throw new IllegalArgumentException("expected 'none', '" + SAMPLE_DRIVER + "' or '" + SAMPLE_DMA_DRIVER + "'");
+                }
                 return v;
             });
     public static final ConfigKey<Boolean> MIGRATABLE = ConfigKey.flag("device.<name>.migratable", "true",
@@ -70,14 +92,22 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final ConfigKey<Boolean> P2P = ConfigKey.flag("device.<name>.p2p", "true",
             "v2 emulation: whether the device offers the P2P states (VFIO_MIGRATION_P2P) and writes the VM's other v2 devices by peer-to-peer DMA.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(TYPE, MIGRATABLE, MEMORY, DATA_SECTION, OPS, DMA_ADDRESS, DMA_SIZE, EMULATED_PROTOCOL,
-            MIGRATION_PROTOCOL, PRE_COPY, P2P);
+    public static final List<ConfigKey<?>> KEYS = List.of(TYPE, MIGRATABLE, MEMORY, DATA_SECTION, OPS, DMA_ADDRESS, DMA_SIZE, SOCKET,
+            MAP_MIGRATION_DATA, DRIVER, EMULATED_PROTOCOL, MIGRATION_PROTOCOL, PRE_COPY, P2P);
 
     /** Every device the config names, in the order first named, each checked against the VM's memory. */
     public static List<DeviceSpec> from(Config config, long guestMemory) {
         List<DeviceSpec> out = new ArrayList<>();
         for (String name : config.names("device")) {
-            config.get(TYPE, name);
+            Kind kind = config.get(TYPE, name);
+            String socket = config.get(SOCKET, name);
+            if (kind == Kind.VFIO_USER && socket.isEmpty()) throw config.invalid(SOCKET, name, "a vfio-user device needs the socket of its server");
+            if (kind == Kind.EMULATED && !socket.isEmpty()) throw config.invalid(SOCKET, name, "only a vfio-user device has a socket");
+            String driver = config.get(DRIVER, name);
+            if (kind == Kind.EMULATED && !driver.equals("none")) throw config.invalid(DRIVER, name, "only a vfio-user device takes a driver");
+            if (driver.equals(SAMPLE_DMA_DRIVER) && config.get(DMA_SIZE, name) < 2 * GuestMemory.PAGE_SIZE) {
+                throw config.invalid(DRIVER, name, "the sample device's DMA needs a dma-size window of two DMA regions (its halves), at least 8K");
+            }
             long memory = config.get(MEMORY, name);
             if (memory < 1 << 20 || memory % GuestMemory.PAGE_SIZE != 0) throw config.invalid(MEMORY, name, "must be a multiple of 4K and at least 1M");
             long dmaAddress = config.get(DMA_ADDRESS, name), dmaSize = config.get(DMA_SIZE, name);
@@ -91,8 +121,8 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
                 }
             }
             out.add(new DeviceSpec(name, config.get(MIGRATABLE, name), memory, config.get(DATA_SECTION, name), config.get(OPS, name),
-                    dmaAddress, dmaSize, config.get(EMULATED_PROTOCOL, name), config.get(MIGRATION_PROTOCOL, name), config.get(PRE_COPY, name),
-                    config.get(P2P, name)));
+                    dmaAddress, dmaSize, kind, socket.isEmpty() ? null : Path.of(socket), config.get(MAP_MIGRATION_DATA, name), driver,
+                    config.get(EMULATED_PROTOCOL, name), config.get(MIGRATION_PROTOCOL, name), config.get(PRE_COPY, name), config.get(P2P, name)));
         }
         return out;
     }

@@ -73,6 +73,8 @@ public final class Machine implements AutoCloseable {
     private final EmulatedVfioContainer container;
     private final List<EmulatedDevice> devices = new ArrayList<>();
     private final P2pFabric fabric = new P2pFabric();
+    private final List<VfioUserAttachment> userDevices = new ArrayList<>(); // type = vfio-user
+    private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
     private volatile Status status;
     private volatile MigrationSource migration;
@@ -131,6 +133,14 @@ public final class Machine implements AutoCloseable {
             List<DeviceMigrationPlan.Entry> entries = new ArrayList<>();
             long seed = incoming ? 1_000_003 : 17;
             for (DeviceSpec spec : settings.devices()) {
+                if (spec.kind() == DeviceSpec.Kind.VFIO_USER) {
+                    VfioUserAttachment user = VfioUserAttachment.open(spec, memory, incoming);
+                    opened.add(user);
+                    userDevices.add(user);
+                    deviceOrder.add(user);
+                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol()));
+                    continue;
+                }
                 EmulatedDevice device = spec.create(seed++, fabric);
                 opened.add(device);
                 switch (device) {
@@ -145,6 +155,7 @@ public final class Machine implements AutoCloseable {
                     default -> throw new IllegalStateException("unknown emulated device " + device.name());
                 }
                 devices.add(device);
+                deviceOrder.add(device);
                 entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
@@ -167,6 +178,7 @@ public final class Machine implements AutoCloseable {
     public static Machine source(VmmSettings settings) {
         Machine m = new Machine(settings, false, false);
         m.guest.startLoaded();
+        for (VfioUserAttachment u : m.userDevices) u.startDriver();
         m.status = Status.RUNNING;
         LOG.log(System.Logger.Level.INFO, "guest started ({0}): {1} of RAM, {2} device(s)", m.accelerator(), Progress.bytes(settings.vm().memorySize()),
                 m.devices.size());
@@ -236,10 +248,11 @@ public final class Machine implements AutoCloseable {
         // as well: the two agree; on a host whose IOMMU cannot track, the device log is what finds those pages).
         for (DeviceSection d : plan.devices()) {
             if (d instanceof V2DeviceMigration) {
-                VfioDevice device = devices.stream().filter(x -> x.name().equals(d.deviceName())).findFirst().orElseThrow();
-                if (DeviceDmaLog.supported(device)) dirty.add(new DeviceDmaLog(device, memory));
+                devices.stream().filter(x -> x.name().equals(d.deviceName())).findFirst()
+                        .filter(DeviceDmaLog::supported).ifPresent(device -> dirty.add(new DeviceDmaLog(device, memory)));
             }
         }
+        for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
                 .withTransport(settings.transport());
         abandoned = null;
@@ -320,6 +333,7 @@ public final class Machine implements AutoCloseable {
             try {
                 destination.receive(server, Duration.ofDays(365));
                 status = Status.RUNNING;
+                for (VfioUserAttachment u : userDevices) u.startDriver();
                 LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
                 return;
             } catch (MigrationException e) {
@@ -341,12 +355,14 @@ public final class Machine implements AutoCloseable {
     private MigrationDestination newDestination() {
         return new MigrationDestination(guest, plan.devices(), () -> {
             incomingPasses = DirtyingWorkload.passesDone(memory);
+            for (VfioUserAttachment u : userDevices) u.recordIncoming();
             if (recordDigest) {
                 long start = System.nanoTime();
                 incomingMemoryDigest = digest();
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
-        }).withTransport(settings.transport());
+        }).withTransport(settings.transport()).withPopulateAhead(settings.populateAhead())
+                .withPrealloc(settings.incomingPrealloc());
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */
@@ -381,8 +397,12 @@ public final class Machine implements AutoCloseable {
         out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
         out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
         List<Map<String, Object>> devs = new ArrayList<>();
-        for (int i = 0; i < devices.size(); i++) {
-            EmulatedDevice d = devices.get(i);
+        for (int i = 0; i < deviceOrder.size(); i++) {
+            if (deviceOrder.get(i) instanceof VfioUserAttachment u) {
+                devs.add(u.report(still));
+                continue;
+            }
+            EmulatedDevice d = (EmulatedDevice) deviceOrder.get(i);
             Map<String, Object> dev = new LinkedHashMap<>();
             dev.put("name", d.name());
             dev.put("migratable", settings.devices().get(i).migratable());
@@ -422,6 +442,7 @@ public final class Machine implements AutoCloseable {
         }
         plan.close();
         for (EmulatedDevice d : devices) d.close();
+        for (VfioUserAttachment u : userDevices) u.close();
         if (software != null) software.shutdown();
         if (vm != null) vm.close();
         memory.close();

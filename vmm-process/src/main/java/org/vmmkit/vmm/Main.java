@@ -84,6 +84,7 @@ public final class Main {
         @Override
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "run");
+            org.vmmkit.migration.Rehearsal.inBackground(); // a cold JVM's first migration costs, paid now (see Rehearsal)
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.source(settings); ControlServer server = new ControlServer(control, machine, quit::countDown)) {
@@ -114,6 +115,7 @@ public final class Main {
         @Override
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "incoming");
+            org.vmmkit.migration.Rehearsal.inBackground(); // a cold JVM's first migration costs, paid now (see Rehearsal)
             HostPort at = HostPort.parse(listen);
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
@@ -178,6 +180,10 @@ public final class Main {
         @Option(names = "--downtime-limit", paramLabel = "DURATION", description = "Override migration.downtime-limit (e.g. 300ms).")
         String downtimeLimit;
 
+        @Option(names = "--convergence", paramLabel = "POLICY",
+                description = "Override migration.convergence: throttle, cancel or force (force breaks the downtime limit; only when you mean it).")
+        String convergence;
+
         @Override
         public Integer call() throws Exception {
             HostPort.parse(to);
@@ -186,6 +192,7 @@ public final class Main {
             if (channels != null) args.put("channels", channels);
             if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
             if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
+            if (convergence != null) args.put("convergence", convergence);
             JsonObject last;
             try {
                 last = watch(control, args, Progress.onTerminal());

@@ -57,6 +57,12 @@ public final class MigrateJson {
         out.put("vfio", vfio);
         out.put("sections", sections);
         out.put("stopped-by-iteration-cap", s.stoppedByIterationCap());
+        Map<String, Object> convergence = new LinkedHashMap<>();
+        convergence.put("policy", s.convergence().policy().label());
+        convergence.put("outcome", s.convergence().outcome());
+        convergence.put("throttle-percent", s.convergence().throttlePercent());
+        convergence.put("throttled-time", s.convergence().throttledMillis());
+        out.put("convergence", convergence);
         out.put("error-desc", error);
         return out;
     }

@@ -11,8 +11,12 @@ import org.vmmkit.migration.MigrationConfig;
 import org.vmmkit.migration.MigrationSettings;
 import org.vmmkit.migration.transport.Transport;
 
-/** Everything a vmm process reads from its config file: the VM, its devices, and how it migrates. */
-public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSettings migration, Transport transport) {
+/**
+ * Everything a vmm process reads from its config file: the VM, its devices, how it migrates, and (as a
+ * destination) whether it populates guest RAM ahead of the incoming pages, or all of it while it waits.
+ */
+public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSettings migration, Transport transport, boolean populateAhead,
+                          boolean incomingPrealloc) {
 
     /** Every key of the file, in README's order. */
     public static final List<ConfigKey<?>> KEYS;
@@ -26,7 +30,8 @@ public record VmmSettings(VmmConfig vm, List<DeviceSpec> devices, MigrationSetti
 
     public static VmmSettings from(Config config) {
         VmmConfig vm = VmmConfig.from(config);
-        return new VmmSettings(vm, DeviceSpec.from(config, vm.memorySize()), MigrationConfig.from(config), MigrationConfig.transport(config));
+        return new VmmSettings(vm, DeviceSpec.from(config, vm.memorySize()), MigrationConfig.from(config), MigrationConfig.transport(config),
+                config.get(MigrationConfig.POPULATE_AHEAD), config.get(MigrationConfig.INCOMING_PREALLOC));
     }
 
     /** Reads {@code file} (null: defaults only) and applies {@code overrides} ({@code key=value}). */

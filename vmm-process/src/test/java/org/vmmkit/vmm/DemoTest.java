@@ -26,11 +26,25 @@ class DemoTest {
         assertTrue(result.getValue().contains("SOFTWARE guest"), result.getValue());
     }
 
+    /** {@code vmm demo --device vfio-user}: libvfio-user's sample device, a server per process, verified the same way and more. */
+    @Test
+    @org.vmmkit.core.vfio.user.RequiresVfioUser
+    void theDemoWithTheVfioUserSampleDevicePasses() {
+        Map.Entry<Integer, String> result = TwoProcessMigrationTest.cli("demo", "--device", "vfio-user");
+        check(result, "PASS  device sample0 state equal", "PASS  device sample0 BAR1 moved", "PASS  device sample0 states",
+                "PASS  device sample0 protocol followed");
+    }
+
     private static void check(Map.Entry<Integer, String> result) {
+        check(result, "PASS  device gpu0 state equal");
+    }
+
+    private static void check(Map.Entry<Integer, String> result, String... deviceChecks) {
         System.out.println(result.getValue());
         assertEquals(0, result.getKey(), result.getValue());
         String out = result.getValue();
-        for (String check : new String[] {"PASS  migration completed", "PASS  memory digest equal", "PASS  device gpu0 state equal",
+        for (String check : deviceChecks) assertTrue(out.contains(check), "the demo's output lacks '" + check + "'");
+        for (String check : new String[] {"PASS  migration completed", "PASS  memory digest equal",
                 "PASS  guest counter continued", "vmm demo: PASSED"}) {
             assertTrue(out.contains(check), "the demo's output lacks '" + check + "'");
         }

@@ -466,7 +466,8 @@ class FaultMatrixAcrossProcessesTest {
         CompletableFuture<Vmm> nextSource = null;
         try (FrameProxy proxy = new FrameProxy(new InetSocketAddress("127.0.0.1", dst.port), rule, false)) {
             int via = ((InetSocketAddress) proxy.address()).getPort();
-            Map<String, Object> migrate = new HashMap<>(Map.of("uri", "tcp:127.0.0.1:" + via, "channels", 2, "downtime-limit", "0ms", "max-iterations", 4));
+            Map<String, Object> migrate = new HashMap<>(Map.of("uri", "tcp:127.0.0.1:" + via, "channels", 2, "downtime-limit", "0ms", "max-iterations", 4,
+                    "convergence", "force"));
             long passesBefore = src.passes();
             src.execute("migrate", migrate);
             assertTrue(rule.struck.await(WAIT.toSeconds(), TimeUnit.SECONDS), "the migration never reached " + phase.frame + " #" + phase.nth);

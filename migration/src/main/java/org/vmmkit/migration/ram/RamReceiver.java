@@ -37,6 +37,7 @@ public final class RamReceiver {
     private final CRC32C pageCrc = new CRC32C();
     private long ramPages, zeroPages, tornFrames;
     private boolean punchHoles = true;
+    private PopulateAhead ahead; // null: no thread populates memory ahead of this receiver
 
     private final boolean pageChecksums;
 
@@ -50,6 +51,11 @@ public final class RamReceiver {
         this.views = views;
         this.torn = new org.vmmkit.dirty.DirtyBitmap[views.memory().regions().size()];
         for (GuestRegion r : views.memory().regions()) torn[r.index()] = new org.vmmkit.dirty.DirtyBitmap(r.size() / PAGE);
+    }
+
+    /** Tells {@code ahead} how far this receiver got after each frame, so it populates memory before the frames arrive. */
+    public void populateAhead(PopulateAhead ahead) {
+        this.ahead = ahead;
     }
 
     /** Pre-copy (true): a RAM payload that fails its CRC marks its pages torn. Stop-and-copy (false): it is fatal. */
@@ -94,6 +100,7 @@ public final class RamReceiver {
             zero(region, offset, bytes);
             clearTorn(region, offset / PAGE, pages);
             zeroPages += pages;
+            if (ahead != null) ahead.passed(gpa + bytes, false);
             return;
         }
         if (bytes > MemoryViews.bytesToViewEnd(offset)) {
@@ -101,6 +108,7 @@ public final class RamReceiver {
                     + " crosses a 1 GiB view boundary (the sender never does)");
         }
         codec.readPayloadUnchecked(in, views.view(region, offset, bytes));
+        if (ahead != null) ahead.passed(gpa + bytes, true);
         if (!pageChecksums) {
             codec.verify(); // the CRC of an empty table: what the header says
             clearTorn(region, offset / PAGE, pages);

@@ -20,6 +20,15 @@ import org.vmmkit.migration.wire.FrameType;
  * against a zero page) go as ZERO_RUN frames of addresses only, the rest as RAM frames written straight
  * from guest memory, followed by a CRC32C per page (so a receiver can tell which page a running guest
  * changed mid-send). Allocates nothing per frame.
+ *
+ * <p>Holes: a page never written is a hole in its region's memfd, and reading it through the shared mapping
+ * would allocate it (a shared memfd has no zero page to map): the zero check alone made a source holding
+ * a mostly-empty guest fault in every empty page, as slowly as a fresh destination does, and cost the host
+ * that memory. So where a region's file is the region alone ({@link GuestMemory#backingIsTheRegionAlone}) and
+ * the file system answers SEEK_DATA/SEEK_HOLE (tmpfs does), each run is first split by the file's holes, two
+ * {@code lseek} calls per stretch: a page inside a hole is a zero page without being read. What is learnt is
+ * used within the one run only (microseconds), as the zero check's own result is: a page the guest writes
+ * after either looked is dirty again and is sent again.
  */
 public final class RamSender {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -33,6 +42,9 @@ public final class RamSender {
     private final boolean pageChecksums;
     private final ByteBuffer noTable = ByteBuffer.allocateDirect(0);
     private long ramPages, zeroPages, frames;
+    private final boolean seekHoles; // the backing files answer SEEK_HOLE (probed once)
+    private boolean seeking; // this run's region: seekHoles and a file that is the region alone
+    private long holeEnd, dataEnd; // within the current run: pages below holeEnd (from some page on) are a hole; below dataEnd, data
 
     public RamSender(MemoryViews views, FrameCodec codec, long maxFramePages) {
         this(views, codec, maxFramePages, true);
@@ -49,6 +61,20 @@ public final class RamSender {
         this.maxFramePages = Math.min(maxFramePages, MemoryViews.VIEW_BYTES / PAGE);
         this.cursor = new DirtyRunCursor(this.maxFramePages);
         this.crcTable = ByteBuffer.allocateDirect((int) (this.maxFramePages * 4)).order(ByteOrder.LITTLE_ENDIAN);
+        this.seekHoles = answersSeekHole(views.memory());
+    }
+
+    /** Whether every region of {@code memory} is its own file and that file answers SEEK_HOLE (asked once, errno captured). */
+    private static boolean answersSeekHole(GuestMemory memory) {
+        for (GuestRegion r : memory.regions()) {
+            if (!memory.backingIsTheRegionAlone(r) || r.backing() == null) return false;
+            try {
+                org.vmmkit.core.sys.Libc.lseek(r.backing(), 0, org.vmmkit.core.sys.Libc.SEEK_HOLE);
+            } catch (org.vmmkit.core.sys.SysException e) {
+                return false; // EINVAL: no SEEK_HOLE here; every page is read by the zero check
+            }
+        }
+        return true;
     }
 
     /** Sends every page marked in {@code bitmap} of {@code region}. */
@@ -63,6 +89,8 @@ public final class RamSender {
      */
     public void sendRun(GatheringByteChannel out, GuestRegion region, long firstPage, long count) throws IOException {
         long page = firstPage, end = firstPage + count;
+        seeking = seekHoles;
+        holeEnd = dataEnd = firstPage; // nothing known yet of this run
         while (page < end) {
             long viewEnd = page + MemoryViews.bytesToViewEnd(page * PAGE) / PAGE;
             long stop = Math.min(Math.min(end, viewEnd), page + maxFramePages);
@@ -94,7 +122,23 @@ public final class RamSender {
     }
 
     private boolean isZero(GuestRegion region, long page) {
-        return isZeroPage(region.host(), page * PAGE, MemoryViews.ZERO_PAGE);
+        if (seeking && page >= holeEnd && page >= dataEnd) seek(region, page);
+        return page < holeEnd || isZeroPage(region.host(), page * PAGE, MemoryViews.ZERO_PAGE);
+    }
+
+    /** Learns whether {@code page} lies in a hole of the region's file or in data, and how far that stretch goes. */
+    private void seek(GuestRegion region, long page) {
+        int fd = region.backing().raw();
+        long offset = page * PAGE;
+        long data = org.vmmkit.core.sys.Libc.lseekRaw(fd, offset, org.vmmkit.core.sys.Libc.SEEK_DATA);
+        if (data < 0) { // ENXIO, the only failure of SEEK_DATA inside a file that answers it: no data from here on
+            holeEnd = region.size() / PAGE;
+        } else if (data > offset) {
+            holeEnd = data / PAGE; // shmem's holes and data are whole pages
+        } else {
+            long hole = org.vmmkit.core.sys.Libc.lseekRaw(fd, offset, org.vmmkit.core.sys.Libc.SEEK_HOLE);
+            dataEnd = hole <= offset ? page + 1 : (hole + PAGE - 1) / PAGE; // a failure (none expected): this page is data
+        }
     }
 
     /** Whether the page at {@code offset} of {@code memory} is all zeros: a vectorized compare against {@code zeroPage}. */

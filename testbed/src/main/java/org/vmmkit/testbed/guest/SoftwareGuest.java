@@ -25,7 +25,7 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
     private final Object lock = new Object();
     private final DirtyBitmap[] log;
     private volatile boolean tracking, pauseRequested, stopped;
-    private boolean parked;
+    private boolean parked, sleeping; // guarded by lock
     private Thread thread;
 
     /** A guest writing {@code settings}' pages of {@code memory} (range workloads only); not running until {@link #boot()}. */
@@ -50,7 +50,8 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
     }
 
     private void run() {
-        long batch = settings.pagesPerSecond() == 0 ? 0 : Math.max(1, settings.pagesPerSecond() / 100);
+        // Paced a millisecond at a time, as the KVM guest's throttle exit every rate/1000 pages is.
+        long batch = settings.pagesPerSecond() == 0 ? 0 : Math.max(1, settings.pagesPerSecond() / 1000);
         long batchNanos = settings.pagesPerSecond() == 0 ? 0 : batch * 1_000_000_000L / settings.pagesPerSecond();
         long next = System.nanoTime();
         long pass = DirtyingWorkload.passesDone(memory);
@@ -64,13 +65,28 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
                 if (batch > 0 && (i + 1) % batch == 0) {
                     next += batchNanos;
                     long wait = next - System.nanoTime();
-                    if (wait > 0) LockSupport.parkNanos(wait);
-                    else if (wait < -100_000_000L) next = System.nanoTime(); // paused or starved: no burst to catch up
+                    if (wait > 0) idle(wait);
+                    else if (wait < -batchNanos) next = System.nanoTime(); // held (paused, throttled, starved) over a batch: not caught up
                 }
             }
             checkPause();
             memory.writeLong(DirtyingWorkload.PASSES_DONE_ADDRESS, pass);
             mark(DirtyingWorkload.PASSES_DONE_ADDRESS);
+        }
+    }
+
+    /**
+     * Sleeps between batches. Asleep it writes nothing, so a pause asked for meanwhile holds at once (as a
+     * halted vCPU is stopped at once); it checks for the pause before its next write.
+     */
+    private void idle(long nanos) {
+        synchronized (lock) {
+            sleeping = true;
+            lock.notifyAll();
+        }
+        LockSupport.parkNanos(nanos);
+        synchronized (lock) {
+            sleeping = false;
         }
     }
 
@@ -102,7 +118,7 @@ public final class SoftwareGuest implements MigratableVm, DirtySource {
         long start = System.nanoTime();
         synchronized (lock) {
             pauseRequested = true;
-            while (!parked && thread != null && thread.isAlive()) {
+            while (!parked && !sleeping && thread != null && thread.isAlive()) {
                 try {
                     lock.wait(10);
                 } catch (InterruptedException e) {

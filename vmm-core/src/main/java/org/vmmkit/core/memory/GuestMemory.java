@@ -125,6 +125,15 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /**
+     * Whether {@code region}'s backing file holds exactly that region from offset 0 — memory this class created,
+     * a memfd per region — so a hole in the file (SEEK_HOLE) is a page of the region never written, which reads
+     * as zero. Not said of {@link #wrap wrapped} memory: its host may map one file for several regions.
+     */
+    public boolean backingIsTheRegionAlone(GuestRegion region) {
+        return mappings.get(region.index()) != null;
+    }
+
+    /**
      * Bytes of guest RAM that cost host memory now: what the regions' memfds hold (pages never written, or
      * punched out as zero, cost nothing). One {@code fstat} per region.
      */

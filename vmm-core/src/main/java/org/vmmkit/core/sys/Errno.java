@@ -10,7 +10,7 @@ public final class Errno {
             EINVAL = 22, ENFILE = 23, EMFILE = 24, ENOTTY = 25, ETXTBSY = 26, EFBIG = 27, ENOSPC = 28,
             ESPIPE = 29, EROFS = 30, EMLINK = 31, EPIPE = 32, EDOM = 33, ERANGE = 34, EDEADLK = 35,
             ENAMETOOLONG = 36, ENOLCK = 37, ENOSYS = 38, ENOTEMPTY = 39, ELOOP = 40, ENOMSG = 42,
-            EIDRM = 43, ENODATA = 61, ETIME = 62, EPROTO = 71, EOVERFLOW = 75, EBADFD = 77, EOPNOTSUPP = 95,
+            EIDRM = 43, ENODATA = 61, ETIME = 62, EPROTO = 71, EMSGSIZE = 90, EOVERFLOW = 75, EBADFD = 77, EOPNOTSUPP = 95,
             EADDRINUSE = 98, EADDRNOTAVAIL = 99, ENETDOWN = 100, ECONNABORTED = 103, ECONNRESET = 104,
             ENOBUFS = 105, EISCONN = 106, ENOTCONN = 107, ETIMEDOUT = 110, ECONNREFUSED = 111,
             EHOSTUNREACH = 113, EALREADY = 114, EINPROGRESS = 115, ECANCELED = 125, EHWPOISON = 133;
@@ -63,6 +63,7 @@ public final class Errno {
         put(ENODATA, "ENODATA", "No data available");
         put(ETIME, "ETIME", "Timer expired");
         put(EPROTO, "EPROTO", "Protocol error");
+        put(EMSGSIZE, "EMSGSIZE", "Message too long");
         put(EOVERFLOW, "EOVERFLOW", "Value too large for defined data type");
         put(EBADFD, "EBADFD", "File descriptor in bad state");
         put(EOPNOTSUPP, "EOPNOTSUPP", "Operation not supported");

@@ -9,6 +9,7 @@ import java.lang.foreign.StructLayout;
 import java.lang.foreign.SymbolLookup;
 import java.lang.invoke.MethodHandle;
 import java.lang.invoke.VarHandle;
+import java.lang.foreign.ValueLayout;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
@@ -27,8 +28,9 @@ public final class Libc {
     public static final int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
     public static final int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
     public static final int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_DONTFORK = 10, MADV_HUGEPAGE = 14,
-            MADV_NOHUGEPAGE = 15;
+            MADV_NOHUGEPAGE = 15, MADV_POPULATE_WRITE = 23;
     public static final int MFD_CLOEXEC = 1;
+    public static final int SEEK_DATA = 3, SEEK_HOLE = 4;
     public static final int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
     public static final int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     /** glibc's {@code sigset_t}: 1024 bits. The kernel's own sigset is the first 8 bytes. */
@@ -70,6 +72,8 @@ public final class Libc {
     // and without capturing errno: a per-frame caller needs no MemorySegment object, and capturing errno
     // acquires the capture buffer's scope, which allocates 40 bytes a call (measured on JDK 25).
     private static final MethodHandle MADVISE_AT = bind("madvise", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle LSEEK = bindErrno("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle LSEEK_AT = bind("lseek", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
     private static final MethodHandle FSTAT = bindErrno("fstat", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
     /** glibc's {@code struct stat} on x86-64 (sys/stat.h): its size and the two members read here; checked by SysLayerTest. */
     public static final long STAT_BYTES = 144, STAT_ST_SIZE = 48, STAT_ST_BLOCKS = 64;
@@ -99,12 +103,169 @@ public final class Libc {
     private static final MethodHandle FCNTL_INT = bind("fcntl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT),
             CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
 
-    private static final MethodHandle SOCKETPAIR = bindErrno("socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
-
-    public static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
     public static final int O_NONBLOCK = 0x800;
     public static final int SPLICE_F_MOVE = 1, SPLICE_F_NONBLOCK = 2, SPLICE_F_MORE = 4;
     public static final int F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
+
+    // UNIX stream sockets with SCM_RIGHTS (vfio-user). Layouts as glibc declares them on x86-64 and AArch64
+    // (sys/socket.h, sys/un.h, bits/uio.h, poll.h); SysLayerTest checks every member against the headers.
+    public static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000, SOL_SOCKET = 1, SCM_RIGHTS = 1;
+    public static final int SHUT_RDWR = 2;
+    public static final int MSG_CTRUNC = 0x8, MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
+    public static final short POLLIN = 0x1, POLLOUT = 0x4, POLLERR = 0x8, POLLHUP = 0x10, POLLNVAL = 0x20;
+
+    /** {@code struct iovec}. */
+    public static final StructLayout IOVEC = MemoryLayout.structLayout(
+            ADDRESS.withName("iov_base"),
+            JAVA_LONG.withName("iov_len")).withName("iovec");
+    /** {@code struct msghdr}. */
+    public static final StructLayout MSGHDR = MemoryLayout.structLayout(
+            ADDRESS.withName("msg_name"),
+            JAVA_INT.withName("msg_namelen"),
+            MemoryLayout.paddingLayout(4),
+            ADDRESS.withName("msg_iov"),
+            JAVA_LONG.withName("msg_iovlen"),
+            ADDRESS.withName("msg_control"),
+            JAVA_LONG.withName("msg_controllen"),
+            JAVA_INT.withName("msg_flags"),
+            MemoryLayout.paddingLayout(4)).withName("msghdr");
+    /** {@code struct cmsghdr}; the data ({@code CMSG_DATA}) follows it at {@link #cmsgLen}{@code (0)}. */
+    public static final StructLayout CMSGHDR = MemoryLayout.structLayout(
+            JAVA_LONG.withName("cmsg_len"),
+            JAVA_INT.withName("cmsg_level"),
+            JAVA_INT.withName("cmsg_type")).withName("cmsghdr");
+    /** {@code struct sockaddr_un}: the family, then a path of at most 107 bytes and its NUL. */
+    public static final StructLayout SOCKADDR_UN = MemoryLayout.structLayout(
+            ValueLayout.JAVA_SHORT.withName("sun_family"),
+            MemoryLayout.sequenceLayout(108, ValueLayout.JAVA_BYTE).withName("sun_path")).withName("sockaddr_un");
+    /** {@code struct pollfd}. */
+    public static final StructLayout POLLFD = MemoryLayout.structLayout(
+            JAVA_INT.withName("fd"),
+            ValueLayout.JAVA_SHORT.withName("events"),
+            ValueLayout.JAVA_SHORT.withName("revents")).withName("pollfd");
+
+    public static final long IOV_BASE = offsetOf(IOVEC, "iov_base"), IOV_LEN = offsetOf(IOVEC, "iov_len");
+    public static final long MSG_NAME = offsetOf(MSGHDR, "msg_name"), MSG_NAMELEN = offsetOf(MSGHDR, "msg_namelen"),
+            MSG_IOV = offsetOf(MSGHDR, "msg_iov"), MSG_IOVLEN = offsetOf(MSGHDR, "msg_iovlen"),
+            MSG_CONTROL = offsetOf(MSGHDR, "msg_control"), MSG_CONTROLLEN = offsetOf(MSGHDR, "msg_controllen"),
+            MSG_FLAGS = offsetOf(MSGHDR, "msg_flags");
+    public static final long CMSG_LEN_AT = offsetOf(CMSGHDR, "cmsg_len"), CMSG_LEVEL = offsetOf(CMSGHDR, "cmsg_level"),
+            CMSG_TYPE = offsetOf(CMSGHDR, "cmsg_type");
+    public static final long SUN_FAMILY = offsetOf(SOCKADDR_UN, "sun_family"), SUN_PATH = offsetOf(SOCKADDR_UN, "sun_path");
+    public static final long POLL_FD = offsetOf(POLLFD, "fd"), POLL_EVENTS = offsetOf(POLLFD, "events"),
+            POLL_REVENTS = offsetOf(POLLFD, "revents");
+
+    private static long offsetOf(StructLayout layout, String member) {
+        return layout.byteOffset(MemoryLayout.PathElement.groupElement(member));
+    }
+
+    /** {@code CMSG_ALIGN}: control data is aligned to {@code size_t}. */
+    public static long cmsgAlign(long length) {
+        return (length + 7) & ~7L;
+    }
+
+    /** {@code CMSG_LEN(dataBytes)}: the {@code cmsg_len} of a control message carrying that much data. */
+    public static long cmsgLen(long dataBytes) {
+        return cmsgAlign(CMSGHDR.byteSize()) + dataBytes;
+    }
+
+    /** {@code CMSG_SPACE(dataBytes)}: the buffer room a control message carrying that much data takes. */
+    public static long cmsgSpace(long dataBytes) {
+        return cmsgAlign(CMSGHDR.byteSize()) + cmsgAlign(dataBytes);
+    }
+
+    private static final MethodHandle SOCKET = bindErrno("socket", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
+    private static final MethodHandle CONNECT = bindErrno("connect", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle SENDMSG = bindErrno("sendmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle RECVMSG = bindErrno("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle SHUTDOWN = bindErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
+    private static final MethodHandle SOCKETPAIR = bindErrno("socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
+    private static final MethodHandle POLL = bindErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+
+    /**
+     * A connected UNIX stream socket to {@code path} ({@code socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)} then
+     * {@code connect}); blocking. The fd is named {@code name}.
+     */
+    public static Fd connectUnix(java.nio.file.Path path, String name) {
+        byte[] p = path.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        if (p.length >= SOCKADDR_UN.byteSize() - SUN_PATH) {
+            throw new SysException("connect(" + path + ")", Errno.ENAMETOOLONG, name, "a UNIX socket path has at most "
+                    + (SOCKADDR_UN.byteSize() - SUN_PATH - 1) + " bytes");
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            int fd = (int) SOCKET.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) throw new SysException("socket(AF_UNIX, SOCK_STREAM)", errno(), name);
+            MemorySegment addr = arena.allocate(SOCKADDR_UN);
+            addr.set(ValueLayout.JAVA_SHORT, SUN_FAMILY, (short) AF_UNIX);
+            MemorySegment.copy(p, 0, addr, ValueLayout.JAVA_BYTE, SUN_PATH, p.length);
+            int r = (int) CONNECT.invokeExact(CAPTURE_BUFFER.get(), fd, addr, (int) SOCKADDR_UN.byteSize());
+            if (r < 0) {
+                int e = errno();
+                closeRaw(fd);
+                throw new SysException("connect(" + path + ")", e, name);
+            }
+            return new Fd(fd, name);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)}: two connected ends, named {@code name-0} and {@code name-1}. */
+    public static Fd[] socketpair(String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment sv = arena.allocate(JAVA_INT, 2);
+            int r = (int) SOCKETPAIR.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+            if (r < 0) throw new SysException("socketpair(AF_UNIX, SOCK_STREAM)", errno(), name);
+            return new Fd[] {new Fd(sv.getAtIndex(JAVA_INT, 0), name + "-0"), new Fd(sv.getAtIndex(JAVA_INT, 1), name + "-1")};
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code shutdown(fd, how)}; returns 0 or -errno. */
+    public static int shutdownRaw(int fd, int how) {
+        try {
+            int r = (int) SHUTDOWN.invokeExact(CAPTURE_BUFFER.get(), fd, how);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code sendmsg(fd, msg, flags)}; returns the bytes sent or -errno. */
+    public static long sendmsgRaw(int fd, MemorySegment msghdr, int flags) {
+        try {
+            long r = (long) SENDMSG.invokeExact(CAPTURE_BUFFER.get(), fd, msghdr, flags);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code recvmsg(fd, msg, flags)}; returns the bytes received (0 at end of stream) or -errno. */
+    public static long recvmsgRaw(int fd, MemorySegment msghdr, int flags) {
+        try {
+            long r = (long) RECVMSG.invokeExact(CAPTURE_BUFFER.get(), fd, msghdr, flags);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code poll(fds, count, timeoutMillis)}; returns how many have events, 0 on timeout, or -errno. */
+    public static int pollRaw(MemorySegment pollfds, long count, int timeoutMillis) {
+        try {
+            int r = (int) POLL.invokeExact(CAPTURE_BUFFER.get(), pollfds, count, timeoutMillis);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code close(fd)} of a raw fd (one received by SCM_RIGHTS that nothing took); returns 0 or -errno. */
+    public static int closeFdRaw(int fd) {
+        return closeRaw(fd);
+    }
 
     private static int errno() {
         return (int) ERRNO.get(CAPTURE_BUFFER.get(), 0L);
@@ -211,6 +372,30 @@ public final class Libc {
     public static int madviseRaw(long address, long length, int advice) {
         try {
             return (int) MADVISE_AT.invokeExact(address, length, advice) < 0 ? -1 : 0;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code lseek(fd, offset, whence)}: the resulting offset, or {@link SysException} naming the call, errno and file. */
+    public static long lseek(Fd fd, long offset, int whence) {
+        try {
+            long r = (long) LSEEK.invokeExact(CAPTURE_BUFFER.get(), fd.raw(), offset, whence);
+            if (r < 0) throw new SysException("lseek(offset=" + offset + ", whence=" + whence + ")", errno(), fd.describe());
+            return r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code lseek(fd, offset, whence)}: the resulting offset, or -1 on failure (errno is not captured: capturing
+     * it allocates, and the caller — SEEK_DATA on a file known to support it, where the only failure is ENXIO,
+     * no data from there on — knows what -1 means). Allocates nothing.
+     */
+    public static long lseekRaw(int fd, long offset, int whence) {
+        try {
+            return (long) LSEEK_AT.invokeExact(fd, offset, whence);
         } catch (Throwable t) {
             throw rethrow(t);
         }
@@ -401,15 +586,4 @@ public final class Libc {
         }
     }
 
-    /** {@code socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)}: two connected stream sockets, named {@code name:0} and {@code name:1}. */
-    public static Fd[] socketpair(String name) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment fds = arena.allocate(JAVA_INT, 2);
-            int r = (int) SOCKETPAIR.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
-            if (r < 0) throw new SysException("socketpair(AF_UNIX, SOCK_STREAM)", errno(), name);
-            return new Fd[] {new Fd(fds.getAtIndex(JAVA_INT, 0), name + ":0"), new Fd(fds.getAtIndex(JAVA_INT, 1), name + ":1")};
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
-    }
 }

@@ -83,6 +83,57 @@ class SysLayerTest {
     }
 
     @Test
+    void theSocketLayoutsAndConstantsMatchTheHeaders() {
+        new HeaderProbe("sys/socket.h", "sys/un.h", "sys/uio.h", "poll.h")
+                .expectLayout(Libc.IOVEC, "struct iovec")
+                .expectLayout(Libc.MSGHDR, "struct msghdr")
+                .expectLayout(Libc.CMSGHDR, "struct cmsghdr")
+                .expectLayout(Libc.SOCKADDR_UN, "struct sockaddr_un")
+                .expectLayout(Libc.POLLFD, "struct pollfd")
+                .expect("CMSG_LEN(0)", "CMSG_LEN(0)", Libc.cmsgLen(0))
+                .expect("CMSG_LEN(12)", "CMSG_LEN(12)", Libc.cmsgLen(12))
+                .expect("CMSG_SPACE(4)", "CMSG_SPACE(4)", Libc.cmsgSpace(4))
+                .expect("CMSG_SPACE(12)", "CMSG_SPACE(12)", Libc.cmsgSpace(12))
+                .expect("CMSG_DATA offset", "(char *)CMSG_DATA((struct cmsghdr *)0) - (char *)0", Libc.cmsgLen(0))
+                .expectValue("AF_UNIX", Libc.AF_UNIX)
+                .expectValue("SOCK_STREAM", Libc.SOCK_STREAM)
+                .expectValue("SOCK_CLOEXEC", Libc.SOCK_CLOEXEC)
+                .expectValue("SOL_SOCKET", Libc.SOL_SOCKET)
+                .expectValue("SCM_RIGHTS", Libc.SCM_RIGHTS)
+                .expectValue("SHUT_RDWR", Libc.SHUT_RDWR)
+                .expectValue("MSG_CTRUNC", Libc.MSG_CTRUNC)
+                .expectValue("MSG_DONTWAIT", Libc.MSG_DONTWAIT)
+                .expectValue("MSG_NOSIGNAL", Libc.MSG_NOSIGNAL)
+                .expectValue("MSG_CMSG_CLOEXEC", Libc.MSG_CMSG_CLOEXEC)
+                .expectValue("POLLIN", Libc.POLLIN)
+                .expectValue("POLLOUT", Libc.POLLOUT)
+                .expectValue("POLLERR", Libc.POLLERR)
+                .expectValue("POLLHUP", Libc.POLLHUP)
+                .expectValue("POLLNVAL", Libc.POLLNVAL)
+                .verify();
+    }
+
+    @Test
+    void theMadviseAdvicesMatchTheHeader() {
+        new HeaderProbe("sys/mman.h")
+                .expect("MADV_DONTNEED", "MADV_DONTNEED", Libc.MADV_DONTNEED)
+                .expect("MADV_REMOVE", "MADV_REMOVE", Libc.MADV_REMOVE)
+                .expect("MADV_DONTFORK", "MADV_DONTFORK", Libc.MADV_DONTFORK)
+                .expect("MADV_HUGEPAGE", "MADV_HUGEPAGE", Libc.MADV_HUGEPAGE)
+                .expect("MADV_NOHUGEPAGE", "MADV_NOHUGEPAGE", Libc.MADV_NOHUGEPAGE)
+                .expect("MADV_POPULATE_WRITE", "MADV_POPULATE_WRITE", Libc.MADV_POPULATE_WRITE)
+                .verify();
+    }
+
+    @Test
+    void theSeekWhenceValuesMatchTheHeader() {
+        new HeaderProbe("linux/fs.h")
+                .expect("SEEK_DATA", "SEEK_DATA", Libc.SEEK_DATA)
+                .expect("SEEK_HOLE", "SEEK_HOLE", Libc.SEEK_HOLE)
+                .verify();
+    }
+
+    @Test
     void errnoTableMatchesTheHeaders() {
         HeaderProbe probe = new HeaderProbe("errno.h");
         for (int errno : Errno.known()) probe.expect(Errno.name(errno), Errno.name(errno), errno);

@@ -13,11 +13,12 @@ import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
  * @param maxDataXferSize the largest {@code count} the server accepts in a REGION/DMA read or write
  * @param maxMsgFds the most file descriptors the server takes in one message
  * @param migrationPgsize the dirty-page bitmap page size, absent when the server does not support migration
- * @param twinSocket whether the server offered a separate socket for its own commands
+ * @param twinSocket whether the server enabled twin-socket mode (a separate socket for its own commands)
+ * @param twinSocketFdIndex which of the fds sent with the reply is that socket; -1 when not given
  * @param json the JSON as sent, for messages
  */
 public record ServerCapabilities(int major, int minor, long maxDataXferSize, int maxMsgFds, OptionalLong migrationPgsize,
-                                 boolean twinSocket, String json) {
+                                 boolean twinSocket, int twinSocketFdIndex, String json) {
 
     /** Parses and checks the reply's JSON ({@code ""} when the server sent none). */
     static ServerCapabilities parse(int major, int minor, String json) {
@@ -25,6 +26,7 @@ public record ServerCapabilities(int major, int minor, long maxDataXferSize, int
         long maxFds = VfioUserAbi.DEFAULT_MAX_MSG_FDS;
         OptionalLong pgsize = OptionalLong.empty();
         boolean twin = false;
+        long twinIndex = -1;
         if (!json.isEmpty()) {
             Map<String, Object> top = object(Json.parse(json), "the version data");
             Object caps = top.get("capabilities");
@@ -38,12 +40,16 @@ public record ServerCapabilities(int major, int minor, long maxDataXferSize, int
                     if (pg <= 0 || Long.bitCount(pg) != 1) throw new IllegalArgumentException("capabilities.migration.pgsize " + pg + " is not a power of two");
                     pgsize = OptionalLong.of(pg);
                 }
-                if (c.get("twin_socket") instanceof Map<?, ?> t) twin = Boolean.TRUE.equals(t.get("supported"));
+                if (c.get("twin_socket") instanceof Map<?, ?> t) {
+                    twin = Boolean.TRUE.equals(t.get("supported"));
+                    if (t.containsKey("fd_index")) twinIndex = number(t.get("fd_index"), "capabilities.twin_socket.fd_index");
+                }
             }
         }
         if (maxXfer <= 0) throw new IllegalArgumentException("capabilities.max_data_xfer_size " + maxXfer + " is not positive");
         if (maxFds > Integer.MAX_VALUE) throw new IllegalArgumentException("capabilities.max_msg_fds " + maxFds + " is too large");
-        return new ServerCapabilities(major, minor, maxXfer, (int) maxFds, pgsize, twin, json);
+        if (twinIndex > 64) throw new IllegalArgumentException("capabilities.twin_socket.fd_index " + twinIndex + " is too large");
+        return new ServerCapabilities(major, minor, maxXfer, (int) maxFds, pgsize, twin, (int) twinIndex, json);
     }
 
     /** Whether the server announced the migration capability. */

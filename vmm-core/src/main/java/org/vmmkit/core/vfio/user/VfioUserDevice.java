@@ -7,10 +7,14 @@ import java.nio.file.Path;
 import java.time.Duration;
 
 import org.vmmkit.core.sys.Errno;
+import org.vmmkit.core.sys.Fd;
+import org.vmmkit.core.sys.Libc;
 import org.vmmkit.core.sys.SysException;
+import org.vmmkit.core.sys.UnixSocket;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
 import org.vmmkit.core.vfio.abi.VfioAbi;
+import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
 
 import static java.lang.foreign.MemoryLayout.PathElement.groupElement;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
@@ -39,9 +43,24 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  */
 public final class VfioUserDevice implements VfioDevice {
 
-    /** @param replyTimeout how long one request may wait for its reply before the connection is declared dead */
-    public record Options(Duration replyTimeout) {
-        public static final Options DEFAULT = new Options(Duration.ofSeconds(10));
+    /**
+     * @param replyTimeout how long one request may wait for its reply before the connection is declared dead
+     * @param mapMigrationData whether the v1 migration region's data section may be mmap'd through the fd the
+     *     server offers. Off by default: the migration region is the one region a server may announce as
+     *     mappable yet serve only through REGION_READ/WRITE (libvfio-user's v1 library moves migration data
+     *     through its read/write callbacks; its mapping reads zeros), and that cannot be detected without
+     *     moving migration data (a probing read would consume device state). BARs are mapped when offered.
+     */
+    public record Options(Duration replyTimeout, boolean mapMigrationData) {
+        public static final Options DEFAULT = new Options(Duration.ofSeconds(10), false);
+
+        public Options(Duration replyTimeout) {
+            this(replyTimeout, false);
+        }
+
+        public Options withMapMigrationData(boolean map) {
+            return new Options(replyTimeout, map);
+        }
     }
 
     /** The dirty-page size this client proposes for migration (the v1 sample server accepts only 4096). */
@@ -57,12 +76,18 @@ public final class VfioUserDevice implements VfioDevice {
     private final ServerCapabilities capabilities;
     private final int flags, regionCount, irqCount;
     private final RegionInfo[] regions;
+    private final Fd[] regionFds;
     private final long readChunk, writeChunk;
+    private final Options options;
+    private final java.util.List<MemorySegment> mapped = new java.util.ArrayList<>();
+    private final int[] fdArg = new int[UnixSocket.MAX_FDS];
+    private VfioUserContainer container;
 
-    private VfioUserDevice(String name, Path socket, VfioUserConnection conn) {
+    private VfioUserDevice(String name, Path socket, VfioUserConnection conn, Options options) {
         this.name = name;
         this.socket = socket;
         this.conn = conn;
+        this.options = options;
         this.capabilities = negotiate();
         long payload = conn.call(DEVICE_GET_INFO, fillDeviceInfo(), DEVICE_INFO.byteSize(), DEVICE_INFO.byteSize(), 0, 0, 0);
         MemorySegment in = conn.in();
@@ -74,6 +99,7 @@ public final class VfioUserDevice implements VfioDevice {
                     "the server reports " + Integer.toUnsignedString(regionCount) + " regions (" + payload + "-byte reply)");
         }
         this.regions = new RegionInfo[regionCount];
+        this.regionFds = new Fd[regionCount];
         this.readChunk = Math.min(capabilities.maxDataXferSize(), VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE);
         this.writeChunk = Math.min(capabilities.maxDataXferSize(), conn.maxRequestPayload() - REGION_ACCESS.byteSize());
     }
@@ -85,7 +111,9 @@ public final class VfioUserDevice implements VfioDevice {
     public static VfioUserDevice connect(Path socket, String name, Options options) {
         VfioUserConnection conn = VfioUserConnection.connect(socket, name + " (vfio-user " + socket + ")", options.replyTimeout());
         try {
-            return new VfioUserDevice(name, socket, conn);
+            VfioUserDevice d = new VfioUserDevice(name, socket, conn, options);
+            conn.startServingIdle();
+            return d;
         } catch (RuntimeException e) {
             conn.close();
             throw e;
@@ -102,12 +130,15 @@ public final class VfioUserDevice implements VfioDevice {
     /**
      * VFIO_USER_VERSION: proposes {@value org.vmmkit.core.vfio.user.abi.VfioUserAbi#VERSION_MAJOR}.{@value
      * org.vmmkit.core.vfio.user.abi.VfioUserAbi#VERSION_MINOR} with our capabilities and checks the answer: the
-     * same major, a minor no higher, NUL-terminated JSON. {@code max_msg_fds} is left at its default: until fds
-     * are received (SCM_RIGHTS), the number announced here will not matter.
+     * same major, a minor no higher, NUL-terminated JSON. We take up to {@link UnixSocket#MAX_FDS} fds a
+     * message and ask for twin-socket mode: a server that enables it passes the client end of its command socket
+     * with the reply (at {@code twin_socket.fd_index}), and its DMA commands then never cross our requests. A
+     * reply that enables it without a usable fd is refused, as the specification says.
      */
     private ServerCapabilities negotiate() {
-        String json = "{\"capabilities\":{\"max_data_xfer_size\":" + VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE
-                + ",\"migration\":{\"pgsize\":" + MIGRATION_PGSIZE + "}}}";
+        String json = "{\"capabilities\":{\"max_msg_fds\":" + UnixSocket.MAX_FDS + ",\"max_data_xfer_size\":"
+                + VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE + ",\"migration\":{\"pgsize\":" + MIGRATION_PGSIZE
+                + "},\"twin_socket\":{\"supported\":true}}}";
         byte[] text = json.getBytes(StandardCharsets.UTF_8);
         MemorySegment out = conn.out();
         out.set(U16, VERSION_MAJOR_AT, (short) VERSION_MAJOR);
@@ -134,11 +165,20 @@ public final class VfioUserDevice implements VfioDevice {
             MemorySegment.copy(in, JAVA_BYTE, VERSION_DATA_AT, b, 0, b.length);
             serverJson = new String(b, StandardCharsets.UTF_8);
         }
+        ServerCapabilities caps;
         try {
-            return ServerCapabilities.parse(major, minor, serverJson);
+            caps = ServerCapabilities.parse(major, minor, serverJson);
         } catch (IllegalArgumentException e) {
             throw new SysException(what, Errno.EPROTO, conn.object(), "the server's capabilities: " + e.getMessage() + ": " + serverJson);
         }
+        if (caps.twinSocket()) {
+            if (caps.twinSocketFdIndex() < 0 || caps.twinSocketFdIndex() >= conn.receivedFdCount()) {
+                throw new SysException(what, Errno.EPROTO, conn.object(), "the server enables twin-socket mode but passed no command socket at fd_index "
+                        + caps.twinSocketFdIndex() + " (" + conn.receivedFdCount() + " fds came): " + serverJson);
+            }
+            conn.useCommandSocket(new Fd(conn.takeFd(caps.twinSocketFdIndex()), name + " command socket"));
+        }
+        return caps;
     }
 
     /** What the server said in VERSION. */
@@ -215,9 +255,18 @@ public final class VfioUserDevice implements VfioDevice {
             } catch (IllegalStateException e) {
                 throw new SysException(conn.what(), Errno.EPROTO, conn.object(), e.getMessage());
             }
-            // No fd was received with the reply (no SCM_RIGHTS yet), so nothing of it can be mmap'd here.
-            regions[region] = new RegionInfo(parsed.index(), parsed.flags() & ~VfioAbi.REGION_INFO_FLAG_MMAP, parsed.size(),
-                    parsed.fdOffset(), parsed.type(), parsed.sparseAreas());
+            // The server attaches the region's fd to the reply that carries the whole info (not to the short one).
+            Fd fd = (parsed.flags() & VfioAbi.REGION_INFO_FLAG_MMAP) != 0 && conn.receivedFdCount() > 0
+                    ? new Fd(conn.takeFd(0), name + " region " + region) : null;
+            boolean migrationData = parsed.type().isPresent()
+                    && parsed.type().get().equals(new RegionInfo.Type(VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED, VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED));
+            if (fd != null && migrationData && !options.mapMigrationData()) {
+                fd.close(); // trapped by choice (Options.mapMigrationData)
+                fd = null;
+            }
+            regionFds[region] = fd;
+            regions[region] = fd != null ? parsed : new RegionInfo(parsed.index(), parsed.flags() & ~VfioAbi.REGION_INFO_FLAG_MMAP,
+                    parsed.size(), parsed.fdOffset(), parsed.type(), parsed.sparseAreas());
             return regions[region];
         }
     }
@@ -315,17 +364,167 @@ public final class VfioUserDevice implements VfioDevice {
         }
     }
 
-    /** Refused: mapping needs the region's fd, which arrives by SCM_RIGHTS (a later increment). */
+    /**
+     * Maps {@code [offset, offset + size)} of the region through the fd its server passed with the region info:
+     * the range must lie in one sparse mmap area (or the region, when it has none). Refused (EOPNOTSUPP) for a
+     * region that came without an fd, and for the migration region unless {@link Options#mapMigrationData}.
+     */
     @Override
-    public MemorySegment mmap(int region, long offset, long size) {
-        throw new SysException("mmap(region " + region + ", offset 0x" + Long.toHexString(offset) + ", " + size + " bytes)",
-                Errno.EOPNOTSUPP, conn.object(), "this vfio-user client receives no file descriptors yet (SCM_RIGHTS), "
-                        + "so no region can be mapped; use read/write (VFIO_USER_REGION_READ/WRITE)");
+    public synchronized MemorySegment mmap(int region, long offset, long size) {
+        RegionInfo r = regionInfo(region);
+        String op = "mmap(region " + region + ", offset 0x" + Long.toHexString(offset) + ", " + size + " bytes)";
+        Fd fd = regionFds[region];
+        if (fd == null || !r.mmappable()) {
+            throw new SysException(op, Errno.EOPNOTSUPP, conn.object(), r.type().isPresent() && r.type().get().type() == VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED
+                    ? "the migration region's data is reached with VFIO_USER_REGION_READ/WRITE (Options.mapMigrationData is off)"
+                    : "the server passed no file descriptor for this region; use read/write (VFIO_USER_REGION_READ/WRITE)");
+        }
+        boolean inside = r.sparseAreas().isEmpty() ? offset >= 0 && size > 0 && offset <= r.size() - size : r.mmappableArea(offset, size).isPresent();
+        if (!inside) throw new SysException(op, Errno.EINVAL, conn.object(), "not inside one mmap'able area of the region");
+        int prot = (r.readable() ? Libc.PROT_READ : 0) | (r.writable() ? Libc.PROT_WRITE : 0);
+        MemorySegment m = Libc.mmap(size, prot, Libc.MAP_SHARED, fd.raw(), r.fdOffset() + offset, conn.object() + " region " + region);
+        mapped.add(m);
+        return m;
     }
 
     @Override
-    public void unmap(MemorySegment mapping) {
-        throw new IllegalArgumentException("vfio-user device " + name + " maps nothing, so it has nothing to unmap");
+    public synchronized void unmap(MemorySegment mapping) {
+        for (int i = 0; i < mapped.size(); i++) {
+            if (mapped.get(i).address() == mapping.address() && mapped.get(i).byteSize() == mapping.byteSize()) {
+                Libc.munmap(mapped.remove(i), conn.object());
+                return;
+            }
+        }
+        throw new IllegalArgumentException("vfio-user device " + name + " did not map " + mapping);
+    }
+
+    // --- DMA, dirty pages, interrupts: the client's side of the device's memory access ---
+
+    /**
+     * The device's DMA space as a {@link org.vmmkit.core.vfio.VfioContainer}: DMA_MAP/UNMAP, DIRTY_PAGES, and the
+     * server's DMA_READ/DMA_WRITE served against what is mapped. One per device (vfio-user has no container: each
+     * server has its own DMA space); {@code memory} is the guest RAM whose regions' files are passed with the maps.
+     */
+    public synchronized VfioUserContainer dmaSpace(org.vmmkit.core.memory.GuestMemory memory) {
+        if (container == null) container = new VfioUserContainer(this, memory);
+        else if (container.memory() != memory) throw new IllegalStateException(name + ": its DMA space already maps another guest memory");
+        return container;
+    }
+
+    VfioUserConnection connection() {
+        return conn;
+    }
+
+    /** VFIO_USER_DMA_MAP: {@code fd} (null: none) is attached as SCM_RIGHTS; the server maps it at {@code fdOffset}. */
+    synchronized void dmaMap(long iova, long size, Fd fd, long fdOffset, boolean readable, boolean writable) {
+        MemorySegment out = conn.out();
+        out.set(U32, DMA_MAP_ARGSZ, (int) DMA_MAP_PAYLOAD.byteSize());
+        out.set(U32, DMA_MAP_FLAGS, (readable ? DMA_REGION_READ : 0) | (writable ? DMA_REGION_WRITE : 0));
+        out.set(U64, DMA_MAP_OFFSET, fd == null ? 0 : fdOffset);
+        out.set(U64, DMA_MAP_ADDR, iova);
+        out.set(U64, DMA_MAP_SIZE, size);
+        int fds = 0;
+        if (fd != null) fdArg[fds++] = fd.raw();
+        conn.call(DMA_MAP, DMA_MAP_PAYLOAD.byteSize(), fdArg, fds, 0, 0, iova, size, fd == null ? -1 : fd.raw());
+    }
+
+    /** VFIO_USER_DMA_UNMAP of exactly one earlier map; the reply repeats it. */
+    synchronized void dmaUnmap(long iova, long size) {
+        MemorySegment out = conn.out();
+        out.set(U32, DMA_UNMAP_ARGSZ, (int) DMA_UNMAP_PAYLOAD.byteSize());
+        out.set(U32, DMA_UNMAP_FLAGS, 0);
+        out.set(U64, DMA_UNMAP_ADDR, iova);
+        out.set(U64, DMA_UNMAP_SIZE, size);
+        conn.call(DMA_UNMAP, DMA_UNMAP_PAYLOAD.byteSize(), DMA_UNMAP_PAYLOAD.byteSize(), DMA_UNMAP_PAYLOAD.byteSize(), iova, size, 0);
+        MemorySegment in = conn.in();
+        if (in.get(U64, DMA_UNMAP_ADDR) != iova || in.get(U64, DMA_UNMAP_SIZE) != size) {
+            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply unmapped [0x" + Long.toHexString(in.get(U64, DMA_UNMAP_ADDR))
+                    + ", +" + in.get(U64, DMA_UNMAP_SIZE) + ")");
+        }
+    }
+
+    /** VFIO_USER_DIRTY_PAGES START or STOP. */
+    synchronized void dirtyPages(int flag) {
+        MemorySegment out = conn.out();
+        out.set(U32, DIRTY_ARGSZ, (int) DIRTY_PAGES_PAYLOAD.byteSize());
+        out.set(U32, DIRTY_FLAGS, flag);
+        conn.call(DIRTY_PAGES, DIRTY_PAGES_PAYLOAD.byteSize(), 0, 0, flag, 0, 0);
+    }
+
+    /**
+     * VFIO_USER_DIRTY_PAGES GET_BITMAP of one DMA map exactly ({@code [iova, iova + size)}) at {@code pageSize}:
+     * the bits (cleared at the server) are copied into {@code bits}, which holds {@code ceil(pages / 64)} words.
+     * The reply must echo the range and carry exactly that many bitmap bytes.
+     */
+    synchronized void dirtyBitmap(long iova, long size, long pageSize, MemorySegment bits) {
+        long pages = (size + pageSize - 1) / pageSize;
+        long bytes = ((pages + 63) >>> 6) << 3;
+        long reply = RANGE_BITS + bytes;
+        if (reply > VfioUserConnection.MAX_REPLY_PAYLOAD || bits.byteSize() < bytes) {
+            throw new IllegalArgumentException(name + ": a dirty bitmap of " + pages + " pages does not fit one reply or the buffer");
+        }
+        MemorySegment out = conn.out();
+        out.set(U32, DIRTY_ARGSZ, (int) reply);
+        out.set(U32, DIRTY_FLAGS, VfioAbi.IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP);
+        out.set(U64, RANGE_IOVA, iova);
+        out.set(U64, RANGE_SIZE, size);
+        out.set(U64, RANGE_PGSIZE, pageSize);
+        out.set(U64, RANGE_BITMAP_SIZE, bytes);
+        conn.call(DIRTY_PAGES, RANGE_BITS, reply, reply, VfioAbi.IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP, iova, size);
+        MemorySegment in = conn.in();
+        if (in.get(U64, RANGE_IOVA) != iova || in.get(U64, RANGE_SIZE) != size || in.get(U64, RANGE_PGSIZE) != pageSize
+                || in.get(U64, RANGE_BITMAP_SIZE) != bytes) {
+            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply describes another range: iova 0x"
+                    + Long.toHexString(in.get(U64, RANGE_IOVA)) + ", size " + in.get(U64, RANGE_SIZE) + ", pgsize " + in.get(U64, RANGE_PGSIZE)
+                    + ", " + in.get(U64, RANGE_BITMAP_SIZE) + " bitmap bytes");
+        }
+        MemorySegment.copy(in, RANGE_BITS, bits, 0, bytes);
+    }
+
+    /**
+     * VFIO_USER_DEVICE_SET_IRQS: the server signals {@code eventfds[i]} when it triggers interrupt
+     * {@code index}, sub-index {@code i} (DATA_EVENTFD | ACTION_TRIGGER; the fds travel as SCM_RIGHTS).
+     */
+    public synchronized void setIrqEventfds(int index, Fd... eventfds) {
+        if (eventfds.length == 0 || eventfds.length > fdArg.length) throw new IllegalArgumentException(eventfds.length + " eventfds");
+        for (int i = 0; i < eventfds.length; i++) fdArg[i] = eventfds[i].raw();
+        irqSet(index, eventfds.length, VfioUserAbi.IRQ_SET_DATA_EVENTFD | VfioUserAbi.IRQ_SET_ACTION_TRIGGER, eventfds.length);
+    }
+
+    /** VFIO_USER_DEVICE_SET_IRQS with DATA_NONE | ACTION_TRIGGER, start and count 0: no eventfd of {@code index} is signalled any more. */
+    public synchronized void disableIrqs(int index) {
+        irqSet(index, 0, VfioUserAbi.IRQ_SET_DATA_NONE | VfioUserAbi.IRQ_SET_ACTION_TRIGGER, 0);
+    }
+
+    private void irqSet(int index, int count, int flags, int fds) {
+        if (index < 0 || index >= irqCount) {
+            throw new SysException(commandName(DEVICE_SET_IRQS) + "(index " + index + ")", Errno.EINVAL, conn.object(), "the device has " + irqCount + " IRQ indexes");
+        }
+        MemorySegment out = conn.out();
+        out.set(U32, IRQ_SET_ARGSZ, (int) IRQ_SET.byteSize());
+        out.set(U32, IRQ_SET_FLAGS, flags);
+        out.set(U32, IRQ_SET_INDEX, index);
+        out.set(U32, IRQ_SET_START, 0);
+        out.set(U32, IRQ_SET_COUNT, count);
+        conn.call(DEVICE_SET_IRQS, IRQ_SET.byteSize(), fdArg, fds, 0, 0, index, count, fds);
+    }
+
+    /** Whether the server sends its DMA commands on their own socket (twin-socket mode, negotiated in VERSION). */
+    public boolean twinSocket() {
+        return conn.twinSocket();
+    }
+
+    /** The server's DMA_READs and DMA_WRITEs this client served, and its commands it refused (see the log for each). */
+    public long dmaReadsServed() {
+        return conn.dmaReadsServed();
+    }
+
+    public long dmaWritesServed() {
+        return conn.dmaWritesServed();
+    }
+
+    public long serverCommandsRefused() {
+        return conn.serverCommandsRefused();
     }
 
     @Override
@@ -333,10 +532,18 @@ public final class VfioUserDevice implements VfioDevice {
         conn.call(DEVICE_RESET, 0, 0, 0, 0, 0, 0);
     }
 
-    /** Disconnects; the server sees its client go (the sample server then exits). */
+    /** Unmaps what was mapped, closes the region fds, and disconnects; the server sees its client go (the sample server then exits). */
     @Override
-    public synchronized void close() {
-        conn.close();
+    public void close() {
+        synchronized (this) {
+            for (MemorySegment m : mapped) Libc.munmap(m, conn.object());
+            mapped.clear();
+            for (int i = 0; i < regionFds.length; i++) {
+                if (regionFds[i] != null) regionFds[i].close();
+                regionFds[i] = null;
+            }
+        }
+        conn.close(); // not under the device's lock: it waits for the idle watcher, which may be serving a DMA
     }
 
     @Override

@@ -40,6 +40,7 @@ class VfioUserDeviceTest {
             assertEquals(1 << 20, d.capabilities().maxDataXferSize());
             assertEquals(4096, d.capabilities().migrationPgsize().orElseThrow(), d.capabilities().json());
             assertEquals(10, d.regionCount(), "v1 era: the migration region is index 9");
+            assertTrue(d.twinSocket(), "the server passed its command socket: its DMA never crosses our requests");
             assertTrue(d.resettable());
             assertTrue(d.pci());
         }
@@ -47,21 +48,42 @@ class VfioUserDeviceTest {
     }
 
     @Test
-    void theMigrationRegionCarriesItsTypeAndSparseAreaButNothingIsMappableWithoutFds() throws Exception {
+    void theMigrationRegionIsTrappedByDefaultWhileBar1MapsThroughTheFdTheServerPassed() throws Exception {
         try (VfioUserDevice d = servers.start("sample").connect()) {
             RegionInfo m = d.regionInfo(MIGRATION);
             assertEquals(new RegionInfo.Type(VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED, VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED), m.type().orElseThrow());
             assertEquals(0x5000, m.size());
             assertEquals(List.of(new RegionInfo.SparseArea(0x1000, 0x4000)), m.sparseAreas());
             assertTrue(m.readable() && m.writable());
-            assertFalse(m.mmappable(), "the server offered an fd; without SCM_RIGHTS we have none");
+            assertFalse(m.mmappable(), "the server offers the data area's fd, but migration data is trapped by default");
+            SysException e = assertThrows(SysException.class, () -> d.mmap(MIGRATION, 0x1000, 0x4000));
+            assertEquals("EOPNOTSUPP", e.errnoName());
             RegionInfo bar1 = d.regionInfo(BAR1);
             assertEquals(0x3000, bar1.size());
             assertEquals(List.of(new RegionInfo.SparseArea(0, 0x1000), new RegionInfo.SparseArea(0x2000, 0x1000)), bar1.sparseAreas());
+            assertTrue(bar1.mmappable(), "BAR1's fd arrived with its region info (SCM_RIGHTS)");
             assertEquals(8, d.regionInfo(BAR0).size());
-            SysException e = assertThrows(SysException.class, () -> d.mmap(MIGRATION, 0x1000, 0x4000));
-            assertEquals("EOPNOTSUPP", e.errnoName());
             assertEquals(1, d.readInt(MIGRATION, 0), "device_state reads running (001b)");
+
+            byte[] pattern = new byte[0x3000];
+            for (int i = 0; i < pattern.length; i++) pattern[i] = (byte) (i * 11 + 3);
+            d.write(BAR1, 0, MemorySegment.ofArray(pattern));
+            MemorySegment low = d.mmap(BAR1, 0, 0x1000), high = d.mmap(BAR1, 0x2000, 0x1000);
+            assertArrayEquals(java.util.Arrays.copyOfRange(pattern, 0, 0x1000), low.toArray(JAVA_BYTE), "what REGION_WRITE put in BAR1 reads through the mapping");
+            assertArrayEquals(java.util.Arrays.copyOfRange(pattern, 0x2000, 0x3000), high.toArray(JAVA_BYTE));
+            assertThrows(SysException.class, () -> d.mmap(BAR1, 0x1000, 0x1000), "outside the sparse areas");
+            d.unmap(low);
+            d.unmap(high);
+        }
+    }
+
+    @Test
+    void withMapMigrationDataTheMigrationRegionIsMappable() throws Exception {
+        try (VfioUserDevice d = servers.start("sample").connect(VfioUserDevice.Options.DEFAULT.withMapMigrationData(true))) {
+            assertTrue(d.regionInfo(MIGRATION).mmappable());
+            MemorySegment data = d.mmap(MIGRATION, 0x1000, 0x4000);
+            assertEquals(0x4000, data.byteSize());
+            d.unmap(data);
         }
     }
 

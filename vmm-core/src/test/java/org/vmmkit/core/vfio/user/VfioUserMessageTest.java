@@ -1,6 +1,7 @@
 package org.vmmkit.core.vfio.user;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -269,10 +270,10 @@ class VfioUserMessageTest {
             assertEquals(new RegionInfo.Type(3, 1), r.type().orElseThrow());
             assertEquals(List.of(new RegionInfo.SparseArea(0x1000, 0x4000)), r.sparseAreas());
             assertTrue(r.readable() && r.writable());
-            assertFalse(r.mmappable(), "no fd was received, so the region is not mappable here");
+            assertFalse(r.mmappable(), "no fd came with the reply, so the region is not mappable here");
             SysException e = assertThrows(SysException.class, () -> d.mmap(0, 0x1000, 0x4000));
             assertEquals("EOPNOTSUPP", e.errnoName());
-            assertTrue(e.getMessage().contains("receives no file descriptors yet"), e.getMessage());
+            assertTrue(e.getMessage().contains("the migration region's data is reached with VFIO_USER_REGION_READ/WRITE"), e.getMessage());
         }
     }
 
@@ -302,6 +303,87 @@ class VfioUserMessageTest {
             MemorySegment back = arena.allocate(4096);
             d.read(0, 0, back);
             assertArrayEquals(pattern, back.toArray(JAVA_BYTE));
+        }
+    }
+
+    /** Maps {@code host} at IOVA 0x10000 of a device whose server answers DMA_MAP and DIRTY_PAGES (no fd: the memory is not guest RAM). */
+    private static FakeServer.Handler withDma(FakeServer.Handler rest) {
+        return (m, s) -> {
+            if (m.cmd() == VfioUserAbi.DMA_MAP || m.cmd() == VfioUserAbi.DIRTY_PAGES) s.reply(m, FakeServer.payload(0));
+            else rest.handle(m, s);
+        };
+    }
+
+    private static byte[] dmaAccess(long addr, long count, int dataBytes, byte fill) {
+        ByteBuffer b = FakeServer.payload(16 + dataBytes).putLong(addr).putLong(count);
+        for (int i = 0; i < dataBytes; i++) b.put(fill);
+        return b.array();
+    }
+
+    @Test
+    void theServersDmaIsServedAgainstTheMappingsBoundsCheckedAndAWriteIsDirty() throws Exception {
+        try (VfioUserDevice d = connect(4096, withDma(onRead((m, s) -> {
+            s.send(101, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x11000, 16, 16, (byte) 7), 32); // in the mapping
+            s.send(102, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x1f000, 8192, 8192, (byte) 9), 16 + 8192); // runs off its end
+            s.send(103, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x11008, 16, 0, (byte) 0), 16);
+            s.send(104, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x1000, 4, 0, (byte) 0), 16); // nothing mapped there
+            s.standard(m);
+        })), QUICK); Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(0x10000, 4096);
+            VfioUserContainer dma = d.dmaSpace(null);
+            dma.mapDma(0x10000, host, true, true);
+            dma.startDirtyTracking();
+            d.readInt(0, 0); // the server's commands come before this reply, and are served
+            // The answers reach the server's reader after our read's reply (its handler was sending that reply): wait for them.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (server.received.stream().filter(m -> m.id() >= 101 && m.id() <= 104).count() < 4) {
+                assertTrue(System.nanoTime() < deadline, "the server got the client's answers to its four commands");
+                Thread.sleep(5);
+            }
+            java.util.Map<Integer, FakeServer.Message> answers = new java.util.HashMap<>();
+            for (FakeServer.Message m : server.received) if ((m.flags() & VfioUserAbi.FLAG_TYPE_MASK) == VfioUserAbi.FLAG_TYPE_REPLY) answers.put(m.id(), m);
+            assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, answers.get(101).flags(), "a write inside the mapping is done");
+            assertEquals(0x11000, answers.get(101).body().getLong(0));
+            assertEquals(16, answers.get(101).body().getLong(8));
+            assertEquals(VfioUserAbi.FLAG_TYPE_REPLY | VfioUserAbi.FLAG_ERROR, answers.get(102).flags(), "a write off the mapping is refused");
+            assertEquals(0, answers.get(102).payload().length);
+            assertEquals(32, answers.get(103).payload().length, "a read's reply carries address, count and the bytes");
+            for (int i = 0; i < 8; i++) assertEquals(7, answers.get(103).payload()[16 + i], "the bytes the write put there");
+            for (int i = 8; i < 16; i++) assertEquals(0, answers.get(103).payload()[16 + i]);
+            assertEquals(VfioUserAbi.FLAG_TYPE_REPLY | VfioUserAbi.FLAG_ERROR, answers.get(104).flags());
+            for (int i = 0; i < 16; i++) assertEquals(7, host.get(JAVA_BYTE, 0x1000 + i));
+            assertEquals(0, host.get(JAVA_BYTE, 0xf000), "the refused write changed nothing");
+            assertEquals(1, d.dmaWritesServed());
+            assertEquals(1, d.dmaReadsServed());
+            assertEquals(2, d.serverCommandsRefused());
+
+            MemorySegment bits = arena.allocate(16 * 8, 8);
+            dma.getDirtyBitmap(0x10000, 0x10000, 4096, bits);
+            assertEquals(1L << 1, bits.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), "the page the server wrote by DMA_WRITE is dirty, only it");
+            dma.getDirtyBitmap(0x10000, 0x10000, 4096, bits);
+            assertEquals(0, bits.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), "and cleared once reported");
+        }
+    }
+
+    @Test
+    void aDmaWriteWhileNoRequestIsInFlightIsServedByTheWatcher() throws Exception {
+        try (VfioUserDevice d = connect(4096, withDma((m, s) -> s.standard(m)), QUICK); Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(0x10000, 4096);
+            d.dmaSpace(null).mapDma(0x10000, host, true, false); // the device may not write
+            server.send(201, VfioUserAbi.DMA_WRITE, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 4, (byte) 1), 20);
+            server.send(202, VfioUserAbi.DMA_READ, VfioUserAbi.FLAG_TYPE_COMMAND, 0, dmaAccess(0x10000, 4, 0, (byte) 0), 16);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (server.received.stream().filter(m -> m.id() == 201 || m.id() == 202).count() < 2) {
+                assertTrue(System.nanoTime() < deadline, "the idle client answered the server's commands");
+                Thread.sleep(5);
+            }
+            FakeServer.Message write = server.received.stream().filter(m -> m.id() == 201).findFirst().orElseThrow();
+            assertEquals(VfioUserAbi.FLAG_TYPE_REPLY | VfioUserAbi.FLAG_ERROR, write.flags(), "a write to a read-only mapping is refused (EPERM)");
+            FakeServer.Message read = server.received.stream().filter(m -> m.id() == 202).findFirst().orElseThrow();
+            assertEquals(VfioUserAbi.FLAG_TYPE_REPLY, read.flags());
+            assertEquals(0, host.get(JAVA_BYTE, 0));
+            d.writeInt(0, 0, 5);
+            assertEquals(5, d.readInt(0, 0), "the connection goes on");
         }
     }
 }

@@ -35,9 +35,10 @@ public final class VfioUserPeer {
     private static String buildFailure;
     private static Path server;
 
-    /** Whether a missing peer must fail the test instead of skipping it. */
+    /** Whether a missing peer must fail the test instead of skipping it: {@code CI} set (other than false or 0), or {@code VMMKIT_REQUIRE_VFIO_USER=1}. */
     public static boolean required() {
-        return System.getenv("CI") != null || "1".equals(System.getenv(REQUIRE_ENV));
+        String ci = System.getenv("CI");
+        return (ci != null && !ci.isEmpty() && !ci.equalsIgnoreCase("false") && !ci.equals("0")) || "1".equals(System.getenv(REQUIRE_ENV));
     }
 
     /** The project root: the nearest ancestor of the working directory (a module) with the parent pom. */

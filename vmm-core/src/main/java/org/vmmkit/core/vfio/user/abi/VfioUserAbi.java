@@ -64,6 +64,62 @@ public final class VfioUserAbi {
             U32.withName("count"),
             sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_user_region_access");
 
+    // DMA_MAP flags ("VFIO_USER_DMA_MAP"); DMA_UNMAP and DIRTY_PAGES flags are the kernel's (VfioAbi).
+    public static final int DMA_REGION_READ = 1, DMA_REGION_WRITE = 2;
+
+    /** {@code VFIO_USER_DMA_MAP} request: the memfd (if any) travels with it as SCM_RIGHTS. */
+    public static final StructLayout DMA_MAP_PAYLOAD = structLayout(
+            U32.withName("argsz"),
+            U32.withName("flags"),
+            U64.withName("offset"),
+            U64.withName("addr"),
+            U64.withName("size")).withByteAlignment(1).withName("vfio_user_dma_map");
+
+    /** The bitmap header of DMA_UNMAP and DIRTY_PAGES: page size and bitmap bytes, then the bits. */
+    public static final StructLayout BITMAP = structLayout(
+            U64.withName("pgsize"),
+            U64.withName("size"),
+            sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_user_bitmap");
+
+    /** {@code VFIO_USER_DMA_UNMAP} request and reply (without the optional bitmap this client never asks for). */
+    public static final StructLayout DMA_UNMAP_PAYLOAD = structLayout(
+            U32.withName("argsz"),
+            U32.withName("flags"),
+            U64.withName("addr"),
+            U64.withName("size")).withByteAlignment(1).withName("vfio_user_dma_unmap");
+
+    /** {@code VFIO_USER_DIRTY_PAGES}: argsz and one of START, STOP, GET_BITMAP. */
+    public static final StructLayout DIRTY_PAGES_PAYLOAD = structLayout(
+            U32.withName("argsz"),
+            U32.withName("flags")).withByteAlignment(1).withName("vfio_user_dirty_pages");
+
+    /** The range of a GET_BITMAP, after {@link #DIRTY_PAGES_PAYLOAD} in request and reply; the bits follow it in the reply. */
+    public static final StructLayout BITMAP_RANGE = structLayout(
+            U64.withName("iova"),
+            U64.withName("size"),
+            structLayout(U64.withName("pgsize"), U64.withName("size")).withByteAlignment(1).withName("bitmap"))
+            .withByteAlignment(1).withName("vfio_user_bitmap_range");
+
+    /** {@code VFIO_USER_DMA_READ}/{@code _WRITE} (server to client): address and count, then the data. */
+    public static final StructLayout DMA_ACCESS = structLayout(
+            U64.withName("addr"),
+            U64.withName("count"),
+            sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_user_dma_region_access");
+
+    /** {@code VFIO_USER_DEVICE_SET_IRQS}: the kernel's {@code struct vfio_irq_set}; eventfds travel as SCM_RIGHTS. */
+    public static final StructLayout IRQ_SET = structLayout(
+            U32.withName("argsz"),
+            U32.withName("flags"),
+            U32.withName("index"),
+            U32.withName("start"),
+            U32.withName("count"),
+            sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_irq_set");
+
+    // SET_IRQS flags and the PCI IRQ indexes (linux/vfio.h).
+    public static final int IRQ_SET_DATA_NONE = 1, IRQ_SET_DATA_BOOL = 2, IRQ_SET_DATA_EVENTFD = 4, IRQ_SET_ACTION_MASK = 8,
+            IRQ_SET_ACTION_UNMASK = 16, IRQ_SET_ACTION_TRIGGER = 32;
+    public static final int PCI_INTX_IRQ_INDEX = 0, PCI_MSI_IRQ_INDEX = 1, PCI_MSIX_IRQ_INDEX = 2;
+
     public static final long HEADER_SIZE = HEADER.byteSize();
     public static final long HEADER_MSG_ID = offset(HEADER, "msg_id"), HEADER_CMD = offset(HEADER, "cmd"),
             HEADER_MSG_SIZE = offset(HEADER, "msg_size"), HEADER_FLAGS = offset(HEADER, "flags"),
@@ -77,6 +133,24 @@ public final class VfioUserAbi {
 
     public static final long ACCESS_OFFSET = offset(REGION_ACCESS, "offset"), ACCESS_REGION = offset(REGION_ACCESS, "region"),
             ACCESS_COUNT = offset(REGION_ACCESS, "count"), ACCESS_DATA = offset(REGION_ACCESS, "data");
+
+    public static final long DMA_MAP_ARGSZ = offset(DMA_MAP_PAYLOAD, "argsz"), DMA_MAP_FLAGS = offset(DMA_MAP_PAYLOAD, "flags"),
+            DMA_MAP_OFFSET = offset(DMA_MAP_PAYLOAD, "offset"), DMA_MAP_ADDR = offset(DMA_MAP_PAYLOAD, "addr"),
+            DMA_MAP_SIZE = offset(DMA_MAP_PAYLOAD, "size");
+    public static final long DMA_UNMAP_ARGSZ = offset(DMA_UNMAP_PAYLOAD, "argsz"), DMA_UNMAP_FLAGS = offset(DMA_UNMAP_PAYLOAD, "flags"),
+            DMA_UNMAP_ADDR = offset(DMA_UNMAP_PAYLOAD, "addr"), DMA_UNMAP_SIZE = offset(DMA_UNMAP_PAYLOAD, "size");
+    public static final long DIRTY_ARGSZ = offset(DIRTY_PAGES_PAYLOAD, "argsz"), DIRTY_FLAGS = offset(DIRTY_PAGES_PAYLOAD, "flags");
+    /** Offsets of a GET_BITMAP's range, counted from the start of the payload (after {@link #DIRTY_PAGES_PAYLOAD}). */
+    public static final long RANGE_IOVA = DIRTY_PAGES_PAYLOAD.byteSize() + offset(BITMAP_RANGE, "iova"),
+            RANGE_SIZE = DIRTY_PAGES_PAYLOAD.byteSize() + offset(BITMAP_RANGE, "size"),
+            RANGE_PGSIZE = DIRTY_PAGES_PAYLOAD.byteSize() + offset(BITMAP_RANGE, "bitmap") + offset(BITMAP, "pgsize"),
+            RANGE_BITMAP_SIZE = DIRTY_PAGES_PAYLOAD.byteSize() + offset(BITMAP_RANGE, "bitmap") + offset(BITMAP, "size"),
+            RANGE_BITS = DIRTY_PAGES_PAYLOAD.byteSize() + BITMAP_RANGE.byteSize();
+    public static final long DMA_ACCESS_ADDR = offset(DMA_ACCESS, "addr"), DMA_ACCESS_COUNT = offset(DMA_ACCESS, "count"),
+            DMA_ACCESS_DATA = offset(DMA_ACCESS, "data");
+    public static final long IRQ_SET_ARGSZ = offset(IRQ_SET, "argsz"), IRQ_SET_FLAGS = offset(IRQ_SET, "flags"),
+            IRQ_SET_INDEX = offset(IRQ_SET, "index"), IRQ_SET_START = offset(IRQ_SET, "start"), IRQ_SET_COUNT = offset(IRQ_SET, "count"),
+            IRQ_SET_DATA = offset(IRQ_SET, "data");
 
     /** {@code max_data_xfer_size} when the VERSION JSON does not give one ("Version", capabilities table). */
     public static final long DEFAULT_MAX_DATA_XFER_SIZE = 1L << 20;

@@ -1,0 +1,10 @@
+package org.vmmkit.migration;
+
+import org.junit.jupiter.api.Test;
+
+class RehearsalTest {
+    @Test
+    void theRehearsalMigratesItsTinyVmOverLoopback() throws Exception {
+        Rehearsal.run(); // throws unless the destination ran with the page the source held
+    }
+}
