@@ -412,11 +412,16 @@ public final class EmulatedV2Device implements EmulatedDevice {
                     return (int) refuseRaw("VFIO_MIG_GET_PRECOPY_INFO in " + state + " (only PRE_COPY states)", Errno.EINVAL);
                 }
                 if (faults.precopyInfoErrno != 0) return -faults.precopyInfoErrno;
-                long inFlight = inFlight();
-                boolean initialDone = initialNext >= pages && begun;
-                long initial = (begun ? 0 : RECORD_HEADER) + (pages - initialNext) * PAGE_RECORD + (initialDone ? 0 : inFlight);
+                // What the user has not read yet, split as the header says: initial_bytes is what is left of the first
+                // pass (however far the pump has got), dirty_bytes the rest. Consumed = written to the pipe less what
+                // it still holds, so it counts reads and splices alike.
+                long inPipe = pipeBytes(vmmEnd);
+                long remaining = (limit - pos) + inPipe + (begun ? 0 : RECORD_HEADER) + (pages - initialNext) * PAGE_RECORD
+                        + dirtyCount * PAGE_RECORD;
+                long consumed = produced - inPipe;
+                long initial = Math.min(remaining, Math.max(0, RECORD_HEADER + pages * PAGE_RECORD - consumed));
                 info.set(JAVA_LONG, V2Abi.PRECOPY_INITIAL_BYTES, initial);
-                info.set(JAVA_LONG, V2Abi.PRECOPY_DIRTY_BYTES, dirtyCount * PAGE_RECORD + (initialDone ? inFlight : 0));
+                info.set(JAVA_LONG, V2Abi.PRECOPY_DIRTY_BYTES, remaining - initial);
                 return 0;
             }
         }
