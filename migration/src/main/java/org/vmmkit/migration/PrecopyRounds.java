@@ -50,10 +50,10 @@ final class PrecopyRounds {
         this.stats = stats;
     }
 
-    /** Every section's pending bytes, summed (no chunk is out when it is called). */
+    /** What every section would still send if stopped now, summed (no chunk is out when it is called). */
     long pendingSectionBytes() {
         long sum = 0;
-        for (SectionProducer p : sections) sum += p.section().pending();
+        for (SectionProducer p : sections) sum += p.section().downtimeBytes();
         return sum;
     }
 

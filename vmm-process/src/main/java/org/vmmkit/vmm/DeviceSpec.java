@@ -8,17 +8,24 @@ import java.util.Locale;
 import org.vmmkit.core.config.Config;
 import org.vmmkit.core.config.ConfigKey;
 import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.vfio.abi.V2Abi;
+import org.vmmkit.testbed.vfio.EmulatedDevice;
 import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedV2Device;
+import org.vmmkit.testbed.vfio.P2pFabric;
+import org.vmmkit.vfio.migration.DeviceMigrationPlan;
 
 /**
- * One device of the {@code device.<name>.*} config section: an emulated VFIO device with a v1 migration
- * region (the kernel side's semantics, see vfio-migration), its state size, data section kind, operation
- * rate, the guest RAM it writes by DMA, and whether its state migrates; or a device served by a vfio-user
- * server on a UNIX socket ({@code type = vfio-user}), with how its migration data is reached and what drives it.
+ * One device of the {@code device.<name>.*} config section: an emulated VFIO device whose driver speaks
+ * migration v1 (the migration region) or v2 (VFIO_DEVICE_FEATURE, a data_fd; with or without PRE_COPY and the
+ * P2P states), its state size, data section kind (v1), operation rate, the guest RAM it writes by DMA, whether
+ * its state migrates and by which protocol (detected, or forced); or a device served by a vfio-user server on a
+ * UNIX socket ({@code type = vfio-user}), with how its migration data is reached and what drives it.
  */
 public record DeviceSpec(String name, boolean migratable, long memory, EmulatedMigratableDevice.DataSection dataSection,
                          long opsPerSecond, long dmaAddress, long dmaSize, Kind kind, Path socket, boolean mapMigrationData,
-                         String driver) {
+                         String driver, String emulatedProtocol, DeviceMigrationPlan.Protocol migrationProtocol, boolean preCopy,
+                         boolean p2p) {
 
     /** What serves the device. */
     public enum Kind { EMULATED, VFIO_USER }
@@ -27,7 +34,7 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final String SAMPLE_DRIVER = "libvfio-user-sample", SAMPLE_DMA_DRIVER = "libvfio-user-sample-dma";
 
     public static final ConfigKey<Kind> TYPE = new ConfigKey<>("device.<name>.type", "emulated",
-            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's v1 migration semantics (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server (v1 migration region) on `device.<name>.socket`.",
+            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's migration semantics, v1 or v2 (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server (v1 migration region) on `device.<name>.socket`.",
             v -> switch (v) {
                 case "emulated" -> Kind.EMULATED;
                 case "vfio-user" -> Kind.VFIO_USER;
@@ -65,8 +72,28 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final ConfigKey<Long> DMA_SIZE = ConfigKey.size("device.<name>.dma-size", "0",
             "Bytes of guest RAM from dma-address the device writes by DMA; 0 is no DMA.");
 
+    public static final ConfigKey<String> EMULATED_PROTOCOL = new ConfigKey<>("device.<name>.emulated-protocol", "v1",
+            "The migration protocol the emulated device's driver speaks: `v1` (the migration region) or `v2` (VFIO_DEVICE_FEATURE and a data_fd, as every current kernel driver).",
+            v -> {
+                if (!v.equals("v1") && !v.equals("v2")) throw new IllegalArgumentException("expected v1 or v2");
+                return v;
+            });
+    public static final ConfigKey<DeviceMigrationPlan.Protocol> MIGRATION_PROTOCOL = new ConfigKey<>("device.<name>.migration-protocol", "auto",
+            "How the VMM migrates the device: `auto` (v2 where the device reports VFIO_DEVICE_FEATURE_MIGRATION, else the v1 region), `v1` or `v2`; a migratable device without the protocol chosen blocks migration.",
+            v -> {
+                try {
+                    return DeviceMigrationPlan.Protocol.valueOf(v.toUpperCase(Locale.ROOT));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("expected auto, v1 or v2");
+                }
+            });
+    public static final ConfigKey<Boolean> PRE_COPY = ConfigKey.flag("device.<name>.pre-copy", "true",
+            "v2 emulation: whether the device offers PRE_COPY (VFIO_MIGRATION_PRE_COPY); without it the device's state moves only in stop-and-copy.");
+    public static final ConfigKey<Boolean> P2P = ConfigKey.flag("device.<name>.p2p", "true",
+            "v2 emulation: whether the device offers the P2P states (VFIO_MIGRATION_P2P) and writes the VM's other v2 devices by peer-to-peer DMA.");
+
     public static final List<ConfigKey<?>> KEYS = List.of(TYPE, MIGRATABLE, MEMORY, DATA_SECTION, OPS, DMA_ADDRESS, DMA_SIZE, SOCKET,
-            MAP_MIGRATION_DATA, DRIVER);
+            MAP_MIGRATION_DATA, DRIVER, EMULATED_PROTOCOL, MIGRATION_PROTOCOL, PRE_COPY, P2P);
 
     /** Every device the config names, in the order first named, each checked against the VM's memory. */
     public static List<DeviceSpec> from(Config config, long guestMemory) {
@@ -94,13 +121,30 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
                 }
             }
             out.add(new DeviceSpec(name, config.get(MIGRATABLE, name), memory, config.get(DATA_SECTION, name), config.get(OPS, name),
-                    dmaAddress, dmaSize, kind, socket.isEmpty() ? null : Path.of(socket), config.get(MAP_MIGRATION_DATA, name), driver));
+                    dmaAddress, dmaSize, kind, socket.isEmpty() ? null : Path.of(socket), config.get(MAP_MIGRATION_DATA, name), driver,
+                    config.get(EMULATED_PROTOCOL, name), config.get(MIGRATION_PROTOCOL, name), config.get(PRE_COPY, name), config.get(P2P, name)));
         }
         return out;
     }
 
-    /** The emulated device's own configuration. */
+    /** The emulated device's own configuration (a v1 device). */
     public EmulatedMigratableDevice.Config deviceConfig() {
         return EmulatedMigratableDevice.Config.defaults(name).withMemory(memory).with(dataSection).withOpsPerSecond(opsPerSecond);
+    }
+
+    /** The emulated v2 device's configuration: its migration flags from pre-copy and p2p; DMA logging offered. */
+    public EmulatedV2Device.Config v2DeviceConfig() {
+        long flags = V2Abi.MIGRATION_STOP_COPY | (preCopy ? V2Abi.MIGRATION_PRE_COPY : 0) | (p2p ? V2Abi.MIGRATION_P2P : 0);
+        return new EmulatedV2Device.Config(name, memory, flags, opsPerSecond, 16, p2p ? 8 : 0, true, true);
+    }
+
+    /** The emulated device this spec describes, with {@code seed} for its initial state. */
+    public EmulatedDevice create(long seed, P2pFabric fabric) {
+        if (emulatedProtocol.equals("v2")) {
+            EmulatedV2Device d = new EmulatedV2Device(v2DeviceConfig(), seed);
+            if (p2p) d.joinFabric(fabric);
+            return d;
+        }
+        return new EmulatedMigratableDevice(deviceConfig(), seed);
     }
 }

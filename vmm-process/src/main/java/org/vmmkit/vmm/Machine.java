@@ -32,7 +32,14 @@ import org.vmmkit.migration.MigrationSource;
 import org.vmmkit.migration.MigrationStats;
 import org.vmmkit.vfio.migration.DeviceMigrationPlan;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
+import org.vmmkit.core.vfio.VfioDevice;
+import org.vmmkit.dirty.DeviceDmaLog;
+import org.vmmkit.testbed.vfio.EmulatedDevice;
 import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
+import org.vmmkit.testbed.vfio.EmulatedV2Device;
+import org.vmmkit.testbed.vfio.P2pFabric;
+import org.vmmkit.vfio.migration.DeviceSection;
+import org.vmmkit.vfio.migration.V2DeviceMigration;
 
 /**
  * One VMM process's VM, wired from its settings: a KVM VM with guest RAM, its vCPUs and the built-in
@@ -64,7 +71,8 @@ public final class Machine implements AutoCloseable {
     private final MigratableVm guest;
     private final DirtyingWorkload workload;
     private final EmulatedVfioContainer container;
-    private final List<EmulatedMigratableDevice> devices = new ArrayList<>();
+    private final List<EmulatedDevice> devices = new ArrayList<>();
+    private final P2pFabric fabric = new P2pFabric();
     private final List<VfioUserAttachment> userDevices = new ArrayList<>(); // type = vfio-user
     private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
@@ -130,16 +138,25 @@ public final class Machine implements AutoCloseable {
                     opened.add(user);
                     userDevices.add(user);
                     deviceOrder.add(user);
-                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable()));
+                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol()));
                     continue;
                 }
-                EmulatedMigratableDevice device = new EmulatedMigratableDevice(spec.deviceConfig(), seed++);
+                EmulatedDevice device = spec.create(seed++, fabric);
                 opened.add(device);
-                if (incoming) device.recordDigestOnResume();
-                if (spec.dmaSize() > 0) device.attachDma(container, spec.dmaAddress(), spec.dmaSize());
+                switch (device) {
+                    case EmulatedMigratableDevice v1 -> {
+                        if (incoming) v1.recordDigestOnResume();
+                        if (spec.dmaSize() > 0) v1.attachDma(container, spec.dmaAddress(), spec.dmaSize());
+                    }
+                    case EmulatedV2Device v2 -> {
+                        if (incoming) v2.recordDigestOnResume();
+                        if (spec.dmaSize() > 0) v2.attachDma(container, spec.dmaAddress(), spec.dmaSize());
+                    }
+                    default -> throw new IllegalStateException("unknown emulated device " + device.name());
+                }
                 devices.add(device);
                 deviceOrder.add(device);
-                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable()));
+                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
             this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
@@ -227,6 +244,14 @@ public final class Machine implements AutoCloseable {
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
         List<DirtySource> dirty = new ArrayList<>(List.of(kvmLog != null ? kvmLog : software, new VfioIommuDirtyPages(container, memory)));
+        // v2 devices that log their own DMA are sources too, merged like the IOMMU's bitmap (here the IOMMU tracks
+        // as well: the two agree; on a host whose IOMMU cannot track, the device log is what finds those pages).
+        for (DeviceSection d : plan.devices()) {
+            if (d instanceof V2DeviceMigration) {
+                devices.stream().filter(x -> x.name().equals(d.deviceName())).findFirst()
+                        .filter(DeviceDmaLog::supported).ifPresent(device -> dirty.add(new DeviceDmaLog(device, memory)));
+            }
+        }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
                 .withTransport(settings.transport());
@@ -377,16 +402,19 @@ public final class Machine implements AutoCloseable {
                 devs.add(u.report(still));
                 continue;
             }
-            EmulatedMigratableDevice d = (EmulatedMigratableDevice) deviceOrder.get(i);
+            EmulatedDevice d = (EmulatedDevice) deviceOrder.get(i);
             Map<String, Object> dev = new LinkedHashMap<>();
             dev.put("name", d.name());
             dev.put("migratable", settings.devices().get(i).migratable());
+            dev.put("protocol", plan.devices().stream().filter(x -> x.deviceName().equals(d.name())).map(DeviceSection::protocol).findFirst().orElse(null));
             dev.put("state-digest", still ? HexFormat.of().formatHex(d.stateDigest()) : null);
             byte[] atResume = d.digestAtResume();
             dev.put("incoming-state-digest", atResume == null ? null : HexFormat.of().formatHex(atResume));
             dev.put("operations", d.operations());
             dev.put("dma-writes", d.dmaWrites());
             dev.put("misuse", d.misuse());
+            dev.put("p2p-writes", d.p2pWrites());
+            dev.put("p2p-violations", d.p2pViolations());
             devs.add(dev);
         }
         out.put("devices", devs);
@@ -413,7 +441,7 @@ public final class Machine implements AutoCloseable {
             LOG.log(System.Logger.Level.WARNING, "unregistering the migration MBean: " + e.getMessage());
         }
         plan.close();
-        for (EmulatedMigratableDevice d : devices) d.close();
+        for (EmulatedDevice d : devices) d.close();
         for (VfioUserAttachment u : userDevices) u.close();
         if (software != null) software.shutdown();
         if (vm != null) vm.close();

@@ -43,7 +43,7 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
  * {@code data_offset}; {@code data_offset} with nothing pending; a chunk written out of order or with a
  * different size than the source's. {@link Faults} injects a driver's own failures.
  */
-public final class EmulatedMigratableDevice implements VfioDevice {
+public final class EmulatedMigratableDevice implements EmulatedDevice {
 
     /**
      * How the data section is laid out and how much of it can be mmap'd. DIRECT exposes the device memory

@@ -6,49 +6,68 @@ import java.util.List;
 import org.vmmkit.core.vfio.VfioDevice;
 
 /**
- * Which of a VM's VFIO devices a migration moves. A device the config marks migratable must have a v1
- * migration region; one that lacks it blocks the migration (every such device is named at once). A
- * device the config marks non-migratable is left out: its state is not moved, the destination starts its
- * own device fresh, and the plan says so.
+ * Which of a VM's VFIO devices a migration moves, and by which protocol. A device's protocol is detected
+ * ({@link Protocol#AUTO}: v2 when {@code VFIO_DEVICE_FEATURE_MIGRATION} reports STOP_COPY, as every current
+ * kernel driver does; else the v1 migration region) or forced per device. A device the config marks
+ * migratable must speak the protocol chosen; one that does not blocks the migration (every such device is
+ * named at once). A device the config marks non-migratable is left out: its state is not moved, the
+ * destination starts its own device fresh, and the plan says so. The v2 devices of the plan form one
+ * {@link P2pGroup}: every one of them reaches its P2P state before any stops.
  */
 public final class DeviceMigrationPlan implements AutoCloseable {
 
+    /** The protocol that moves a device: detected, or forced by the config. */
+    public enum Protocol { AUTO, V1, V2 }
+
     /** A device and what the config says of it. */
-    public record Entry(VfioDevice device, boolean migratable) {}
-
-    private final List<V1DeviceMigration> devices;
-    private final List<String> leftOut;
-
-    private DeviceMigrationPlan(List<V1DeviceMigration> devices, List<String> leftOut) {
-        this.devices = List.copyOf(devices);
-        this.leftOut = List.copyOf(leftOut);
+    public record Entry(VfioDevice device, boolean migratable, Protocol protocol) {
+        public Entry(VfioDevice device, boolean migratable) {
+            this(device, migratable, Protocol.AUTO);
+        }
     }
 
-    /** Opens every migratable device (ids in list order); throws one {@link MigrationBlockedException} naming all blockers. */
+    private final List<DeviceSection> devices;
+    private final List<String> leftOut;
+    private final P2pGroup group;
+
+    private DeviceMigrationPlan(List<DeviceSection> devices, List<String> leftOut, P2pGroup group) {
+        this.devices = List.copyOf(devices);
+        this.leftOut = List.copyOf(leftOut);
+        this.group = group;
+    }
+
+    /** Opens every migratable device; throws one {@link MigrationBlockedException} naming all blockers. */
     public static DeviceMigrationPlan open(List<Entry> entries, V1DeviceMigration.Options options) {
-        List<V1DeviceMigration> opened = new ArrayList<>();
+        return open(entries, options, V2DeviceMigration.Options.DEFAULT);
+    }
+
+    public static DeviceMigrationPlan open(List<Entry> entries, V1DeviceMigration.Options v1, V2DeviceMigration.Options v2) {
+        List<DeviceSection> opened = new ArrayList<>();
         List<String> leftOut = new ArrayList<>();
         List<String> blockers = new ArrayList<>();
+        P2pGroup group = new P2pGroup();
         for (Entry e : entries) {
             if (!e.migratable()) {
                 leftOut.add(e.device().name() + " (marked non-migratable: its state is not migrated)");
                 continue;
             }
             try {
-                opened.add(V1DeviceMigration.open(e.device(), opened.size(), options));
+                Protocol p = e.protocol();
+                if (p == Protocol.AUTO) p = V2DeviceMigration.supported(e.device()) ? Protocol.V2 : Protocol.V1;
+                opened.add(p == Protocol.V2 ? V2DeviceMigration.open(e.device(), group, v2) : V1DeviceMigration.open(e.device(), opened.size(), v1));
             } catch (MigrationBlockedException blocked) {
                 blockers.add(blocked.getMessage());
             }
         }
         if (!blockers.isEmpty()) {
-            opened.forEach(V1DeviceMigration::close);
+            opened.forEach(DeviceSection::close);
             throw new MigrationBlockedException("migration is blocked: " + String.join("; ", blockers));
         }
-        return new DeviceMigrationPlan(opened, leftOut);
+        return new DeviceMigrationPlan(opened, leftOut, group);
     }
 
-    /** The devices whose state moves, by device id. */
-    public List<V1DeviceMigration> devices() {
+    /** The devices whose state moves, in entry order. */
+    public List<DeviceSection> devices() {
         return devices;
     }
 
@@ -57,8 +76,13 @@ public final class DeviceMigrationPlan implements AutoCloseable {
         return leftOut;
     }
 
+    /** The plan's v2 devices, ordered together at stop and at start. */
+    public P2pGroup p2pGroup() {
+        return group;
+    }
+
     @Override
     public void close() {
-        devices.forEach(V1DeviceMigration::close);
+        devices.forEach(DeviceSection::close);
     }
 }

@@ -34,7 +34,7 @@ import org.vmmkit.core.vfio.abi.V1Abi;
  * ERROR is reset with {@code VFIO_DEVICE_RESET}. Not thread-safe: one thread drives a device, and the
  * release of a chunk may come from another thread (the sender) - it only sets a volatile flag.
  */
-public final class V1DeviceMigration implements SectionSaver, SectionLoader, AutoCloseable {
+public final class V1DeviceMigration implements DeviceSection {
     /** The section kind of a VFIO device's v1 migration region state; its chunks are the vendor driver's, opaque. */
     public static final String SECTION_KIND = "vfio-v1";
 

@@ -17,6 +17,15 @@ public interface SectionSaver {
     /** Bytes still to send, asked only with no chunk out: an estimate while the component runs, exact once stopped. */
     long pending();
 
+    /**
+     * What stopping now would leave to send, for the downtime estimate (asked once per round, with no chunk
+     * out): by default {@link #pending}. A component whose {@link #pending} counts only what it can hand out now
+     * (a VFIO v2 device in pre-copy, or one that offers no pre-copy) says here what stop-and-copy will carry.
+     */
+    default long downtimeBytes() {
+        return pending();
+    }
+
     /** The next chunk (only after {@link #pending} was above 0); the coordinator queues it for writing. */
     SectionChunk nextChunk();
 

@@ -98,6 +98,16 @@ public final class Libc {
     private static final MethodHandle SIGTIMEDWAIT = bindErrno("sigtimedwait",
             FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
 
+    private static final MethodHandle PIPE2 = bindErrno("pipe2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle SPLICE = bindErrno("splice",
+            FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle FCNTL_INT = bind("fcntl", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT),
+            CAPTURE_ERRNO, Linker.Option.firstVariadicArg(2));
+
+    public static final int O_NONBLOCK = 0x800;
+    public static final int SPLICE_F_MOVE = 1, SPLICE_F_NONBLOCK = 2, SPLICE_F_MORE = 4;
+    public static final int F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
+
     // UNIX stream sockets with SCM_RIGHTS (vfio-user). Layouts as glibc declares them on x86-64 and AArch64
     // (sys/socket.h, sys/un.h, bits/uio.h, poll.h); SysLayerTest checks every member against the headers.
     public static final int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000, SOL_SOCKET = 1, SCM_RIGHTS = 1;
@@ -552,4 +562,41 @@ public final class Libc {
         long bit = 1L << ((signal - 1) % 64);
         set.set(JAVA_LONG, word * 8, set.get(JAVA_LONG, word * 8) & ~bit);
     }
+
+    /** {@code pipe2(fds, flags | O_CLOEXEC)}: the read end, then the write end, each named {@code name:r} / {@code name:w}. */
+    public static Fd[] pipe(int flags, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment fds = arena.allocate(JAVA_INT, 2);
+            int r = (int) PIPE2.invokeExact(CAPTURE_BUFFER.get(), fds, flags | O_CLOEXEC);
+            if (r < 0) throw new SysException("pipe2", errno(), name);
+            return new Fd[] {new Fd(fds.getAtIndex(JAVA_INT, 0), name + ":r"), new Fd(fds.getAtIndex(JAVA_INT, 1), name + ":w")};
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * {@code splice(in, NULL, out, NULL, length, flags)}: moves up to {@code length} bytes between two fds, one of
+     * them a pipe, without passing them through user memory. Returns the bytes moved (0: end of input) or -errno
+     * (EINVAL where the input has no splice support, as a VFIO data fd).
+     */
+    public static long spliceRaw(int in, int out, long length, int flags) {
+        try {
+            long r = (long) SPLICE.invokeExact(CAPTURE_BUFFER.get(), in, MemorySegment.NULL, out, MemorySegment.NULL, length, flags);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code fcntl(fd, command, value)} with an integer argument; returns the result or -errno. */
+    public static int fcntlRaw(int fd, int command, int value) {
+        try {
+            int r = (int) FCNTL_INT.invokeExact(CAPTURE_BUFFER.get(), fd, command, value);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
 }

@@ -8,7 +8,9 @@ import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.Fd;
 import org.vmmkit.core.sys.Libc;
 import org.vmmkit.core.sys.SysException;
+import org.vmmkit.core.vfio.abi.V2Abi;
 import org.vmmkit.core.vfio.abi.VfioAbi;
+import org.vmmkit.core.vfio.v2.DeviceFeatures;
 
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
@@ -160,6 +162,24 @@ public final class KernelVfioDevice implements VfioDevice {
     public void unmap(MemorySegment mapping) {
         Libc.munmap(mapping, fd.describe());
     }
+
+    /** {@code VFIO_DEVICE_FEATURE}: the 8-byte header and the data in one per-thread scratch buffer (no allocation for the uapi's small features). */
+    @Override
+    public void feature(int flags, MemorySegment data) {
+        long argsz = V2Abi.FEATURE_HEADER_BYTES + data.byteSize();
+        MemorySegment arg = argsz <= FEATURE_SCRATCH_BYTES ? FEATURE_SCRATCH.get().asSlice(0, argsz) : Arena.ofAuto().allocate(argsz, 8);
+        arg.set(JAVA_INT, 0, (int) argsz);
+        arg.set(JAVA_INT, 4, flags);
+        MemorySegment.copy(data, 0, arg, V2Abi.FEATURE_HEADER_BYTES, data.byteSize());
+        int r = Libc.ioctlRaw(fd.raw(), V2Abi.VFIO_DEVICE_FEATURE.number(), arg);
+        if (r < 0) throw new SysException(DeviceFeatures.describe(flags), -r, fd.describe());
+        if ((flags & V2Abi.FEATURE_GET) != 0 || (flags & V2Abi.FEATURE_MASK) == V2Abi.FEATURE_MIG_DEVICE_STATE) {
+            MemorySegment.copy(arg, V2Abi.FEATURE_HEADER_BYTES, data, 0, data.byteSize()); // GET, and SET of MIG_DEVICE_STATE (data_fd)
+        }
+    }
+
+    private static final long FEATURE_SCRATCH_BYTES = 64;
+    private static final ThreadLocal<MemorySegment> FEATURE_SCRATCH = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(FEATURE_SCRATCH_BYTES, 8));
 
     @Override
     public void reset() {

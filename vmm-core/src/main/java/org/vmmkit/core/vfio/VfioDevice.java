@@ -2,6 +2,15 @@ package org.vmmkit.core.vfio;
 
 import java.lang.foreign.MemorySegment;
 
+import org.vmmkit.core.sys.Errno;
+import org.vmmkit.core.sys.SysException;
+import org.vmmkit.core.vfio.abi.V2Abi;
+import org.vmmkit.core.vfio.v2.DeviceFeatures;
+import org.vmmkit.core.vfio.v2.KernelMigrationData;
+import org.vmmkit.core.vfio.v2.MigrationData;
+
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+
 /**
  * A VFIO device: its regions (info, reads and writes at native width, bulk transfers, mmap of sparse
  * areas) and reset. Implemented by the kernel ({@link KernelVfioDevice}) and by in-process emulations;
@@ -43,6 +52,29 @@ public interface VfioDevice extends AutoCloseable {
 
     /** Undoes {@link #mmap}. */
     void unmap(MemorySegment mapping);
+
+    /**
+     * {@code VFIO_DEVICE_FEATURE} with {@code flags} (GET, SET or PROBE, with the feature index) and the feature's
+     * {@code data} (read for SET, filled for GET; may be empty for PROBE). The kernel takes the uapi struct
+     * after an 8-byte header; vfio-user's {@code VFIO_USER_DEVICE_FEATURE} carries the same struct, so its client
+     * implements this method unchanged. A device without the call fails with ENOTTY, as an old kernel does.
+     */
+    default void feature(int flags, MemorySegment data) {
+        throw new SysException(DeviceFeatures.describe(flags),
+                Errno.ENOTTY, name());
+    }
+
+    /**
+     * The data session that a {@code VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE} SET just opened, given that SET's
+     * {@code struct vfio_device_feature_mig_state} ({@code data_fd} filled by the kernel). The kernel device wraps
+     * {@code data_fd} (the session owns it); a vfio-user client ignores it and returns a session over
+     * {@code MIG_DATA_READ}/{@code MIG_DATA_WRITE}; an emulated device returns its own.
+     */
+    default MigrationData migrationData(MemorySegment migState) {
+        int dataFd = migState.get(JAVA_INT, V2Abi.MIG_STATE_DATA_FD);
+        if (dataFd < 0) throw new IllegalStateException("device " + name() + ": the MIG_DEVICE_STATE SET returned no data_fd");
+        return new KernelMigrationData(dataFd, name());
+    }
 
     /** {@code VFIO_DEVICE_RESET}. */
     void reset();
