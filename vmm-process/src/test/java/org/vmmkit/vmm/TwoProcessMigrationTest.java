@@ -10,7 +10,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.function.Predicate;
 
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
@@ -75,7 +74,7 @@ class TwoProcessMigrationTest {
             listen = d.query("query-status").get("listen").getAsString();
         }
         try (ControlClient s = ControlClient.await(sourceControl, Duration.ofSeconds(30), source.process.toHandle())) {
-            awaitPasses(s, 2);
+            ControlWaits.awaitPasses(s, 2);
         }
     }
 
@@ -85,31 +84,6 @@ class TwoProcessMigrationTest {
             c.stop(c == source ? sourceControl : destinationControl);
             if (c.process.exitValue() != 0) c.printLogTail();
         }
-    }
-
-    private static long awaitPasses(ControlClient c, long passes) throws Exception {
-        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        long now;
-        while ((now = c.query("query-guest").get("passes").getAsLong()) < passes) {
-            assertTrue(System.nanoTime() < deadline, "the guest reached pass " + now + ", not " + passes + ", in 30 s");
-            Thread.sleep(20);
-        }
-        return now;
-    }
-
-    private static JsonObject awaitMigration(ControlClient c, Predicate<JsonObject> until) throws Exception {
-        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-        while (true) {
-            JsonObject s = c.query("query-migrate");
-            if (until.test(s)) return s;
-            assertTrue(System.nanoTime() < deadline, "the migration did not get there in 60 s: " + s);
-            Thread.sleep(20);
-        }
-    }
-
-    private static boolean ended(JsonObject s) {
-        String status = s.get("status").getAsString();
-        return status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown");
     }
 
     /** Runs the CLI in this JVM and returns its exit code and stdout. */
@@ -142,7 +116,7 @@ class TwoProcessMigrationTest {
             assertTrue(nicDst.get("incoming-state-digest").isJsonNull(), "the non-migratable device was left out, not resumed");
             long paused = src.get("passes").getAsLong();
             assertEquals(paused, dst.get("incoming-passes").getAsLong());
-            awaitPasses(d, paused + 2);
+            ControlWaits.awaitPasses(d, paused + 2);
         }
     }
 
@@ -191,17 +165,17 @@ class TwoProcessMigrationTest {
         startBoth();
         try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
             s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "16M"));
-            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            ControlWaits.awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
             s.execute("migrate-cancel", null);
-            JsonObject cancelled = awaitMigration(s, TwoProcessMigrationTest::ended);
+            JsonObject cancelled = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("cancelled", cancelled.get("status").getAsString(), cancelled.toString());
             assertEquals("running", s.query("query-status").get("status").getAsString());
             long passes = s.query("query-guest").get("passes").getAsLong();
-            awaitPasses(s, passes + 2);
+            ControlWaits.awaitPasses(s, passes + 2);
             assertEquals("inmigrate", d.query("query-status").get("status").getAsString(), "the destination did not start from a cut stream");
 
             s.execute("migrate", Map.of("uri", "tcp:" + listen));
-            JsonObject second = awaitMigration(s, TwoProcessMigrationTest::ended);
+            JsonObject second = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("completed", second.get("status").getAsString(), second.toString());
         }
         checkDestinationTookOver();
@@ -214,13 +188,13 @@ class TwoProcessMigrationTest {
         Demo.Child migrate = Demo.Child.start("migrate", dir, false, "migrate", "--to", listen, "--control", sourceControl.toString(),
                 "--max-bandwidth", "16M");
         try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
-            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            ControlWaits.awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
             migrate.process.destroy();
             assertTrue(migrate.process.waitFor(30, java.util.concurrent.TimeUnit.SECONDS), "vmm migrate exits on SIGTERM");
-            JsonObject cancelled = awaitMigration(s, TwoProcessMigrationTest::ended);
+            JsonObject cancelled = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("cancelled", cancelled.get("status").getAsString(), cancelled.toString());
             assertEquals("running", s.query("query-status").get("status").getAsString());
-            awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2);
+            ControlWaits.awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2);
             assertEquals("inmigrate", d.query("query-status").get("status").getAsString());
             String log = Files.readString(migrate.log);
             assertTrue(log.contains("cancelling the migration") && log.contains("migration cancelled; the source VM keeps running"), log);
@@ -232,15 +206,15 @@ class TwoProcessMigrationTest {
         startBoth();
         try (ControlClient s = ControlClient.connect(sourceControl)) {
             s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "16M"));
-            awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
+            ControlWaits.awaitMigration(s, m -> m.get("transferred").getAsLong() > 8L << 20);
             destination.process.destroyForcibly();
-            JsonObject failed = awaitMigration(s, TwoProcessMigrationTest::ended);
+            JsonObject failed = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("failed", failed.get("status").getAsString(), failed.toString());
             assertFalse(failed.get("error-desc").isJsonNull());
             assertTrue(failed.get("error-desc").getAsString().contains("rolled back"), failed.get("error-desc").getAsString());
             assertEquals("running", s.query("query-status").get("status").getAsString());
             long passes = s.query("query-guest").get("passes").getAsLong();
-            awaitPasses(s, passes + 3);
+            ControlWaits.awaitPasses(s, passes + 3);
             JsonObject gpu = s.query("query-guest").getAsJsonArray("devices").get(0).getAsJsonObject();
             long ops = gpu.get("operations").getAsLong();
             // The event: the device's operation count moves on (polled, within a deadline, not after a fixed sleep).
@@ -280,7 +254,7 @@ class TwoProcessMigrationTest {
             assertEquals("started", dstStatus.getAsJsonObject("incoming-stream").get("outcome").getAsString());
             // Exactly one copy runs: the destination's counter rises while the source's stands still.
             long sourcePasses = s.query("query-guest").get("passes").getAsLong();
-            awaitPasses(d, d.query("query-guest").get("passes").getAsLong() + 3);
+            ControlWaits.awaitPasses(d, d.query("query-guest").get("passes").getAsLong() + 3);
             assertEquals(sourcePasses, s.query("query-guest").get("passes").getAsLong(), "the source guest ran on");
 
             // Settled by asking the destination directly: it says the VM runs there.
@@ -317,7 +291,7 @@ class TwoProcessMigrationTest {
         try (ControlClient i = ControlClient.await(intruderControl, Duration.ofSeconds(30), intruder.process.toHandle());
              ControlClient d = ControlClient.connect(destinationControl)) {
             i.execute("migrate", Map.of("uri", "tcp:" + listen));
-            JsonObject refused = awaitMigration(i, TwoProcessMigrationTest::ended);
+            JsonObject refused = ControlWaits.awaitMigration(i, ControlWaits::ended);
             assertEquals("failed", refused.get("status").getAsString(), refused.toString());
             assertEquals("running", i.query("query-status").get("status").getAsString());
             assertEquals("inmigrate", d.query("query-status").get("status").getAsString(), "the destination did not start");

@@ -6,7 +6,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.function.Predicate;
 
 import com.google.gson.JsonArray;
 import com.google.gson.JsonElement;
@@ -77,7 +76,7 @@ class VfioUserTwoProcessMigrationTest {
             listen = d.query("query-status").get("listen").getAsString();
         }
         try (ControlClient s = ControlClient.await(sourceControl, Duration.ofSeconds(30), source.process.toHandle())) {
-            awaitPasses(s, 2);
+            ControlWaits.awaitPasses(s, 2);
             awaitBar1Writes(s, 1); // the device runs and its driver writes BAR1
         }
     }
@@ -102,31 +101,6 @@ class VfioUserTwoProcessMigrationTest {
             Thread.sleep(20);
         }
         return now;
-    }
-
-    private static long awaitPasses(ControlClient c, long passes) throws Exception {
-        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        long now;
-        while ((now = c.query("query-guest").get("passes").getAsLong()) < passes) {
-            assertTrue(System.nanoTime() < deadline, "the guest reached pass " + now + ", not " + passes + ", in 30 s");
-            Thread.sleep(20);
-        }
-        return now;
-    }
-
-    private static JsonObject awaitMigration(ControlClient c, Predicate<JsonObject> until) throws Exception {
-        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-        while (true) {
-            JsonObject s = c.query("query-migrate");
-            if (until.test(s)) return s;
-            assertTrue(System.nanoTime() < deadline, "the migration did not get there in 60 s: " + s);
-            Thread.sleep(20);
-        }
-    }
-
-    private static boolean ended(JsonObject s) {
-        String status = s.get("status").getAsString();
-        return status.equals("completed") || status.equals("failed") || status.equals("cancelled") || status.equals("unknown");
     }
 
     private static List<String> states(JsonObject device) {
@@ -162,7 +136,7 @@ class VfioUserTwoProcessMigrationTest {
             assertTrue(a.getAsJsonArray("misuse").isEmpty() && b.getAsJsonArray("misuse").isEmpty(), a + " " + b);
             long paused = src.get("passes").getAsLong();
             assertEquals(paused, dst.get("incoming-passes").getAsLong());
-            awaitPasses(d, paused + 2);
+            ControlWaits.awaitPasses(d, paused + 2);
             awaitBar1Writes(d, b.get("bar1-writes").getAsLong() + 1); // B's device runs and is driven
         }
     }
@@ -188,19 +162,19 @@ class VfioUserTwoProcessMigrationTest {
         startBoth();
         try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
             s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "8M"));
-            awaitMigration(s, m -> m.get("status").getAsString().equals("active") && m.get("transferred").getAsLong() > 4L << 20);
+            ControlWaits.awaitMigration(s, m -> m.get("status").getAsString().equals("active") && m.get("transferred").getAsLong() > 4L << 20);
             s.execute("migrate-cancel", null);
-            JsonObject cancelled = awaitMigration(s, VfioUserTwoProcessMigrationTest::ended);
+            JsonObject cancelled = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("cancelled", cancelled.get("status").getAsString(), cancelled.toString());
             assertEquals("running", s.query("query-status").get("status").getAsString());
             assertEquals(List.of("running", "pre-copy", "running"), states(device(s)), "A's device is back to running from pre-copy");
             long writes = device(s).get("bar1-writes").getAsLong();
             awaitBar1Writes(s, writes + 2); // and runs: its driver writes BAR1 again
-            awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2);
+            ControlWaits.awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2);
             assertEquals("inmigrate", d.query("query-status").get("status").getAsString(), "the destination did not start from a cut stream");
 
             s.execute("migrate", Map.of("uri", "tcp:" + listen));
-            JsonObject second = awaitMigration(s, VfioUserTwoProcessMigrationTest::ended);
+            JsonObject second = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("completed", second.get("status").getAsString(), second.toString());
         }
         // The cut first stream left B's device resuming: it was reset (never run with partial state), then resumed from the second.
@@ -213,16 +187,16 @@ class VfioUserTwoProcessMigrationTest {
         startBoth();
         try (ControlClient s = ControlClient.connect(sourceControl); ControlClient d = ControlClient.connect(destinationControl)) {
             s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "8M"));
-            awaitMigration(s, m -> m.get("status").getAsString().equals("active") && m.get("transferred").getAsLong() > 4L << 20);
+            ControlWaits.awaitMigration(s, m -> m.get("status").getAsString().equals("active") && m.get("transferred").getAsLong() > 4L << 20);
             serverA.kill();
-            JsonObject failed = awaitMigration(s, VfioUserTwoProcessMigrationTest::ended);
+            JsonObject failed = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("failed", failed.get("status").getAsString(), failed.toString());
             String why = failed.get("error-desc").getAsString();
             assertTrue(why.contains("sample0"), "names the device: " + why);
             assertTrue(why.contains("the server closed the connection") || why.contains("the server has gone"), "says why: " + why);
             assertTrue(why.contains("rolled back"), why);
             assertEquals("running", s.query("query-status").get("status").getAsString());
-            awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2); // the guest runs on
+            ControlWaits.awaitPasses(s, s.query("query-guest").get("passes").getAsLong() + 2); // the guest runs on
             assertEquals("inmigrate", d.query("query-status").get("status").getAsString());
         }
     }
@@ -240,7 +214,7 @@ class VfioUserTwoProcessMigrationTest {
         startBoth("libvfio-user-sample-dma");
         try (ControlClient s = ControlClient.connect(sourceControl)) {
             s.execute("migrate", Map.of("uri", "tcp:" + listen, "max-bandwidth", "8M", "max-iterations", 2, "convergence", "force"));
-            JsonObject done = awaitMigration(s, VfioUserTwoProcessMigrationTest::ended);
+            JsonObject done = ControlWaits.awaitMigration(s, ControlWaits::ended);
             assertEquals("completed", done.get("status").getAsString(), done.toString());
             JsonObject a = device(s);
             assertEquals(1, a.get("interrupts").getAsLong(), "the device's timer fired once, during the migration: " + a);
