@@ -32,7 +32,7 @@ import static org.vmmkit.migration.ConnectionOpening.answer;
  * destination's half of the handover (PREPARED, COMMIT, start, ACK_COMPLETE).
  */
 final class IncomingStream {
-    static final long MAX_CHUNK = 64L << 20, MAX_VCPU_STATE = 64 * 1024;
+    static final long MAX_CHUNK = 64L << 20;
     private static final Duration EXTRA_CHANNEL_WAIT = Duration.ofSeconds(60);
     private static final System.Logger LOG = System.getLogger("org.vmmkit.migration");
 
@@ -132,7 +132,6 @@ final class IncomingStream {
         long[] nextSequence = new long[loaders.length];
         // ByteBuffer views of the sections' target memory (a device's data section, a staging buffer), made once each.
         IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new IdentityHashMap<>();
-        byte[][] states = new byte[vm.vcpuCount()][];
         while (true) {
             FrameType t;
             try {
@@ -148,17 +147,13 @@ final class IncomingStream {
             switch (t) {
                 case RAM, ZERO_RUN -> ram.apply(channel, codec);
                 case SECTION_CHUNK -> applySectionChunk(nextSequence, sectionViews);
-                case VCPU_STATE -> applyVcpuState(states);
                 case END_OF_ROUND -> codec.verifyEmpty();
                 case COMPLETE -> {
                     codec.verifyEmpty();
                     IncomingRamChannel.checkFrameCount(codec, "the first channel");
                     ram.checkNoTornPages();
                     for (IncomingRamChannel x : extras) x.awaitComplete(EXTRA_CHANNEL_WAIT);
-                    for (int i = 0; i < states.length; i++) {
-                        if (states[i] == null) throw new WireFormatException("the stream completed without vCPU " + i + "'s state");
-                    }
-                    handover(states);
+                    handover();
                     return;
                 }
                 case ABANDON -> throw new MigrationException("frame " + (codec.framesRead() - 1) + ": the source abandoned the migration");
@@ -199,29 +194,23 @@ final class IncomingStream {
         nextSequence[id]++;
     }
 
-    private void applyVcpuState(byte[][] states) throws IOException {
-        int id = (int) codec.a();
-        if (codec.a() < 0 || codec.a() >= states.length || codec.length() > MAX_VCPU_STATE) {
-            throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (VCPU_STATE) for vCPU " + codec.a() + " with "
-                    + codec.length() + " bytes: this VM has " + states.length + " vCPUs and takes at most " + MAX_VCPU_STATE + " bytes of state");
-        }
-        ByteBuffer bytes = ByteBuffer.allocate((int) codec.length());
-        codec.readPayload(channel, bytes);
-        codec.verify();
-        states[id] = bytes.array();
-    }
-
     /**
-     * Everything arrived: finish every section, restore the vCPUs, answer PREPARED (nothing runs), and start
+     * Everything arrived: finish every section (the vCPUs' among them), answer PREPARED (nothing runs), and start
      * only at the source's COMMIT; then ACK_COMPLETE with this host's resident guest memory.
      */
-    private void handover(byte[][] states) throws IOException {
-        for (SectionLoader x : loaders) x.finishLoad();
+    private void handover() throws IOException {
+        for (SectionLoader x : loaders) {
+            try {
+                x.finishLoad();
+            } catch (RuntimeException e) {
+                throw new SectionRefusedException("at COMPLETE (frame " + (codec.framesRead() - 1) + ") section " + x.info()
+                        + " is not whole: " + e.getMessage(), e);
+            }
+        }
         if (ahead != null) ahead.close(); // nothing more to populate; its last madvise ends before the figure below
         // What the loaded guest RAM costs this host (zero pages are holes), taken before beforeStart (a
         // verification digest reads every page, and reading a hole of a shared memfd allocates it).
         long resident = vm.memory().residentBytes();
-        for (int i = 0; i < states.length; i++) vm.restoreVcpu(i, states[i]);
         if (setup.beforeStart() != null) setup.beforeStart().run(); // everything is loaded, vCPU state included; nothing runs
         answer(channel, back, FrameType.PREPARED, "");
         awaitCommit();

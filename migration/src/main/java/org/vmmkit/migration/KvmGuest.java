@@ -44,6 +44,16 @@ public final class KvmGuest implements MigratableVm {
     }
 
     @Override
+    public String vcpuStateKind() {
+        return "kvm-x86-vcpu";
+    }
+
+    @Override
+    public int vcpuStateVersion() {
+        return VcpuState.FORMAT_VERSION;
+    }
+
+    @Override
     public void startLoaded() {
         if (handler == null) throw new IllegalStateException("this VM has no exit handler to start with");
         vm.start(handler);

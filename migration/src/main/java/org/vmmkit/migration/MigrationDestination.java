@@ -64,7 +64,7 @@ public final class MigrationDestination {
     /** For any {@link MigratableVm}; {@code beforeStart} as above. */
     public MigrationDestination(MigratableVm vm, List<? extends SectionLoader> sections, Runnable beforeStart) {
         this.vm = vm;
-        this.sections = List.copyOf(sections);
+        this.sections = VcpuSection.loaders(sections, vm);
         this.beforeStart = beforeStart;
     }
 

@@ -86,7 +86,7 @@ public final class MigrationSource {
         this.vm = vm;
         this.memory = vm.memory();
         this.dirtySources = List.copyOf(dirtySources);
-        this.sections = List.copyOf(sections);
+        this.sections = VcpuSection.savers(sections, vm);
         this.settings = settings;
         java.util.Set<String> ids = new java.util.HashSet<>();
         for (SectionSaver x : this.sections) {
@@ -419,7 +419,6 @@ public final class MigrationSource {
             p.awaitRelease();
             p.section().finishSave();
         }
-        for (int i = 0; i < vm.vcpuCount(); i++) ring.publishControl(FrameType.VCPU_STATE, i, 0, ByteBuffer.wrap(vm.saveVcpu(i)));
         ring.publishComplete();
         ring.awaitSent(60, TimeUnit.SECONDS);
     }

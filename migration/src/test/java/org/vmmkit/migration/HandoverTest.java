@@ -40,7 +40,7 @@ class HandoverTest {
 
     /** A destination that, like the vmm process, takes attempt after attempt until one runs, then answers outcome queries. */
     static final class Destination implements AutoCloseable {
-        final FakeGuest guest = FakeGuest.destination(SIZE);
+        final FakeGuest guest;
         final MigrationDestination destination;
         final ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
         final List<String> failures = new CopyOnWriteArrayList<>();
@@ -54,6 +54,13 @@ class HandoverTest {
         /** With the VM's sections: their loaders. */
         Destination(List<? extends org.vmmkit.core.migration.SectionLoader> loaders, java.util.function.UnaryOperator<MigrationDestination> configure)
                 throws IOException {
+            this(FakeGuest.destination(SIZE), loaders, configure);
+        }
+
+        /** With its own guest and the VM's sections. */
+        Destination(FakeGuest guest, List<? extends org.vmmkit.core.migration.SectionLoader> loaders,
+                    java.util.function.UnaryOperator<MigrationDestination> configure) throws IOException {
+            this.guest = guest;
             destination = configure.apply(new MigrationDestination(guest, loaders, null));
             Thread.ofPlatform().name("test-destination").daemon().start(() -> {
                 while (server.isOpen()) {
@@ -260,7 +267,7 @@ class HandoverTest {
                 try (SocketChannel c = SocketChannel.open(dst.address())) {
                     FrameCodec back = new FrameCodec(1 << 20);
                     assertEquals(FrameType.HELLO, back.readHeader(c));
-                    ByteBuffer header = MigrationSource.headerOf(dst.guest.memory(), List.of(), 1).withChannels(channels, 42)
+                    ByteBuffer header = MigrationSource.headerOf(dst.guest.memory(), List.of(new org.vmmkit.core.migration.SectionInfo("vcpu/0", "fake-vcpu", 1)), 1).withChannels(channels, 42)
                             .withNonce(new Nonce(back.a(), back.b())).encode();
                     while (header.hasRemaining()) c.write(header);
                 } // closed: the other channels never come

@@ -81,9 +81,10 @@ class SectionsTest {
                 assertEquals(List.of(), a.misuse());
                 assertEquals(List.of(), b.misuse());
                 List<String> ids = stats.sections().stream().map(MigrationStats.SectionStats::id).toList();
-                assertEquals(List.of("emulated-gpu0", "host/virtio-blk0", "serial0"), ids);
+                assertEquals(List.of("emulated-gpu0", "host/virtio-blk0", "serial0", "vcpu/0"), ids, "the vCPU is a section, after the others");
                 assertEquals(2L << 20, stats.sections().get(1).bytes(), "the buffer went twice: in pre-copy and after the stop");
                 assertEquals(8, stats.sections().get(2).bytes());
+                assertEquals(src.saveVcpu(0).length, stats.sections().get(3).bytes(), "the vCPU's state went once, whole");
             }
         }
     }
@@ -102,20 +103,32 @@ class SectionsTest {
                     }
                 }), "section serial0 is of kind host-uart at the source, host-uart-16550 here"),
                 new Case(List.of(), "the source has section serial0 (host-uart v3), which this VM does not have"));
-        for (Case c : cases) {
-            try (FakeGuest src = FakeGuest.source(HandoverTest.SIZE, 32);
-                 Destination dst = new Destination(c.there(), d -> d)) {
-                Registers uart = new Registers(3, new byte[] {9});
-                MigrationSource source = new MigrationSource(src, List.of(), List.of(uart), MigrationSettings.DEFAULT);
-                MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(dst.address()));
-                assertTrue(e.getMessage().contains(c.expected()) && e.getMessage().contains("migration failed in setup"), e.getMessage());
-                assertTrue(src.running(), "the source runs on");
-                assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS));
-                assertEquals(0, dst.guest.starts());
-                assertFalse(dst.guest.running());
-                assertTrue(dst.guest.memory().regions().get(0).host().asByteBuffer().equals(java.nio.ByteBuffer.allocate((int) HandoverTest.SIZE)),
-                        "nothing was written to the destination's memory");
-            }
+        for (Case c : cases) refusedInSetup(c.there(), FakeGuest.destination(HandoverTest.SIZE), c.expected());
+    }
+
+    @Test
+    void vcpusAreSectionsAndADestinationOfAnotherVcpuFormatRefusesInSetupNamingIt() throws Exception {
+        Registers uart = new Registers(3, new byte[8]);
+        refusedInSetup(List.of(uart), FakeGuest.destination(HandoverTest.SIZE).vcpuFormat("other-vcpu", 1),
+                "section vcpu/0 is of kind fake-vcpu at the source, other-vcpu here");
+        refusedInSetup(List.of(uart), FakeGuest.destination(HandoverTest.SIZE).vcpuFormat("fake-vcpu", 2),
+                "section vcpu/0 (fake-vcpu) carries state version 1, which this VM cannot load (it has version 2)");
+    }
+
+    /** A migration of a guest with one host device (serial0 v3) to a destination of {@code guest} and {@code there} fails in setup saying {@code expected}; nothing changed. */
+    private static void refusedInSetup(List<SnapshotSection> there, FakeGuest guest, String expected) throws Exception {
+        try (FakeGuest src = FakeGuest.source(HandoverTest.SIZE, 32);
+             Destination dst = new Destination(guest, there, d -> d)) {
+            Registers uart = new Registers(3, new byte[] {9});
+            MigrationSource source = new MigrationSource(src, List.of(), List.of(uart), MigrationSettings.DEFAULT);
+            MigrationException e = assertThrows(MigrationException.class, () -> source.migrate(dst.address()));
+            assertTrue(e.getMessage().contains(expected) && e.getMessage().contains("migration failed in setup"), e.getMessage());
+            assertTrue(src.running(), "the source runs on");
+            assertTrue(dst.attemptsEnded.tryAcquire(30, TimeUnit.SECONDS));
+            assertEquals(0, dst.guest.starts());
+            assertFalse(dst.guest.running());
+            assertTrue(dst.guest.memory().regions().get(0).host().asByteBuffer().equals(java.nio.ByteBuffer.allocate((int) HandoverTest.SIZE)),
+                    "nothing was written to the destination's memory");
         }
     }
 }

@@ -188,7 +188,7 @@ class StreamFuzzTest {
     void aDeviceThatRefusesTheStreamsStateAtCommitIsNamedAndNothingStarts() throws Exception {
         StreamImage s = StreamImage.parse(GenuineStream.load());
         int last = -1;
-        for (int i = 0; i < s.frames().size(); i++) if (s.frames().get(i).type == FrameType.SECTION_CHUNK.code()) last = i;
+        for (int i = 0; i < s.frames().size(); i++) if (s.frames().get(i).type == FrameType.SECTION_CHUNK.code() && s.frames().get(i).a == 0) last = i; // the device's (section 0; vcpu/0 is 1)
         StreamImage.Frame registers = s.frames().get(last);
         registers.type = 30;
         registers.flags = org.vmmkit.migration.wire.FrameCodec.FLAG_SKIPPABLE;

@@ -386,7 +386,7 @@ final class StreamMutator {
             case 5 -> new Frame(FrameType.ABANDON.code(), 0, 0, 0, "fuzz".getBytes());
             case 6 -> new Frame(FrameType.DEVICE_CONFIG.code(), 0, 0, 0, small);
             case 7 -> new Frame(FrameType.CHANNEL.code(), 0, 0, 1, new byte[0]);
-            case 8 -> new Frame(FrameType.VCPU_STATE.code(), 0, r.nextInt(3), 0, small);
+            case 8 -> new Frame(4, 0, r.nextInt(3), 0, small); // VCPU_STATE of wire version 3, retired: vCPUs are sections now
             case 9 -> new Frame(FrameType.ZERO_RUN.code(), 0, (long) r.nextInt(GenuineStream.GUEST_SIZE / PAGE) * PAGE, 1, new byte[0]);
             case 10 -> new Frame(KNOWN[10 + r.nextInt(6)], 0, 0, 0, new byte[0]); // the return path's types
             default -> new Frame(FrameType.SECTION_CHUNK.code(), 0, r.nextInt(2), r.nextInt(6), small);

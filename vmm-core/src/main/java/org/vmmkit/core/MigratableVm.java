@@ -19,6 +19,19 @@ public interface MigratableVm extends Pausable {
     /** Loads vCPU {@code index}'s state from {@link #saveVcpu}'s bytes; the VM has not started. */
     void restoreVcpu(int index, byte[] state);
 
+    /**
+     * The format of {@link #saveVcpu}'s bytes, which the stream header names as each vCPU section's kind: a
+     * destination whose VM names another refuses the stream before anything changes.
+     */
+    default String vcpuStateKind() {
+        return "vcpu";
+    }
+
+    /** The version of that format (a destination refuses a version it cannot load). */
+    default int vcpuStateVersion() {
+        return 1;
+    }
+
     /** Starts the VM from what was loaded (memory and vCPU state). */
     void startLoaded();
 }

@@ -45,7 +45,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * The fault matrix across two real vmm processes with a {@link FrameProxy} between them: every fault (kill -9
  * of either end, one direction of the first connection ended, the destination stopped with SIGSTOP) struck at
  * an exact frame of every phase (setup at READY, round 1 and round 3 at their END_OF_ROUND, stop-and-copy at
- * VCPU_STATE, and the handover at PREPARED, COMMIT and ACK_COMPLETE), and what both ends do after it, checked
+ * COMPLETE, and the handover at PREPARED, COMMIT and ACK_COMPLETE), and what both ends do after it, checked
  * through their control endpoints. The rules: before the source begins to write COMMIT, the source rolls back
  * and its guest runs on; after it, exactly one copy runs and the other is paused and says why; the destination
  * never starts from a partial stream, and one left waiting takes the next genuine migration (run after every
@@ -83,7 +83,7 @@ class FaultMatrixAcrossProcessesTest {
         SETUP(Direction.TO_SOURCE, FrameType.READY, 1),
         ROUND_1(Direction.TO_DESTINATION, FrameType.END_OF_ROUND, 1),
         ROUND_3(Direction.TO_DESTINATION, FrameType.END_OF_ROUND, 3),
-        STOP_AND_COPY(Direction.TO_DESTINATION, FrameType.VCPU_STATE, 1),
+        STOP_AND_COPY(Direction.TO_DESTINATION, FrameType.COMPLETE, 1),
         PREPARED(Direction.TO_SOURCE, FrameType.PREPARED, 1),
         COMMIT(Direction.TO_DESTINATION, FrameType.COMMIT, 1),
         ACK_COMPLETE(Direction.TO_SOURCE, FrameType.ACK_COMPLETE, 1);

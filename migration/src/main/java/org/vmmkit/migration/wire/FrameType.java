@@ -1,6 +1,6 @@
 package org.vmmkit.migration.wire;
 
-/** The frame types of wire format version 3 (a closed set: see docs/wire-format.md for the version rules). */
+/** The frame types of wire format version 4 (a closed set: see docs/wire-format.md for the version rules). */
 public enum FrameType {
     /** Guest RAM: {@code a} = guest physical address, {@code b} = pages, payload = the pages. */
     RAM(1),
@@ -8,8 +8,7 @@ public enum FrameType {
     ZERO_RUN(2),
     /** A section's chunk: {@code a} = the section's index in the stream header, {@code b} = sequence, payload = the chunk as the section produced it. */
     SECTION_CHUNK(3),
-    /** One vCPU's state: {@code a} = vCPU id, payload = {@code VcpuState.toBytes()}. */
-    VCPU_STATE(4),
+    // 4 was VCPU_STATE up to wire format version 3; vCPU state travels as sections (vcpu/N) since version 4.
     /** A device's configuration: {@code a} = device id, payload = opaque bytes. */
     DEVICE_CONFIG(5),
     /** End of a pre-copy round: {@code a} = round number. */

@@ -23,11 +23,11 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
-    public static final int VERSION = 3;
+    public static final int VERSION = 4;
     public static final int MAX_CHANNELS = 16;
     /** The most sections a stream carries. */
-    public static final int MAX_SECTIONS = 256;
-    static final int FIXED = 64, MAX_BYTES = 64 * 1024, MAX_REGIONS = 64, MAX_NAME = 256;
+    public static final int MAX_SECTIONS = 1024 + 256; // every vCPU (at most 1024) is one
+    static final int FIXED = 64, MAX_BYTES = 256 * 1024, MAX_REGIONS = 64, MAX_NAME = 256;
 
     /** A RAM range of the source's guest physical address space. */
     public record Range(long guestAddress, long size) {}

@@ -21,6 +21,8 @@ public final class FakeGuest implements MigratableVm, AutoCloseable {
     private volatile byte[] restoredVcpu;
     private volatile boolean running;
     private volatile int starts, resumes;
+    private String vcpuKind = "fake-vcpu";
+    private int vcpuVersion = 1;
 
     /** A source guest of {@code size} bytes whose content comes from {@code seed}, running. */
     public static FakeGuest source(long size, long seed) {
@@ -63,6 +65,23 @@ public final class FakeGuest implements MigratableVm, AutoCloseable {
     @Override
     public void restoreVcpu(int index, byte[] state) {
         restoredVcpu = state.clone();
+    }
+
+    /** Names its vCPU state format {@code kind} version {@code version} (before a migration's source or destination is made). */
+    public FakeGuest vcpuFormat(String kind, int version) {
+        this.vcpuKind = kind;
+        this.vcpuVersion = version;
+        return this;
+    }
+
+    @Override
+    public String vcpuStateKind() {
+        return vcpuKind;
+    }
+
+    @Override
+    public int vcpuStateVersion() {
+        return vcpuVersion;
     }
 
     @Override

@@ -14,7 +14,8 @@ import org.vmmkit.migration.wire.FrameType;
 /**
  * What the first connection of a one-channel stream says, read the way docs/wire-format.md frames it and
  * checking nothing else: the guest memory a destination holds after applying it to zeroed memory, the vCPU
- * states (the last of each), and the device chunks in order, up to its first COMPLETE. The outside judge
+ * states (the chunks of the sections the header names {@code vcpu/N}, the last of each), and the other
+ * sections' chunks in order, up to its first COMPLETE. The outside judge
  * of an accepted stream: whatever the destination checked, what it loaded must be what the stream says.
  * A stream that cannot be framed that way, or whose RAM frames do not fit a memory of the given size, says
  * nothing ({@link #of} returns null).
@@ -28,6 +29,8 @@ public record StreamMeaning(byte[] memory, Map<Long, byte[]> vcpus, List<byte[]>
         int size = in.getInt(StreamImage.HEADER_SIZE_AT);
         if (size < StreamImage.HEADER_FLAGS_AT + 8 || size > stream.length) return null;
         boolean ramChecksums = (in.getInt(StreamImage.HEADER_FLAGS_AT) & 1) != 0;
+        List<String> ids = sectionIds(in, size);
+        if (ids == null) return null;
         byte[] memory = new byte[memorySize];
         Map<Long, byte[]> vcpus = new HashMap<>();
         List<byte[]> chunks = new ArrayList<>();
@@ -48,15 +51,37 @@ public record StreamMeaning(byte[] memory, Map<Long, byte[]> vcpus, List<byte[]>
                 } else {
                     Arrays.fill(memory, (int) a, (int) (a + b * PAGE), (byte) 0);
                 }
-            } else if (t == FrameType.VCPU_STATE) {
-                vcpus.put(a, Arrays.copyOfRange(stream, payload, payload + (int) length));
             } else if (t == FrameType.SECTION_CHUNK) {
-                chunks.add(Arrays.copyOfRange(stream, payload, payload + (int) length));
+                byte[] bytes = Arrays.copyOfRange(stream, payload, payload + (int) length);
+                String id = a >= 0 && a < ids.size() ? ids.get((int) a) : "";
+                if (id.startsWith("vcpu/")) vcpus.put(Long.parseLong(id.substring(5)), bytes);
+                else chunks.add(bytes);
             }
             // Any other type (and an unknown one, skipped) changes nothing a destination loads.
             at += FrameCodec.HEADER + length;
         }
         return null; // no COMPLETE
+    }
+
+    /** The section ids of the header ({@code size} bytes) in order, or null where they cannot be framed. */
+    private static List<String> sectionIds(ByteBuffer in, int size) {
+        int regions = in.getInt(20), sections = in.getInt(24);
+        long at = 64 + 16L * regions;
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < sections; i++) {
+            if (regions < 0 || sections < 0 || at + 16 > size) return null;
+            int idLength = in.getInt((int) at + 4), kindLength = in.getInt((int) at + 8);
+            if (idLength < 0 || kindLength < 0 || at + 16 + pad8(idLength) + pad8(kindLength) > size) return null;
+            byte[] id = new byte[idLength];
+            in.get((int) at + 16, id);
+            ids.add(new String(id, java.nio.charset.StandardCharsets.UTF_8));
+            at += 16 + pad8(idLength) + pad8(kindLength);
+        }
+        return ids;
+    }
+
+    private static long pad8(long n) {
+        return (n + 7) & ~7;
     }
 
     /** Whether the device chunks are exactly {@code others}, in order. */
