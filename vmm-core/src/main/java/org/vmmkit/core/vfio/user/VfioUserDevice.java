@@ -442,7 +442,9 @@ public final class VfioUserDevice implements VfioDevice {
      * (libvfio-user up to 2023: 10 regions); else a {@code VFIO_USER_DEVICE_FEATURE} PROBE of GET MIGRATION that
      * succeeds is v2 (from 2023: 9 regions; a v1 server refuses the command with EINVAL); else none. The
      * migration's own choice (detected or {@code device.<name>.migration-protocol}) goes through
-     * {@link #feature}, which a v1 server is never sent.
+     * {@link #feature}, which a v1 server is never sent. On a v2 server every region's info is read (and cached)
+     * here: its library refuses DEVICE_GET_REGION_INFO, DMA_MAP/UNMAP and DEVICE_RESET while the device is stopped,
+     * and a destination reads its BARs between RESUMING → STOP and STOP → RUNNING.
      */
     public synchronized MigrationProtocol migrationProtocol() {
         if (protocol == null) {
@@ -453,6 +455,9 @@ public final class VfioUserDevice implements VfioDevice {
                 try {
                     featureCall(V2Abi.FEATURE_PROBE | V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION, MemorySegment.NULL);
                     protocol = MigrationProtocol.V2_FEATURE;
+                    // libvfio-user's v2 library serves only REGION_READ/WRITE, DEVICE_FEATURE and MIG_DATA_READ while the
+                    // device is stopped (STOP, STOP_COPY): every region's info is read now, while it runs, and cached.
+                    for (int i = 0; i < regionCount; i++) regionInfo(i);
                 } catch (SysException e) {
                     if (conn.broken()) throw e;
                     protocol = MigrationProtocol.NONE; // the server's refusal (EINVAL for an unknown command or feature)
