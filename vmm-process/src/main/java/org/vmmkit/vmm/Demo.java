@@ -47,12 +47,16 @@ public final class Demo implements Callable<Integer> {
     @Option(names = "--keep", description = "Keep the working directory (config, logs, sockets) for a look afterwards.")
     boolean keep;
 
-    @Option(names = "--device", paramLabel = "emulated|vfio-user", description = "The migrating device: emulated (an in-process GPU doing DMA) "
-            + "or vfio-user (libvfio-user's sample device, a server per process, built from ../shared/peers beside the project or given by --vfio-user-server).")
+    @Option(names = "--device", paramLabel = "emulated|vfio-user|vfio-user-v2", description = "The migrating device: emulated (an in-process GPU doing DMA), "
+            + "vfio-user (libvfio-user's sample device, migration v1, a server per process, built from ../shared/peers beside the project or given by --vfio-user-server) "
+            + "or vfio-user-v2 (the same device from libvfio-user's migration v2 era, without pre-copy).")
     String device = "emulated";
 
-    @Option(names = "--vfio-user-server", paramLabel = "PATH", description = "With --device vfio-user: libvfio-user's v1 sample server to run (default: build it from the peer tree).")
+    @Option(names = "--vfio-user-server", paramLabel = "PATH", description = "With --device vfio-user or vfio-user-v2: libvfio-user's sample server of that era to run (default: build it from the peer tree).")
     Path vfioUserServer;
+
+    /** With {@code --device vfio-user-v2}: the v2 sample's destination takes only the stop-copy stream. */
+    static final String V2_SAMPLE_LINE = "device.sample0.pre-copy = false";
 
     /** The vfio-user variant: the sample device instead of the GPU; the socket line is each process's own. */
     static final List<String> VFIO_USER_CONFIG = List.of(
@@ -79,20 +83,23 @@ public final class Demo implements Callable<Integer> {
             System.out.println("vmm demo: KVM is unusable here (" + kvmProblem + "): the guest is a SOFTWARE guest, a Java thread"
                     + " rewriting the same pages, with no vCPUs; everything else (devices, dirty tracking, the stream) is the same");
         }
-        boolean vfioUser = switch (device) {
-            case "emulated" -> false;
-            case "vfio-user" -> true;
-            default -> throw new IllegalArgumentException("--device: expected emulated or vfio-user");
+        String era = switch (device) {
+            case "emulated" -> null;
+            case "vfio-user" -> "v1";
+            case "vfio-user-v2" -> "v2";
+            default -> throw new IllegalArgumentException("--device: expected emulated, vfio-user or vfio-user-v2");
         };
-        Path server = vfioUser ? SampleServers.server(vfioUserServer) : null;
+        boolean vfioUser = era != null, v2 = "v2".equals(era);
+        Path server = vfioUser ? SampleServers.server(vfioUserServer, era) : null;
         Path dir = Files.createTempDirectory("vmm-demo");
         Path config = dir.resolve("demo.conf"), destinationConfig = config;
         List<String> lines = new ArrayList<>(vfioUser ? VFIO_USER_CONFIG : CONFIG);
         lines.add("vm.accelerator = " + accelerator);
+        if (v2) lines.add(V2_SAMPLE_LINE);
         SampleServers samples = null;
         if (vfioUser) {
             samples = SampleServers.start(server, dir);
-            System.out.println("vmm demo: libvfio-user sample servers " + samples.describe());
+            System.out.println("vmm demo: libvfio-user " + era + " sample servers " + samples.describe());
             destinationConfig = dir.resolve("destination.conf");
             List<String> dst = new ArrayList<>(lines);
             dst.add("device.sample0.socket = " + samples.b());
@@ -102,7 +109,7 @@ public final class Demo implements Callable<Integer> {
         Files.write(config, lines);
         Path sourceControl = dir.resolve("source.sock"), destinationControl = dir.resolve("destination.sock");
         System.out.println("vmm demo: source and destination processes on loopback, " + (kvmProblem == null ? "a KVM guest"
-                : "a SOFTWARE guest") + (vfioUser ? " and libvfio-user's sample device over vfio-user" : "") + " (work directory " + dir + ")");
+                : "a SOFTWARE guest") + (vfioUser ? " and libvfio-user's " + era + " sample device over vfio-user" : "") + " (work directory " + dir + ")");
         List<Child> children = new ArrayList<>();
         try {
             Child destination = Child.start("destination", dir, verbose, "incoming", "--config", destinationConfig.toString(), "--listen",
@@ -154,8 +161,10 @@ public final class Demo implements Callable<Integer> {
                         checks.add(check(last != null && last.equals(resumed), "device " + a.get("name").getAsString() + " BAR1 moved",
                                 "BAR1 at the destination's resume " + shorten(resumed) + " = the last BAR1 written on the source before its stop "
                                         + shorten(last) + " (" + a.get("bar1-writes").getAsLong() + " writes)"));
-                        checks.add(check(a.get("states").toString().equals("[\"running\",\"pre-copy\",\"stop-and-copy\",\"stopped\"]")
-                                        && b.get("states").toString().equals("[\"running\",\"resuming\",\"running\"]"),
+                        // v1 through pre-copy; v2 (no pre-copy) RUNNING -> STOP -> STOP_COPY -> STOP, and STOP -> RESUMING -> STOP -> RUNNING
+                        String srcStates = v2 ? "[\"running\",\"stopped\",\"stop-and-copy\",\"stopped\"]" : "[\"running\",\"pre-copy\",\"stop-and-copy\",\"stopped\"]";
+                        String dstStates = v2 ? "[\"running\",\"stopped\",\"resuming\",\"stopped\",\"running\"]" : "[\"running\",\"resuming\",\"running\"]";
+                        checks.add(check(a.get("states").toString().equals(srcStates) && b.get("states").toString().equals(dstStates),
                                 "device " + a.get("name").getAsString() + " states", "source " + a.get("states") + ", destination " + b.get("states")));
                     }
                 }

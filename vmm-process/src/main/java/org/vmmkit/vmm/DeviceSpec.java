@@ -34,7 +34,7 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final String SAMPLE_DRIVER = "libvfio-user-sample", SAMPLE_DMA_DRIVER = "libvfio-user-sample-dma";
 
     public static final ConfigKey<Kind> TYPE = new ConfigKey<>("device.<name>.type", "emulated",
-            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's migration semantics, v1 or v2 (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server (v1 migration region) on `device.<name>.socket`.",
+            "Device kind. `emulated`: a VFIO device emulated in-process with the kernel's migration semantics, v1 or v2 (no /dev/vfio here). `vfio-user`: a device served by a vfio-user server on `device.<name>.socket`, migrated by the protocol the server speaks (v1: a migration region; v2: DEVICE_FEATURE and MIG_DATA_READ/WRITE; detected per server).",
             v -> switch (v) {
                 case "emulated" -> Kind.EMULATED;
                 case "vfio-user" -> Kind.VFIO_USER;
@@ -45,7 +45,7 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
     public static final ConfigKey<Boolean> MAP_MIGRATION_DATA = ConfigKey.flag("device.<name>.map-migration-data", "false",
             "vfio-user: reach the migration region's data section through the mapping the server offers instead of REGION_READ/WRITE messages (trapped, the default: a v1 server may announce the data mappable yet serve it only through messages, as libvfio-user's does, and a client cannot detect that without consuming device state).");
     public static final ConfigKey<String> DRIVER = new ConfigKey<>("device.<name>.driver", "none",
-            "vfio-user: what drives the device from the VMM in place of a guest driver: `none`; `" + SAMPLE_DRIVER + "` (libvfio-user's sample device: BAR0's timer an hour ahead, INTx on an eventfd, BAR1 rewritten `ops-per-second` times a second while the device runs); `" + SAMPLE_DMA_DRIVER + "`: the same, and when a migration starts tracking dirty pages the device's timer is set to fire 1-2 s later, when it DMAs into the first page of each half of the `dma-address`/`dma-size` window (the second half directly through the memfd), and BAR0 goes back an hour ahead at its interrupt.",
+            "vfio-user: what drives the device from the VMM in place of a guest driver: `none`; `" + SAMPLE_DRIVER + "` (libvfio-user's sample device, of either migration era (v1 or v2, detected); a v2 sample needs `pre-copy = false`: BAR0's timer an hour ahead, INTx on an eventfd, BAR1 rewritten `ops-per-second` times a second while the device runs); `" + SAMPLE_DMA_DRIVER + "`: the same, and when a migration starts tracking dirty pages the device's timer is set to fire 1-2 s later, when it DMAs into the first page of each half of the `dma-address`/`dma-size` window (the second half directly through the memfd), and BAR0 goes back an hour ahead at its interrupt.",
             v -> {
                 if (!v.equals("none") && !v.equals(SAMPLE_DRIVER) && !v.equals(SAMPLE_DMA_DRIVER)) {
                     throw new IllegalArgumentException("expected 'none', '" + SAMPLE_DRIVER + "' or '" + SAMPLE_DMA_DRIVER + "'");
@@ -79,7 +79,7 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
                 return v;
             });
     public static final ConfigKey<DeviceMigrationPlan.Protocol> MIGRATION_PROTOCOL = new ConfigKey<>("device.<name>.migration-protocol", "auto",
-            "How the VMM migrates the device: `auto` (v2 where the device reports VFIO_DEVICE_FEATURE_MIGRATION, else the v1 region), `v1` or `v2`; a migratable device without the protocol chosen blocks migration.",
+            "How the VMM migrates the device: `auto` (v2 where the device reports VFIO_DEVICE_FEATURE_MIGRATION, else the v1 region; for vfio-user, per server: a v1 migration region at index 9, else a DEVICE_FEATURE probe), `v1` or `v2`; a migratable device without the protocol chosen blocks migration.",
             v -> {
                 try {
                     return DeviceMigrationPlan.Protocol.valueOf(v.toUpperCase(Locale.ROOT));
@@ -88,7 +88,7 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
                 }
             });
     public static final ConfigKey<Boolean> PRE_COPY = ConfigKey.flag("device.<name>.pre-copy", "true",
-            "v2 emulation: whether the device offers PRE_COPY (VFIO_MIGRATION_PRE_COPY); without it the device's state moves only in stop-and-copy.");
+            "v2: for an emulated device, whether it offers PRE_COPY (VFIO_MIGRATION_PRE_COPY); for a vfio-user device, whether the VMM uses the server's PRE_COPY (`false` hides it: libvfio-user's v2 sample must have `false`, its destination takes only the stop-copy stream). Without it the device's state moves only in stop-and-copy.");
     public static final ConfigKey<Boolean> P2P = ConfigKey.flag("device.<name>.p2p", "true",
             "v2 emulation: whether the device offers the P2P states (VFIO_MIGRATION_P2P) and writes the VM's other v2 devices by peer-to-peer DMA.");
 

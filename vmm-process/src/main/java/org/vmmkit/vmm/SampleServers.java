@@ -10,9 +10,10 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
- * For {@code vmm demo --device vfio-user}: libvfio-user's v1 sample server (third-party, kept beside the
- * project in {@code ../shared/peers} only to test and show interoperability), built with the peers'
- * {@code build-libvfio-user} script into the project's {@code target/libvfio-user-v1} (a no-op once built), and
+ * For {@code vmm demo --device vfio-user} (and {@code vfio-user-v2}): libvfio-user's v1 (or v2) sample server
+ * (third-party, kept beside the project in {@code ../shared/peers} only to test and show interoperability), built
+ * with the peers' {@code build-libvfio-user} script into the project's {@code target/libvfio-user-v1} (or
+ * {@code -v2}; a no-op once built), and
  * two of its processes, one per vmm process; each serves one client and exits when that client goes.
  */
 final class SampleServers implements AutoCloseable {
@@ -26,8 +27,11 @@ final class SampleServers implements AutoCloseable {
         this.socketB = socketB;
     }
 
-    /** {@code given}, or the sample server built from the peer tree ({@code VMMKIT_PEERS_DIR} or {@code ../shared/peers} of the project). */
-    static Path server(Path given) throws IOException {
+    /**
+     * {@code given}, or the sample server of {@code era} ({@code v1} or {@code v2}) built from the peer tree
+     * ({@code VMMKIT_PEERS_DIR} or {@code ../shared/peers} of the project).
+     */
+    static Path server(Path given, String era) throws IOException {
         if (given != null) {
             if (!Files.isExecutable(given)) throw new IOException("--vfio-user-server " + given + " is not an executable");
             return given;
@@ -39,15 +43,15 @@ final class SampleServers implements AutoCloseable {
         if (!Files.isExecutable(script)) {
             throw new IOException("no libvfio-user peer to build the sample server from (" + script + " is missing); give one with --vfio-user-server PATH");
         }
-        Path out = root.resolve("target").resolve("libvfio-user-v1");
-        Path log = root.resolve("target").resolve("libvfio-user-v1.build.log");
+        Path out = root.resolve("target").resolve("libvfio-user-" + era);
+        Path log = root.resolve("target").resolve("libvfio-user-" + era + ".build.log");
         Files.createDirectories(out.getParent());
-        Process p = new ProcessBuilder(script.toString(), "v1", out.toString()).redirectError(log.toFile()).start();
+        Process p = new ProcessBuilder(script.toString(), era, out.toString()).redirectError(log.toFile()).start();
         String stdout = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         try {
             if (!p.waitFor(10, TimeUnit.MINUTES)) {
                 p.destroyForcibly();
-                throw new IOException(script + " v1 " + out + " did not finish in 10 minutes (log: " + log + ")");
+                throw new IOException(script + " " + era + " " + out + " did not finish in 10 minutes (log: " + log + ")");
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -55,7 +59,7 @@ final class SampleServers implements AutoCloseable {
         }
         List<String> lines = stdout.lines().toList();
         if (p.exitValue() != 0 || lines.isEmpty() || !Files.isExecutable(Path.of(lines.get(0)))) {
-            throw new IOException(script + " v1 " + out + " failed (exit " + p.exitValue() + "; log: " + log + ")");
+            throw new IOException(script + " " + era + " " + out + " failed (exit " + p.exitValue() + "; log: " + log + ")");
         }
         return Path.of(lines.get(0));
     }

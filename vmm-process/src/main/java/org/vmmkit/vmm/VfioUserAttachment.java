@@ -18,10 +18,13 @@ import org.vmmkit.core.sys.Fd;
 import org.vmmkit.core.sys.Libc;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
+import org.vmmkit.core.vfio.abi.V2Abi;
 import org.vmmkit.core.vfio.abi.VfioAbi;
 import org.vmmkit.core.vfio.user.VfioUserContainer;
 import org.vmmkit.core.vfio.user.VfioUserDevice;
 import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
+import org.vmmkit.core.vfio.v2.MigState;
+import org.vmmkit.core.vfio.v2.MigrationData;
 import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
 
@@ -30,8 +33,10 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 /**
  * A {@code type = vfio-user} device of this VM: the connection to the operator's server (a
  * {@link VfioUserDevice}), its DMA space with guest RAM mapped by memfd (a dirty source for migrations), the
- * record of every {@code device_state} the migration wrote, and, with {@code driver = libvfio-user-sample},
- * the host-side driver of libvfio-user's sample device in place of a guest driver.
+ * record of every {@code device_state} the migration wrote (v1 region or v2 MIG_DEVICE_STATE, as the server
+ * speaks), and, with {@code driver = libvfio-user-sample}, the host-side driver of libvfio-user's sample device
+ * (either era's: the same BARs) in place of a guest driver. A v2 sample must be configured without pre-copy
+ * ({@code pre-copy = false}): its destination takes only the stop-copy stream, so {@link #open} refuses it otherwise.
  *
  * <p>The sample driver: BAR0 (a time_t) is set an hour ahead on a source, since every transition to running
  * re-arms the device's timer from it and a time in the past makes resuming (and a cancelled pre-copy) fail;
@@ -127,8 +132,16 @@ final class VfioUserAttachment implements AutoCloseable {
      */
     static VfioUserAttachment open(DeviceSpec spec, GuestMemory memory, boolean incoming) {
         VfioUserDevice device = VfioUserDevice.connect(spec.socket(), spec.name(),
-                VfioUserDevice.Options.DEFAULT.withMapMigrationData(spec.mapMigrationData()));
+                VfioUserDevice.Options.DEFAULT.withMapMigrationData(spec.mapMigrationData()).withPreCopy(spec.preCopy()));
         try {
+            boolean sample = spec.driver().equals(DeviceSpec.SAMPLE_DRIVER) || spec.driver().equals(DeviceSpec.SAMPLE_DMA_DRIVER);
+            if (sample && spec.preCopy() && device.migrationProtocol() == VfioUserDevice.MigrationProtocol.V2_FEATURE) {
+                // Its destination loads exactly the stop-copy stream: pre-copy bytes forwarded ahead of it are refused
+                // or land in BAR0, and the resume then fails or arms a garbage timer.
+                throw new IllegalArgumentException("device " + spec.name() + ": the server at " + spec.socket() + " speaks migration v2 (libvfio-user's "
+                        + "v2 sample with driver " + spec.driver() + "), whose destination takes only the stop-copy stream: set device."
+                        + spec.name() + ".pre-copy = false");
+            }
             VfioUserAttachment a = new VfioUserAttachment(spec, device, memory);
             if (a.sampleDriver && !incoming) device.writeLong(BAR0, 0, System.currentTimeMillis() / 1000 + 3600);
             return a;
@@ -282,7 +295,9 @@ final class VfioUserAttachment implements AutoCloseable {
         out.put("type", "vfio-user");
         out.put("socket", spec.socket().toString());
         out.put("migratable", spec.migratable());
-        out.put("migration-data", spec.mapMigrationData() ? "mmap" : "trapped");
+        boolean v2 = device.migrationProtocol() == VfioUserDevice.MigrationProtocol.V2_FEATURE;
+        out.put("protocol", v2 ? "v2" : device.migrationProtocol() == VfioUserDevice.MigrationProtocol.V1_REGION ? "v1" : null);
+        out.put("migration-data", v2 ? "messages" : spec.mapMigrationData() ? "mmap" : "trapped");
         out.put("twin-socket", device.twinSocket());
         HexFormat hex = HexFormat.of();
         String stateDigest = null;
@@ -347,18 +362,18 @@ final class VfioUserAttachment implements AutoCloseable {
 
     /**
      * The device as the migration sees it: every access passes through to the server; writes of the v1
-     * migration region's {@code device_state} are recorded by name once they succeeded, and serialised with the
-     * driver's BAR1 writes.
+     * migration region's {@code device_state} and v2 {@code MIG_DEVICE_STATE} SETs are recorded by name once they
+     * succeeded, and serialised with the driver's BAR1 writes (which go on only while the device runs).
      */
     private final class Recording implements VfioDevice {
-        private final VfioDevice d;
+        private final VfioUserDevice d;
         final List<String> states = new ArrayList<>();
         private int migrationRegion = -2; // unknown
-        private int state = 1; // the sample starts running (001b)
+        private boolean running = true; // the sample starts running (v1 001b, v2 RUNNING)
 
-        Recording(VfioDevice d) {
+        Recording(VfioUserDevice d) {
             this.d = d;
-            states.add(stateName(state));
+            states.add("running");
         }
 
         private int migrationRegion() {
@@ -381,7 +396,7 @@ final class VfioUserAttachment implements AutoCloseable {
         }
 
         synchronized void writeBar1IfRunning(MemorySegment pattern, long n) {
-            if ((state & 1) == 0) return; // stopped, stop-and-copy or resuming: a stopped device is not driven
+            if (!running) return; // stopped, stop-and-copy or resuming: a stopped device is not driven
             d.write(BAR1, 0, pattern);
             lastPattern = n;
             bar1Writes++;
@@ -398,13 +413,43 @@ final class VfioUserAttachment implements AutoCloseable {
             };
         }
 
+        /** A v2 state by the names the v1 states have, so that both eras read alike in query-guest. */
+        static String v2StateName(MigState s) {
+            return switch (s) {
+                case RUNNING -> "running";
+                case STOP -> "stopped";
+                case STOP_COPY -> "stop-and-copy";
+                case RESUMING -> "resuming";
+                case PRE_COPY -> "pre-copy";
+                case RUNNING_P2P -> "running-p2p";
+                case PRE_COPY_P2P -> "pre-copy-p2p";
+                case ERROR -> "error";
+            };
+        }
+
         @Override
         public synchronized void writeInt(int region, long offset, int value) {
             d.writeInt(region, offset, value);
             if (offset == 0 && region == migrationRegion()) {
-                state = value;
+                running = (value & 1) != 0;
                 states.add(stateName(value));
             }
+        }
+
+        /** VFIO_USER_DEVICE_FEATURE; a MIG_DEVICE_STATE SET that succeeded is recorded (one arc per SET). */
+        @Override
+        public synchronized void feature(int flags, MemorySegment data) {
+            d.feature(flags, data);
+            if (flags == (V2Abi.FEATURE_SET | V2Abi.FEATURE_MIG_DEVICE_STATE)) {
+                MigState to = MigState.of(data.get(java.lang.foreign.ValueLayout.JAVA_INT, V2Abi.MIG_STATE_DEVICE_STATE));
+                running = to == MigState.RUNNING || to == MigState.PRE_COPY; // the P2P states are not used in vfio-user
+                states.add(v2StateName(to));
+            }
+        }
+
+        @Override
+        public MigrationData migrationData(MemorySegment migState) {
+            return d.migrationData(migState);
         }
 
         @Override public String name() { return d.name(); }
@@ -422,7 +467,7 @@ final class VfioUserAttachment implements AutoCloseable {
         @Override
         public synchronized void reset() {
             d.reset();
-            state = 1; // VFIO_USER_DEVICE_RESET leaves the sample running
+            running = true; // VFIO_USER_DEVICE_RESET leaves the sample running (v1 and v2)
             states.add("reset: running");
         }
 

@@ -35,6 +35,17 @@ class DemoTest {
                 "PASS  device sample0 protocol followed");
     }
 
+    /** {@code vmm demo --device vfio-user-v2}: the sample device of libvfio-user's migration v2 era, stop-copy only. */
+    @Test
+    @org.vmmkit.core.vfio.user.RequiresVfioUser
+    void theDemoWithTheV2VfioUserSampleDevicePasses() {
+        org.vmmkit.core.vfio.user.VfioUserPeer.assumeAvailable("theDemoWithTheV2VfioUserSampleDevicePasses",
+                org.vmmkit.core.vfio.user.VfioUserPeer.unavailableReason(org.vmmkit.core.vfio.user.VfioUserPeer.Era.V2));
+        Map.Entry<Integer, String> result = TwoProcessMigrationTest.cli("demo", "--device", "vfio-user-v2");
+        check(result, "PASS  device sample0 state equal", "PASS  device sample0 BAR1 moved", "PASS  device sample0 states",
+                "PASS  device sample0 protocol followed");
+    }
+
     private static void check(Map.Entry<Integer, String> result) {
         check(result, "PASS  device gpu0 state equal");
     }

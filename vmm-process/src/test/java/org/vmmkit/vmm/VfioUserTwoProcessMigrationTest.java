@@ -60,11 +60,16 @@ class VfioUserTwoProcessMigrationTest {
     }
 
     private void startBoth(String driver) throws Exception {
-        serverA = servers.start("sampleA");
-        serverB = servers.start("sampleB");
+        startBoth(driver, VfioUserPeer.Era.V1, List.of());
+    }
+
+    /** Sample servers A and B of {@code era}, then the destination and source processes, each config with {@code extra} lines. */
+    private void startBoth(String driver, VfioUserPeer.Era era, List<String> extra) throws Exception {
+        serverA = servers.start("sampleA", era);
+        serverB = servers.start("sampleB", era);
         Path srcConfig = dir.resolve("source.conf"), dstConfig = dir.resolve("destination.conf");
-        Files.write(srcConfig, config(serverA.socket(), driver));
-        Files.write(dstConfig, config(serverB.socket(), driver));
+        Files.write(srcConfig, concat(config(serverA.socket(), driver), extra));
+        Files.write(dstConfig, concat(config(serverB.socket(), driver), extra));
         sourceControl = dir.resolve("source.sock");
         destinationControl = dir.resolve("destination.sock");
         destination = Demo.Child.start("destination", dir, false, "incoming", "--config", dstConfig.toString(), "--listen", "127.0.0.1:0",
@@ -79,6 +84,12 @@ class VfioUserTwoProcessMigrationTest {
             ControlWaits.awaitPasses(s, 2);
             awaitBar1Writes(s, 1); // the device runs and its driver writes BAR1
         }
+    }
+
+    private static List<String> concat(List<String> a, List<String> b) {
+        List<String> out = new ArrayList<>(a);
+        out.addAll(b);
+        return out;
     }
 
     @AfterEach
@@ -153,6 +164,36 @@ class VfioUserTwoProcessMigrationTest {
         assertTrue(devices.get(0).getAsJsonObject().get("transferred").getAsLong() >= 0x3000 + 0x3008,
                 "pre-copy BAR1, stop-and-copy BAR1 and BAR0: " + stats);
         checkTheDeviceAndGuestMoved(List.of("running", "pre-copy", "stop-and-copy", "stopped"), List.of("running", "resuming", "running"));
+        source.stop(sourceControl);
+        assertEquals(0, serverA.awaitExit(Duration.ofSeconds(10)), "A's server exits cleanly when the source lets its device go\n" + serverA.logTail());
+    }
+
+    /**
+     * The v2-era sample (DEVICE_FEATURE, MIG_DATA_READ/WRITE), detected as such, with pre-copy off (its destination
+     * takes exactly the stop-copy stream): the device runs untouched while guest RAM is copied, then RUNNING → STOP →
+     * STOP_COPY on A, its 0x3008 bytes read with MIG_DATA_READ and written to B with MIG_DATA_WRITE in RESUMING. Its
+     * DMA space's dirty pages come from DMA logging (a v2 server has no DIRTY_PAGES). No rollback case: the v2 sample
+     * server aborts on the way back to RUNNING; rollback is shown on the emulated v2 device (V2TwoProcessMigrationTest).
+     */
+    @Test
+    void theV2SampleDeviceMigratesLiveWithoutPrecopyFromServerAToServerB() throws Exception {
+        VfioUserPeer.assumeAvailable("theV2SampleDeviceMigratesLiveWithoutPrecopyFromServerAToServerB",
+                VfioUserPeer.unavailableReason(VfioUserPeer.Era.V2));
+        startBoth("libvfio-user-sample", VfioUserPeer.Era.V2, List.of("device.sample0.pre-copy = false"));
+        try (ControlClient s = ControlClient.connect(sourceControl)) {
+            JsonObject a = device(s);
+            assertEquals("v2", text(a.get("protocol")), a.toString());
+            assertEquals("messages", text(a.get("migration-data")), a.toString());
+        }
+        Map.Entry<Integer, String> result = TwoProcessMigrationTest.cli("migrate", "--to", listen, "--control", sourceControl.toString(), "--json");
+        assertEquals(0, result.getKey(), result.getValue());
+        JsonObject stats = JsonParser.parseString(result.getValue()).getAsJsonObject();
+        assertEquals("completed", stats.get("status").getAsString());
+        JsonObject moved = stats.getAsJsonObject("vfio").getAsJsonArray("devices").get(0).getAsJsonObject();
+        assertEquals("sample0", moved.get("name").getAsString());
+        assertEquals(0x3008, moved.get("transferred").getAsLong(), "only the stop-copy stream, BAR1 and BAR0: " + stats);
+        checkTheDeviceAndGuestMoved(List.of("running", "stopped", "stop-and-copy", "stopped"),
+                List.of("running", "stopped", "resuming", "stopped", "running"));
         source.stop(sourceControl);
         assertEquals(0, serverA.awaitExit(Duration.ofSeconds(10)), "A's server exits cleanly when the source lets its device go\n" + serverA.logTail());
     }

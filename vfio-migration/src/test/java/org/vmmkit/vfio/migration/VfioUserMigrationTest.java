@@ -37,18 +37,18 @@ class VfioUserMigrationTest {
     final VfioUserPeer.Servers servers = new VfioUserPeer.Servers();
 
     /** As the sample's own client does before migrating: BAR0 = now + 1 h, a little-endian time_t. */
-    private static void armTimerAnHourAhead(VfioUserDevice d) {
+    static void armTimerAnHourAhead(VfioUserDevice d) {
         d.writeLong(BAR0, 0, System.currentTimeMillis() / 1000 + 3600);
     }
 
-    private static byte[] pattern(int seed) {
+    static byte[] pattern(int seed) {
         byte[] p = new byte[BAR1_SIZE];
         for (int i = 0; i < p.length; i++) p[i] = (byte) (i * 13 + seed + (i >> 9));
         return p;
     }
 
     /** BAR1 in one read: the sample copies from the BAR's start whatever offset a read asks for. */
-    private static byte[] bar1(VfioUserDevice d) {
+    static byte[] bar1(VfioUserDevice d) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment b = arena.allocate(BAR1_SIZE);
             d.read(BAR1, 0, b);

@@ -196,9 +196,21 @@ final class VfioUserConnection implements AutoCloseable {
             case DMA_UNMAP -> "iova 0x" + Long.toHexString(arg0) + ", " + arg1 + " bytes";
             case DIRTY_PAGES -> arg0 == 1 ? "START" : arg0 == 2 ? "STOP" : "GET_BITMAP, iova 0x" + Long.toHexString(arg1) + ", " + arg2 + " bytes";
             case DEVICE_SET_IRQS -> "index " + arg0 + ", count " + arg1 + ", " + arg2 + " eventfds";
+            case DEVICE_FEATURE -> featureWhat((int) arg0) + ((int) arg0 == (org.vmmkit.core.vfio.abi.V2Abi.FEATURE_GET | org.vmmkit.core.vfio.abi.V2Abi.FEATURE_DMA_LOGGING_REPORT)
+                    ? ", iova 0x" + Long.toHexString(arg1) + ", " + arg2 + " bytes" : "");
+            case MIG_DATA_READ, MIG_DATA_WRITE -> arg0 + " bytes";
             default -> "";
         };
         return commandName(command) + "(" + args + ")";
+    }
+
+    /** A DEVICE_FEATURE's flags as errors name them, e.g. {@code SET MIG_DEVICE_STATE}. */
+    static String featureWhat(int flags) {
+        StringBuilder b = new StringBuilder();
+        if ((flags & org.vmmkit.core.vfio.abi.V2Abi.FEATURE_PROBE) != 0) b.append("PROBE ");
+        if ((flags & org.vmmkit.core.vfio.abi.V2Abi.FEATURE_GET) != 0) b.append("GET ");
+        if ((flags & org.vmmkit.core.vfio.abi.V2Abi.FEATURE_SET) != 0) b.append("SET ");
+        return b.append(org.vmmkit.core.vfio.v2.DeviceFeatures.featureName(flags & org.vmmkit.core.vfio.abi.V2Abi.FEATURE_MASK)).toString();
     }
 
     /**

@@ -31,7 +31,9 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * <li>Dirty pages: DIRTY_PAGES START/STOP, and GET_BITMAP once per mapping that has an fd (the server reports
  *     only those, and only a range that is exactly one mapping); the pages the server wrote by DMA_WRITE
  *     messages, which only the client saw, are ORed in. The capability is the server's migration page size,
- *     present when VERSION announced migration.</li>
+ *     present when VERSION announced migration. A migration v2 server ({@link VfioUserDevice#migrationProtocol})
+ *     has no DIRTY_PAGES: there the same steps are DEVICE_FEATURE's DMA_LOGGING_START/STOP and one
+ *     DMA_LOGGING_REPORT per mapping with an fd, with the same rules.</li>
  * </ul>
  *
  * <p>Mappings are kept by the container (the {@link DmaMapping}s) and handed to the connection, which serves
@@ -135,7 +137,12 @@ public final class VfioUserContainer implements VfioContainer {
     @Override
     public synchronized void startDirtyTracking() {
         if (capability.isEmpty()) throw new SysException("VFIO_USER_DIRTY_PAGES(START)", Errno.EOPNOTSUPP, device.toString(), "the server announced no migration capability");
-        device.dirtyPages(VfioAbi.IOMMU_DIRTY_PAGES_FLAG_START);
+        if (deviceLogs()) {
+            List<DmaRegion> withFd = regions.stream().filter(r -> r.fd() != null).toList();
+            device.dmaLoggingStart(pageSize(), withFd.stream().mapToLong(DmaRegion::iova).toArray(), withFd.stream().mapToLong(DmaRegion::size).toArray());
+        } else {
+            device.dirtyPages(VfioAbi.IOMMU_DIRTY_PAGES_FLAG_START);
+        }
         synchronized (device.connection().dmaLock()) {
             for (DmaRegion r : regions) r.clearWritten();
         }
@@ -146,7 +153,13 @@ public final class VfioUserContainer implements VfioContainer {
     public synchronized void stopDirtyTracking() {
         if (!tracking) return;
         tracking = false;
-        device.dirtyPages(VfioAbi.IOMMU_DIRTY_PAGES_FLAG_STOP);
+        if (deviceLogs()) device.dmaLoggingStop();
+        else device.dirtyPages(VfioAbi.IOMMU_DIRTY_PAGES_FLAG_STOP);
+    }
+
+    /** Whether the server's dirty pages come from DMA logging (migration v2) rather than DIRTY_PAGES (v1). */
+    private boolean deviceLogs() {
+        return device.migrationProtocol() == VfioUserDevice.MigrationProtocol.V2_FEATURE;
     }
 
     /**
@@ -173,7 +186,8 @@ public final class VfioUserContainer implements VfioContainer {
             long firstBit = (r.iova() - iova) / pageSize;
             if (r.fd() != null) {
                 long bytes = ((r.pages() + 63) >>> 6) << 3;
-                device.dirtyBitmap(r.iova(), r.size(), pageSize, scratch);
+                if (deviceLogs()) device.dmaLoggingReport(r.iova(), r.size(), pageSize, scratch, false);
+                else device.dirtyBitmap(r.iova(), r.size(), pageSize, scratch);
                 for (long w = 0; w < bytes >>> 3; w++) {
                     long v = scratch.get(JAVA_LONG, w << 3);
                     if (v != 0) DmaRegion.orWord(bitmap, firstBit + (w << 6), v);

@@ -13,7 +13,9 @@ import org.vmmkit.core.sys.SysException;
 import org.vmmkit.core.sys.UnixSocket;
 import org.vmmkit.core.vfio.RegionInfo;
 import org.vmmkit.core.vfio.VfioDevice;
+import org.vmmkit.core.vfio.abi.V2Abi;
 import org.vmmkit.core.vfio.abi.VfioAbi;
+import org.vmmkit.core.vfio.v2.MigrationData;
 import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
 
 import static java.lang.foreign.MemoryLayout.PathElement.groupElement;
@@ -24,7 +26,13 @@ import static org.vmmkit.core.vfio.user.abi.VfioUserAbi.*;
  * A device served by a vfio-user server over a UNIX socket, driven as a {@link VfioDevice}: VERSION at
  * connect, then DEVICE_GET_INFO, DEVICE_GET_REGION_INFO (with its capability chain), REGION_READ/WRITE for
  * every region access and DEVICE_RESET. Whatever drives a kernel VFIO device (the v1 migration region
- * protocol, {@code V1DeviceMigration}) drives this one unchanged.
+ * protocol, {@code V1DeviceMigration}; migration v2, {@code V2DeviceMigration}) drives this one unchanged.
+ *
+ * <p>Migration v2 (specification 0.9.2): {@link #feature} is {@code VFIO_USER_DEVICE_FEATURE}, and the data
+ * session a MIG_DEVICE_STATE arc opens ({@link #migrationData}) is MIG_DATA_READ/WRITE messages on this
+ * connection instead of the kernel's {@code data_fd}; PRECOPY_INFO has no message (ENOTTY). Which protocol the
+ * server speaks is detected per server ({@link #migrationProtocol}): a v1 server is never sent DEVICE_FEATURE.
+ * The dirty pages of its DMA space come from DIRTY_PAGES (v1) or DMA logging (v2), see {@link VfioUserContainer}.
  *
  * <p>File descriptors cross the socket (SCM_RIGHTS, see {@link VfioUserConnection}). A region whose info
  * reply carries an fd is mappable through it ({@link #mmap}, within its sparse areas): BARs are. The v1
@@ -55,16 +63,24 @@ public final class VfioUserDevice implements VfioDevice {
      *     mappable yet serve only through REGION_READ/WRITE (libvfio-user's v1 library moves migration data
      *     through its read/write callbacks; its mapping reads zeros), and that cannot be detected without
      *     moving migration data (a probing read would consume device state). BARs are mapped when offered.
+     * @param preCopy whether {@code VFIO_DEVICE_FEATURE_MIGRATION} reports the server's {@code VFIO_MIGRATION_PRE_COPY}
+     *     (migration v2). On by default; off, the VMM sees a stop-copy-only device and never enters PRE_COPY. For a
+     *     server whose destination accepts only the stop-copy stream, as libvfio-user's v2 sample does (forwarded
+     *     pre-copy bytes are refused or land in its BAR0).
      */
-    public record Options(Duration replyTimeout, boolean mapMigrationData) {
-        public static final Options DEFAULT = new Options(Duration.ofSeconds(10), false);
+    public record Options(Duration replyTimeout, boolean mapMigrationData, boolean preCopy) {
+        public static final Options DEFAULT = new Options(Duration.ofSeconds(10), false, true);
 
         public Options(Duration replyTimeout) {
-            this(replyTimeout, false);
+            this(replyTimeout, false, true);
         }
 
         public Options withMapMigrationData(boolean map) {
-            return new Options(replyTimeout, map);
+            return new Options(replyTimeout, map, preCopy);
+        }
+
+        public Options withPreCopy(boolean offered) {
+            return new Options(replyTimeout, mapMigrationData, offered);
         }
     }
 
@@ -74,6 +90,8 @@ public final class VfioUserDevice implements VfioDevice {
     private static final long MAX_REGION_INFO = 64 * 1024;
     private static final long INFO_ARGSZ = VfioAbi.REGION_INFO.byteOffset(groupElement("argsz")),
             INFO_INDEX = VfioAbi.REGION_INFO.byteOffset(groupElement("index"));
+
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.core.vfio.user");
 
     private final String name;
     private final Path socket;
@@ -401,6 +419,282 @@ public final class VfioUserDevice implements VfioDevice {
             }
         }
         throw new IllegalArgumentException("vfio-user device " + name + " did not map " + mapping);
+    }
+
+    // --- migration v2: DEVICE_FEATURE and MIG_DATA_READ/WRITE (specification 0.9.2) ---
+
+    /** Which migration protocol the server speaks, as this client detects it ({@link #migrationProtocol}). */
+    public enum MigrationProtocol {
+        /** Neither: no v1 migration region and DEVICE_FEATURE's MIGRATION probe refused. */
+        NONE,
+        /** v1: a migration region at index 9 (specification 0.9.1; DEVICE_GET_INFO reports 10 regions). */
+        V1_REGION,
+        /** v2: {@code VFIO_USER_DEVICE_FEATURE} answers a PROBE of GET MIGRATION (specification 0.9.2; 9 regions). */
+        V2_FEATURE
+    }
+
+    /** The v1 migration region's index (the PCI regions 0-8 come first). */
+    private static final int V1_MIGRATION_REGION = 9;
+    private MigrationProtocol protocol; // detected once, under the device's lock
+
+    /**
+     * The server's migration protocol, detected on first use and kept: a region 9 of the v1 migration type is v1
+     * (libvfio-user up to 2023: 10 regions); else a {@code VFIO_USER_DEVICE_FEATURE} PROBE of GET MIGRATION that
+     * succeeds is v2 (from 2023: 9 regions; a v1 server refuses the command with EINVAL); else none. The
+     * migration's own choice (detected or {@code device.<name>.migration-protocol}) goes through
+     * {@link #feature}, which a v1 server is never sent. On a v2 server every region's info is read (and cached)
+     * here: its library refuses DEVICE_GET_REGION_INFO, DMA_MAP/UNMAP and DEVICE_RESET while the device is stopped,
+     * and a destination reads its BARs between RESUMING → STOP and STOP → RUNNING.
+     */
+    public synchronized MigrationProtocol migrationProtocol() {
+        if (protocol == null) {
+            if (regionCount > V1_MIGRATION_REGION && regionInfo(V1_MIGRATION_REGION).type()
+                    .filter(t -> t.equals(new RegionInfo.Type(VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED, VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED))).isPresent()) {
+                protocol = MigrationProtocol.V1_REGION;
+            } else {
+                try {
+                    featureCall(V2Abi.FEATURE_PROBE | V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION, MemorySegment.NULL);
+                    protocol = MigrationProtocol.V2_FEATURE;
+                    // libvfio-user's v2 library serves only REGION_READ/WRITE, DEVICE_FEATURE and MIG_DATA_READ while the
+                    // device is stopped (STOP, STOP_COPY): every region's info is read now, while it runs, and cached.
+                    for (int i = 0; i < regionCount; i++) regionInfo(i);
+                } catch (SysException e) {
+                    if (conn.broken()) throw e;
+                    protocol = MigrationProtocol.NONE; // the server's refusal (EINVAL for an unknown command or feature)
+                }
+            }
+        }
+        return protocol;
+    }
+
+    /**
+     * {@code VFIO_USER_DEVICE_FEATURE}: the kernel's {@code VFIO_DEVICE_FEATURE} over the socket. GET and SET carry
+     * the feature's data as the kernel's struct (the same bytes, except for DMA logging, whose kernel structs hold
+     * pointers: START's ranges and REPORT's bitmap travel inline here, translated both ways); PROBE carries none.
+     * A v1 server has no such command: it fails with ENOTTY, unsent, as an old kernel's ioctl does.
+     */
+    @Override
+    public synchronized void feature(int flags, MemorySegment data) {
+        if (migrationProtocol() == MigrationProtocol.V1_REGION) {
+            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.ENOTTY, conn.object(),
+                    "the server speaks migration v1 (a migration region); not sent");
+        }
+        int feature = flags & V2Abi.FEATURE_MASK;
+        if ((flags & V2Abi.FEATURE_PROBE) == 0 && feature == V2Abi.FEATURE_DMA_LOGGING_START && (flags & V2Abi.FEATURE_SET) != 0) {
+            MemorySegment control = data.reinterpret(V2Abi.DMA_LOGGING_CONTROL.byteSize());
+            int n = control.get(java.lang.foreign.ValueLayout.JAVA_INT, 8);
+            MemorySegment ranges = MemorySegment.ofAddress(control.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16))
+                    .reinterpret(V2Abi.DMA_LOGGING_RANGE.byteSize() * Math.max(0, n));
+            long[] iovas = new long[n], lengths = new long[n];
+            for (int i = 0; i < n; i++) {
+                iovas[i] = ranges.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16L * i);
+                lengths[i] = ranges.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16L * i + 8);
+            }
+            dmaLoggingStart(control.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), iovas, lengths);
+            return;
+        }
+        if ((flags & V2Abi.FEATURE_PROBE) == 0 && feature == V2Abi.FEATURE_DMA_LOGGING_REPORT && (flags & V2Abi.FEATURE_GET) != 0) {
+            MemorySegment report = data.reinterpret(V2Abi.DMA_LOGGING_REPORT.byteSize());
+            long iova = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), length = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 8),
+                    pageSize = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16);
+            if (pageSize <= 0 || Long.bitCount(pageSize) != 1 || length <= 0) {
+                throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.EINVAL, conn.object(),
+                        "page size " + pageSize + ", length " + length + "; not sent");
+            }
+            long bytes = (((length + pageSize - 1) / pageSize + 63) >>> 6) << 3;
+            MemorySegment bitmap = MemorySegment.ofAddress(report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 24)).reinterpret(bytes);
+            dmaLoggingReport(iova, length, pageSize, bitmap, true); // the kernel only sets bits in the user's bitmap
+            return;
+        }
+        featureCall(flags, data);
+        if (!options.preCopy() && flags == (V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION) && data.byteSize() >= 8) {
+            data.set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, data.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0) & ~V2Abi.MIGRATION_PRE_COPY);
+        }
+    }
+
+    /** One DEVICE_FEATURE of {@code data} as is: sent for GET and SET, filled from the reply for GET. */
+    private void featureCall(int flags, MemorySegment data) {
+        boolean probe = (flags & V2Abi.FEATURE_PROBE) != 0, get = !probe && (flags & V2Abi.FEATURE_GET) != 0;
+        long dataBytes = probe ? 0 : data.byteSize();
+        if (FEATURE_DATA + dataBytes > conn.maxRequestPayload()) {
+            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.E2BIG, conn.object(),
+                    dataBytes + " bytes of feature data exceed the 64 KiB message; not sent");
+        }
+        MemorySegment out = conn.out();
+        out.set(U32, FEATURE_ARGSZ, (int) (FEATURE_DATA + dataBytes));
+        out.set(U32, FEATURE_FLAGS, flags);
+        if (dataBytes > 0) MemorySegment.copy(data, 0, out, FEATURE_DATA, dataBytes);
+        long payload = conn.call(DEVICE_FEATURE, FEATURE_DATA + dataBytes, FEATURE_DATA + (get ? dataBytes : 0), FEATURE_DATA + dataBytes, flags, 0, 0);
+        MemorySegment in = conn.in();
+        if (in.get(U32, FEATURE_FLAGS) != flags) {
+            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply is for flags 0x" + Integer.toHexString(in.get(U32, FEATURE_FLAGS)));
+        }
+        if (get) MemorySegment.copy(in, FEATURE_DATA, data, 0, Math.min(dataBytes, payload - FEATURE_DATA));
+    }
+
+    private static String featureWhat(int flags) {
+        return VfioUserConnection.featureWhat(flags);
+    }
+
+    /**
+     * DMA_LOGGING_START (SET) at {@code pageSize} over the IOVA ranges given (vfio-user's layout: the ranges inline).
+     * libvfio-user logs every DMA region mapped with an fd, whatever the ranges.
+     */
+    synchronized void dmaLoggingStart(long pageSize, long[] iovas, long[] lengths) {
+        int flags = V2Abi.FEATURE_SET | V2Abi.FEATURE_DMA_LOGGING_START;
+        long bytes = FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * iovas.length;
+        if (bytes > conn.maxRequestPayload()) {
+            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.E2BIG, conn.object(),
+                    iovas.length + " ranges exceed the 64 KiB message; not sent");
+        }
+        MemorySegment out = conn.out();
+        out.set(U32, FEATURE_ARGSZ, (int) bytes);
+        out.set(U32, FEATURE_FLAGS, flags);
+        out.set(U64, FEATURE_DATA + LOGGING_PAGE_SIZE, pageSize);
+        out.set(U32, FEATURE_DATA + LOGGING_NUM_RANGES, iovas.length);
+        out.set(U32, FEATURE_DATA + LOGGING_NUM_RANGES + 4, 0);
+        for (int i = 0; i < iovas.length; i++) {
+            out.set(U64, FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * i, iovas[i]);
+            out.set(U64, FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * i + 8, lengths[i]);
+        }
+        conn.call(DEVICE_FEATURE, bytes, FEATURE_DATA, bytes, flags, 0, 0);
+    }
+
+    /** DMA_LOGGING_STOP (SET). */
+    synchronized void dmaLoggingStop() {
+        int flags = V2Abi.FEATURE_SET | V2Abi.FEATURE_DMA_LOGGING_STOP;
+        MemorySegment out = conn.out();
+        out.set(U32, FEATURE_ARGSZ, (int) FEATURE_DATA);
+        out.set(U32, FEATURE_FLAGS, flags);
+        conn.call(DEVICE_FEATURE, FEATURE_DATA, FEATURE_DATA, FEATURE_DATA, flags, 0, 0);
+    }
+
+    /**
+     * DMA_LOGGING_REPORT (GET) of {@code [iova, iova + length)}, which libvfio-user takes only as one DMA map
+     * exactly: the bits (cleared at the server), {@code ceil(pages / 64)} words, copied into {@code bits}
+     * ({@code or}: ORed in, as the kernel's report sets bits). The reply must echo the range and carry that bitmap.
+     */
+    synchronized void dmaLoggingReport(long iova, long length, long pageSize, MemorySegment bits, boolean or) {
+        int flags = V2Abi.FEATURE_GET | V2Abi.FEATURE_DMA_LOGGING_REPORT;
+        long pages = (length + pageSize - 1) / pageSize;
+        long bytes = ((pages + 63) >>> 6) << 3;
+        long request = FEATURE_DATA + REPORT_BITMAP, reply = request + bytes;
+        if (reply > VfioUserConnection.MAX_REPLY_PAYLOAD || bits.byteSize() < bytes) {
+            throw new IllegalArgumentException(name + ": a DMA logging report of " + pages + " pages does not fit one reply or the buffer");
+        }
+        MemorySegment out = conn.out();
+        out.set(U32, FEATURE_ARGSZ, (int) reply);
+        out.set(U32, FEATURE_FLAGS, flags);
+        out.set(U64, FEATURE_DATA + REPORT_IOVA, iova);
+        out.set(U64, FEATURE_DATA + REPORT_LENGTH, length);
+        out.set(U64, FEATURE_DATA + REPORT_PAGE_SIZE, pageSize);
+        conn.call(DEVICE_FEATURE, request, reply, reply, flags, iova, length);
+        MemorySegment in = conn.in();
+        if (in.get(U64, FEATURE_DATA + REPORT_IOVA) != iova || in.get(U64, FEATURE_DATA + REPORT_LENGTH) != length
+                || in.get(U64, FEATURE_DATA + REPORT_PAGE_SIZE) != pageSize) {
+            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply describes another range: iova 0x"
+                    + Long.toHexString(in.get(U64, FEATURE_DATA + REPORT_IOVA)) + ", length " + in.get(U64, FEATURE_DATA + REPORT_LENGTH)
+                    + ", page size " + in.get(U64, FEATURE_DATA + REPORT_PAGE_SIZE));
+        }
+        if (!or) {
+            MemorySegment.copy(in, request, bits, 0, bytes);
+            return;
+        }
+        for (long w = 0; w < bytes; w += 8) {
+            long v = in.get(U64, request + w);
+            if (v != 0) bits.set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, w, bits.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, w) | v);
+        }
+    }
+
+    /**
+     * The data session the MIG_DEVICE_STATE SET just opened: vfio-user has no {@code data_fd} (the field is unused),
+     * the stream goes through MIG_DATA_READ/WRITE messages on this connection ({@link MigrationDataMessages}).
+     */
+    @Override
+    public MigrationData migrationData(MemorySegment migState) {
+        return new MigrationDataMessages();
+    }
+
+    /**
+     * A v2 data session over {@code VFIO_USER_MIG_DATA_READ}/{@code _WRITE}: a read asks for at most what the
+     * client's {@code max_data_xfer_size} lets the server send and returns the reply's {@code size} (fewer than
+     * asked: nothing more for now; 0 at the end); a write sends at most a 64 KiB message and the server's
+     * {@code max_data_xfer_size}, and returns what it carried (the caller loops, as for write(2)). PRECOPY_INFO
+     * has no vfio-user message: ENOTTY, so the VMM treats the device as reporting no pre-copy estimate. Not an
+     * fd: {@link #fd()} is -1 (no splice). A failure returns -errno and logs the client's full reason (a server
+     * that died, a malformed reply); the session ends with the state arc that ends it.
+     */
+    private final class MigrationDataMessages implements MigrationData {
+        private final long readMax = Math.min(VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE, VfioUserConnection.MAX_REPLY_PAYLOAD - MIG_DATA.byteSize());
+        private final long writeMax = Math.min(capabilities.maxDataXferSize(), conn.maxRequestPayload() - MIG_DATA.byteSize());
+        private volatile boolean closed;
+
+        @Override
+        public String name() {
+            return conn.object() + " MIG_DATA";
+        }
+
+        @Override
+        public long readRaw(MemorySegment dst) {
+            if (closed) return -Errno.EBADF;
+            long n = Math.min(dst.byteSize(), readMax);
+            synchronized (VfioUserDevice.this) {
+                try {
+                    MemorySegment out = conn.out();
+                    out.set(U32, MIG_DATA_ARGSZ, (int) (MIG_DATA.byteSize() + n));
+                    out.set(U32, MIG_DATA_SIZE, (int) n);
+                    long payload = conn.call(MIG_DATA_READ, MIG_DATA.byteSize(), MIG_DATA.byteSize(), MIG_DATA.byteSize() + n, n, 0, 0);
+                    MemorySegment in = conn.in();
+                    long size = Integer.toUnsignedLong(in.get(U32, MIG_DATA_SIZE));
+                    if (size > n || MIG_DATA.byteSize() + size > payload) {
+                        throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply says " + size + " bytes in a "
+                                + payload + "-byte payload, for " + n + " asked");
+                    }
+                    MemorySegment.copy(in, MIG_DATA_DATA, dst, 0, size);
+                    return size;
+                } catch (SysException e) {
+                    return failed(e);
+                }
+            }
+        }
+
+        @Override
+        public long writeRaw(MemorySegment src) {
+            if (closed) return -Errno.EBADF;
+            long n = Math.min(src.byteSize(), writeMax);
+            synchronized (VfioUserDevice.this) {
+                try {
+                    MemorySegment out = conn.out();
+                    out.set(U32, MIG_DATA_ARGSZ, (int) (MIG_DATA.byteSize() + n));
+                    out.set(U32, MIG_DATA_SIZE, (int) n);
+                    MemorySegment.copy(src, 0, out, MIG_DATA_DATA, n);
+                    conn.call(MIG_DATA_WRITE, MIG_DATA.byteSize() + n, 0, MIG_DATA.byteSize(), n, 0, 0);
+                    return n;
+                } catch (SysException e) {
+                    return failed(e);
+                }
+            }
+        }
+
+        private long failed(SysException e) {
+            LOG.log(System.Logger.Level.WARNING, "{0}: {1}", name(), e.getMessage());
+            return -e.errno();
+        }
+
+        @Override
+        public int precopyInfoRaw(MemorySegment info) {
+            return -Errno.ENOTTY;
+        }
+
+        @Override
+        public int fd() {
+            return -1;
+        }
+
+        @Override
+        public void close() {
+            closed = true;
+        }
     }
 
     // --- DMA, dirty pages, interrupts: the client's side of the device's memory access ---

@@ -5,6 +5,8 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.vmmkit.core.sys.HeaderProbe;
+import org.vmmkit.core.vfio.abi.V2Abi;
+import org.vmmkit.core.vfio.v2.MigState;
 import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
 
 /**
@@ -13,12 +15,19 @@ import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
  */
 class VfioUserAbiTest {
 
-    private static Path tree;
+    private static Path tree, v2Tree;
 
     @BeforeAll
     static void peerTree() {
         tree = VfioUserPeer.v1Tree();
         VfioUserPeer.assumeAvailable("VfioUserAbiTest", tree == null ? "no " + VfioUserPeer.V1_TREE + " tree under " + VfioUserPeer.peersDir() : null);
+    }
+
+    /** The v2-era tree's header (migration v2 commands); skips loudly, or fails where the peer is required, without it. */
+    private static HeaderProbe v2Probe() {
+        v2Tree = VfioUserPeer.v2Tree();
+        VfioUserPeer.assumeAvailable("VfioUserAbiTest (v2)", v2Tree == null ? "no " + VfioUserPeer.V2_TREE + " tree under " + VfioUserPeer.peersDir() : null);
+        return new HeaderProbe("vfio-user.h").includeDir(v2Tree.resolve("include"));
     }
 
     private static HeaderProbe probe() {
@@ -80,6 +89,51 @@ class VfioUserAbiTest {
                 .expectValue("VFIO_PCI_MSIX_IRQ_INDEX", VfioUserAbi.PCI_MSIX_IRQ_INDEX)
                 .expectValue("VFIO_REGION_TYPE_MIGRATION", org.vmmkit.core.vfio.abi.VfioAbi.REGION_TYPE_MIGRATION_DEPRECATED)
                 .expectValue("VFIO_REGION_SUBTYPE_MIGRATION", org.vmmkit.core.vfio.abi.VfioAbi.REGION_SUBTYPE_MIGRATION_DEPRECATED)
+                .verify();
+    }
+
+    @Test
+    void everyMigrationV2StructMatchesTheV2PeersHeader() {
+        v2Probe().expectLayout(VfioUserAbi.HEADER, "struct vfio_user_header")
+                .expectLayout(VfioUserAbi.DEVICE_INFO, "struct vfio_user_device_info")
+                .expectLayout(VfioUserAbi.REGION_ACCESS, "struct vfio_user_region_access")
+                .expectLayout(VfioUserAbi.DMA_MAP_PAYLOAD, "struct vfio_user_dma_map")
+                .expectLayout(VfioUserAbi.DEVICE_FEATURE_PAYLOAD, "struct vfio_user_device_feature")
+                .expectLayout(VfioUserAbi.FEATURE_MIGRATION, "struct vfio_user_device_feature_migration")
+                .expectLayout(VfioUserAbi.FEATURE_MIG_STATE, "struct vfio_user_device_feature_mig_state")
+                .expectLayout(VfioUserAbi.DMA_LOGGING_RANGE, "struct vfio_user_device_feature_dma_logging_range")
+                .expectLayout(VfioUserAbi.DMA_LOGGING_CONTROL, "struct vfio_user_device_feature_dma_logging_control")
+                .expectLayout(VfioUserAbi.DMA_LOGGING_REPORT, "struct vfio_user_device_feature_dma_logging_report")
+                .expectLayout(VfioUserAbi.MIG_DATA, "struct vfio_user_mig_data")
+                .verify();
+    }
+
+    @Test
+    void everyMigrationV2CommandFeatureAndStateMatchesTheV2PeersHeader() {
+        v2Probe().expectValue("VFIO_USER_DEVICE_FEATURE", VfioUserAbi.DEVICE_FEATURE)
+                .expectValue("VFIO_USER_MIG_DATA_READ", VfioUserAbi.MIG_DATA_READ)
+                .expectValue("VFIO_USER_MIG_DATA_WRITE", VfioUserAbi.MIG_DATA_WRITE)
+                .expectValue("VFIO_USER_DEVICE_RESET", VfioUserAbi.DEVICE_RESET)
+                .expectValue("VFIO_DEVICE_FEATURE_MASK", V2Abi.FEATURE_MASK)
+                .expectValue("VFIO_DEVICE_FEATURE_GET", V2Abi.FEATURE_GET)
+                .expectValue("VFIO_DEVICE_FEATURE_SET", V2Abi.FEATURE_SET)
+                .expectValue("VFIO_DEVICE_FEATURE_PROBE", V2Abi.FEATURE_PROBE)
+                .expectValue("VFIO_DEVICE_FEATURE_MIGRATION", V2Abi.FEATURE_MIGRATION)
+                .expectValue("VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE", V2Abi.FEATURE_MIG_DEVICE_STATE)
+                .expectValue("VFIO_DEVICE_FEATURE_DMA_LOGGING_START", V2Abi.FEATURE_DMA_LOGGING_START)
+                .expectValue("VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP", V2Abi.FEATURE_DMA_LOGGING_STOP)
+                .expectValue("VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT", V2Abi.FEATURE_DMA_LOGGING_REPORT)
+                .expectValue("VFIO_MIGRATION_STOP_COPY", V2Abi.MIGRATION_STOP_COPY)
+                .expectValue("VFIO_MIGRATION_P2P", V2Abi.MIGRATION_P2P)
+                .expectValue("VFIO_MIGRATION_PRE_COPY", V2Abi.MIGRATION_PRE_COPY)
+                .expectValue("VFIO_USER_DEVICE_STATE_ERROR", MigState.ERROR.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_STOP", MigState.STOP.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_RUNNING", MigState.RUNNING.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_STOP_COPY", MigState.STOP_COPY.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_RESUMING", MigState.RESUMING.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_RUNNING_P2P", MigState.RUNNING_P2P.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_PRE_COPY", MigState.PRE_COPY.value())
+                .expectValue("VFIO_USER_DEVICE_STATE_PRE_COPY_P2P", MigState.PRE_COPY_P2P.value())
                 .verify();
     }
 }

@@ -14,9 +14,14 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.SysException;
 import org.vmmkit.core.vfio.RegionInfo;
+import org.vmmkit.core.vfio.abi.V2Abi;
 import org.vmmkit.core.vfio.abi.VfioAbi;
+import org.vmmkit.core.vfio.v2.DeviceFeatures;
+import org.vmmkit.core.vfio.v2.MigState;
+import org.vmmkit.core.vfio.v2.MigrationData;
 import org.vmmkit.core.vfio.user.abi.VfioUserAbi;
 
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
@@ -422,6 +427,80 @@ class VfioUserMessageTest {
             }
             assertEquals(0, allocated, "bytes allocated by 2000 reads (each with a DMA_WRITE and a DMA_READ served) and 2000 4 KiB writes");
             assertTrue(d.dmaWritesServed() > 2000 && d.dmaReadsServed() > 2000);
+        }
+    }
+
+    /** A v2 server in script: DEVICE_FEATURE echoes (GET MIG_DEVICE_STATE answers RUNNING); the rest as {@code rest} says. */
+    private static FakeServer.Handler v2(FakeServer.Handler rest) {
+        return (m, s) -> {
+            if (m.cmd() == VfioUserAbi.DEVICE_FEATURE) {
+                ByteBuffer r = FakeServer.payload(m.payload().length).put(m.payload());
+                if (m.body().getInt(4) == (V2Abi.FEATURE_GET | V2Abi.FEATURE_MIG_DEVICE_STATE)) r.putInt(8, MigState.RUNNING.value());
+                s.reply(m, r);
+            } else if (m.cmd() == VfioUserAbi.MIG_DATA_READ || m.cmd() == VfioUserAbi.MIG_DATA_WRITE) {
+                rest.handle(m, s);
+            } else {
+                s.standard(m);
+            }
+        };
+    }
+
+    @Test
+    void migrationDataGoesInMigDataMessagesAndAReadReplyClaimingMoreThanAskedIsRefused() throws IOException {
+        int[] claim = {5};
+        try (VfioUserDevice d = connect(v2((m, s) -> {
+            if (m.cmd() == VfioUserAbi.MIG_DATA_WRITE) {
+                s.reply(m, FakeServer.payload(0));
+                return;
+            }
+            int asked = m.body().getInt(4);
+            ByteBuffer r = FakeServer.payload(8 + asked); // libvfio-user pads the reply to the size asked
+            r.putInt(8 + claim[0]).putInt(claim[0]);
+            for (int i = 0; i < Math.min(claim[0], asked); i++) r.put((byte) (i + 1));
+            s.reply(m, r);
+        }))) {
+            assertEquals(VfioUserDevice.MigrationProtocol.V2_FEATURE, d.migrationProtocol());
+            assertEquals(MigState.RUNNING, DeviceFeatures.state(d));
+            try (Arena arena = Arena.ofConfined(); MigrationData session = d.migrationData(arena.allocate(8))) {
+                assertEquals(-1, session.fd(), "not a file descriptor: no splice");
+                assertEquals(-Errno.ENOTTY, session.precopyInfoRaw(arena.allocate(24)), "vfio-user has no PRECOPY_INFO");
+                MemorySegment dst = arena.allocate(64);
+                assertEquals(5, session.readRaw(dst));
+                assertArrayEquals(new byte[] {1, 2, 3, 4, 5}, dst.asSlice(0, 5).toArray(JAVA_BYTE));
+                FakeServer.Message read = server.received.getLast();
+                assertEquals(VfioUserAbi.MIG_DATA_READ, read.cmd());
+                assertEquals(8 + 64, read.body().getInt(0), "argsz: the largest reply");
+                assertEquals(64, read.body().getInt(4));
+
+                MemorySegment big = arena.allocate(200 << 10);
+                long n = session.writeRaw(big);
+                assertTrue(n > 0 && n <= (64 << 10) - 24, "one message of at most 64 KiB: " + n);
+                FakeServer.Message write = server.received.getLast();
+                assertEquals(VfioUserAbi.MIG_DATA_WRITE, write.cmd());
+                assertEquals(8 + n, write.body().getInt(0));
+                assertEquals(n, write.body().getInt(4));
+                assertEquals(8 + n, write.payload().length);
+
+                claim[0] = 65;
+                assertEquals(-Errno.EPROTO, session.readRaw(dst), "a reply that says more than was asked is not believed");
+            }
+        }
+    }
+
+    @Test
+    void aFeatureReplyForOtherFlagsIsRefusedNamingTheFeature() throws IOException {
+        try (VfioUserDevice d = connect((m, s) -> {
+            if (m.cmd() != VfioUserAbi.DEVICE_FEATURE) {
+                s.standard(m);
+                return;
+            }
+            ByteBuffer r = FakeServer.payload(m.payload().length).put(m.payload());
+            if ((m.body().getInt(4) & V2Abi.FEATURE_PROBE) == 0) r.putInt(4, V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION);
+            s.reply(m, r);
+        })) {
+            SysException e = assertThrows(SysException.class, () -> DeviceFeatures.state(d));
+            assertEquals("EPROTO", e.errnoName());
+            assertTrue(e.getMessage().startsWith("VFIO_USER_DEVICE_FEATURE(GET MIG_DEVICE_STATE) on fake0"), e.getMessage());
         }
     }
 }

@@ -31,9 +31,23 @@ public final class VfioUserPeer {
     /** The v1 tree (migration region protocol). */
     public static final String V1_TREE = "libvfio-user-v1-1569a37";
 
+    /** The v2 tree (DEVICE_FEATURE, MIG_DATA_READ/WRITE). */
+    public static final String V2_TREE = "libvfio-user-v2-7e7a0a6";
+
+    /** A peer tree's migration era: which sample server is built and run. */
+    public enum Era {
+        V1("v1"), V2("v2");
+
+        final String arg;
+
+        Era(String arg) {
+            this.arg = arg;
+        }
+    }
+
     private static final Path ROOT = repoRoot();
-    private static String buildFailure;
-    private static Path server;
+    private static final java.util.Map<Era, String> buildFailure = new java.util.EnumMap<>(Era.class);
+    private static final java.util.Map<Era, Path> server = new java.util.EnumMap<>(Era.class);
 
     /** Whether a missing peer must fail the test instead of skipping it: {@code CI} set (other than false or 0), or {@code VMMKIT_REQUIRE_VFIO_USER=1}. */
     public static boolean required() {
@@ -61,6 +75,12 @@ public final class VfioUserPeer {
         return Files.isRegularFile(t.resolve("include/vfio-user.h")) ? t : null;
     }
 
+    /** The v2 source tree, for its headers; null if absent. */
+    public static Path v2Tree() {
+        Path t = peersDir().resolve(V2_TREE);
+        return Files.isRegularFile(t.resolve("include/vfio-user.h")) ? t : null;
+    }
+
     /** Skips (loudly) or fails, as {@link #required()} says, when {@code reason} is not null. */
     public static void assumeAvailable(String what, String reason) {
         if (reason == null) return;
@@ -73,43 +93,53 @@ public final class VfioUserPeer {
     }
 
     /** Builds the v1 sample server (once per JVM); null if it is usable, else why not. */
-    public static synchronized String unavailableReason() {
-        if (server == null && buildFailure == null) build();
-        return buildFailure;
+    public static String unavailableReason() {
+        return unavailableReason(Era.V1);
+    }
+
+    /** Builds the sample server of {@code era} (once per JVM); null if it is usable, else why not. */
+    public static synchronized String unavailableReason(Era era) {
+        if (!server.containsKey(era) && !buildFailure.containsKey(era)) build(era);
+        return buildFailure.get(era);
     }
 
     /** The v1 sample server executable; {@link #unavailableReason()} must be null. */
-    public static synchronized Path server() {
-        if (unavailableReason() != null) throw new IllegalStateException(buildFailure);
-        return server;
+    public static Path server() {
+        return server(Era.V1);
     }
 
-    private static void build() {
+    /** The sample server executable of {@code era}; {@link #unavailableReason(Era)} must be null. */
+    public static synchronized Path server(Era era) {
+        if (unavailableReason(era) != null) throw new IllegalStateException(buildFailure.get(era));
+        return server.get(era);
+    }
+
+    private static void build(Era era) {
         Path script = peersDir().resolve("build-libvfio-user");
         if (!Files.isExecutable(script)) {
-            buildFailure = "no peer build script at " + script;
+            buildFailure.put(era, "no peer build script at " + script);
             return;
         }
-        Path out = ROOT.resolve("target").resolve("libvfio-user-v1");
-        Path log = ROOT.resolve("target").resolve("libvfio-user-v1.build.log");
+        Path out = ROOT.resolve("target").resolve("libvfio-user-" + era.arg);
+        Path log = ROOT.resolve("target").resolve("libvfio-user-" + era.arg + ".build.log");
         try {
             Files.createDirectories(out.getParent());
-            Process p = new ProcessBuilder(script.toString(), "v1", out.toString()).redirectError(log.toFile()).start();
+            Process p = new ProcessBuilder(script.toString(), era.arg, out.toString()).redirectError(log.toFile()).start();
             String stdout = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
             if (!p.waitFor(10, TimeUnit.MINUTES)) {
                 p.destroyForcibly();
-                buildFailure = script + " v1 " + out + " did not finish within 10 minutes (log: " + log + ")";
+                buildFailure.put(era, script + " " + era.arg + " " + out + " did not finish within 10 minutes (log: " + log + ")");
                 return;
             }
             List<String> lines = stdout.lines().toList();
             if (p.exitValue() != 0 || lines.isEmpty() || !Files.isExecutable(Path.of(lines.get(0)))) {
-                buildFailure = script + " v1 " + out + " failed (exit " + p.exitValue() + "): " + tail(log, 3).replace('\n', ' ')
-                        + " (log: " + log + ")";
+                buildFailure.put(era, script + " " + era.arg + " " + out + " failed (exit " + p.exitValue() + "): " + tail(log, 3).replace('\n', ' ')
+                        + " (log: " + log + ")");
                 return;
             }
-            server = Path.of(lines.get(0));
+            server.put(era, Path.of(lines.get(0)));
         } catch (IOException | InterruptedException e) {
-            buildFailure = "could not run " + script + ": " + e;
+            buildFailure.put(era, "could not run " + script + " " + era.arg + ": " + e);
         }
     }
 
@@ -140,13 +170,18 @@ public final class VfioUserPeer {
             this.process = process;
         }
 
-        /** Starts a server on {@code socketDir/name.sock} and waits (polling, with a deadline) until its socket exists. */
+        /** Starts a v1 server on {@code socketDir/name.sock} and waits (polling, with a deadline) until its socket exists. */
         public static SampleServer start(Path socketDir, Path logDir, String name) throws IOException {
+            return start(socketDir, logDir, name, Era.V1);
+        }
+
+        /** Starts a server of {@code era} on {@code socketDir/name.sock} and waits (polling, with a deadline) until its socket exists. */
+        public static SampleServer start(Path socketDir, Path logDir, String name, Era era) throws IOException {
             Path socket = socketDir.resolve(name + ".sock");
             Path log = logDir.resolve(name + ".log");
             Files.createDirectories(logDir);
             Files.deleteIfExists(socket);
-            Process p = new ProcessBuilder(server().toString(), "-v", socket.toString())
+            Process p = new ProcessBuilder(server(era).toString(), "-v", socket.toString())
                     .redirectErrorStream(true).redirectOutput(log.toFile()).start();
             SampleServer s = new SampleServer(name, socket, log, p);
             long deadline = System.nanoTime() + START.toNanos();
@@ -256,7 +291,12 @@ public final class VfioUserPeer {
         }
 
         public SampleServer start(String name) throws IOException {
-            SampleServer s = SampleServer.start(socketDir, logDir, name);
+            return start(name, Era.V1);
+        }
+
+        /** Starts a sample server of {@code era} for this test. */
+        public SampleServer start(String name, Era era) throws IOException {
+            SampleServer s = SampleServer.start(socketDir, logDir, name, era);
             started.add(s);
             return s;
         }

@@ -11,11 +11,14 @@ import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 
 /**
  * The vfio-user wire format, written from the protocol specification ({@code docs/vfio-user.rst}, version
- * 0.9.1, "Header", "Commands" and the per-command tables): the 16-byte message header, the command numbers,
+ * 0.9.1, "Header", "Commands" and the per-command tables; version 0.9.2 for migration v2: DEVICE_FEATURE,
+ * MIG_DATA_READ/WRITE and the DMA logging features): the 16-byte message header, the command numbers,
  * the header flags and the fixed parts of the payloads this client sends and parses. Little-endian and
- * packed. Nothing but data; {@code VfioUserAbiTest} checks every layout and number against the peer's
- * {@code include/vfio-user.h}. Payloads the protocol borrows from {@code linux/vfio.h} (region info and its
- * capability chain) use {@link org.vmmkit.core.vfio.abi.VfioAbi}.
+ * packed. Nothing but data; {@code VfioUserAbiTest} checks every layout and number against the peers'
+ * {@code include/vfio-user.h} (the v1-era tree for the migration region's commands, the v2-era tree for
+ * migration v2's). Payloads the protocol borrows from {@code linux/vfio.h} (region info and its capability
+ * chain; the feature flags, indexes and migration states) use {@link org.vmmkit.core.vfio.abi.VfioAbi} and
+ * {@link org.vmmkit.core.vfio.abi.V2Abi}.
  */
 public final class VfioUserAbi {
     private VfioUserAbi() {}
@@ -31,6 +34,8 @@ public final class VfioUserAbi {
     public static final int VERSION = 1, DMA_MAP = 2, DMA_UNMAP = 3, DEVICE_GET_INFO = 4, DEVICE_GET_REGION_INFO = 5,
             DEVICE_GET_REGION_IO_FDS = 6, DEVICE_GET_IRQ_INFO = 7, DEVICE_SET_IRQS = 8, REGION_READ = 9,
             REGION_WRITE = 10, DMA_READ = 11, DMA_WRITE = 12, DEVICE_RESET = 13, DIRTY_PAGES = 14;
+    // Migration v2 (specification 0.9.2; DIRTY_PAGES and the migration region are gone from that version).
+    public static final int DEVICE_FEATURE = 16, MIG_DATA_READ = 17, MIG_DATA_WRITE = 18;
 
     // Header flags: bits 0-3 the type, bit 4 No_reply, bit 5 Error.
     public static final int FLAG_TYPE_MASK = 0xf, FLAG_TYPE_COMMAND = 0x0, FLAG_TYPE_REPLY = 0x1,
@@ -120,6 +125,56 @@ public final class VfioUserAbi {
             IRQ_SET_ACTION_UNMASK = 16, IRQ_SET_ACTION_TRIGGER = 32;
     public static final int PCI_INTX_IRQ_INDEX = 0, PCI_MSI_IRQ_INDEX = 1, PCI_MSIX_IRQ_INDEX = 2;
 
+    /**
+     * {@code VFIO_USER_DEVICE_FEATURE} request and reply: argsz (the largest reply payload), flags (the kernel's
+     * GET/SET/PROBE bits and feature index), then the feature's data ("analogous to struct vfio_device_feature").
+     */
+    public static final StructLayout DEVICE_FEATURE_PAYLOAD = structLayout(
+            U32.withName("argsz"),
+            U32.withName("flags"),
+            sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_user_device_feature");
+
+    /** The data of {@code VFIO_DEVICE_FEATURE_MIGRATION} GET's reply: the migration flags. */
+    public static final StructLayout FEATURE_MIGRATION = structLayout(
+            U64.withName("flags")).withByteAlignment(1).withName("vfio_user_device_feature_migration");
+
+    /** The data of {@code VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE}: the state; {@code data_fd} is unused in vfio-user. */
+    public static final StructLayout FEATURE_MIG_STATE = structLayout(
+            U32.withName("device_state"),
+            U32.withName("data_fd")).withByteAlignment(1).withName("vfio_user_device_feature_mig_state");
+
+    /** One IOVA range of {@link #DMA_LOGGING_CONTROL}. */
+    public static final StructLayout DMA_LOGGING_RANGE = structLayout(
+            U64.withName("iova"),
+            U64.withName("length")).withByteAlignment(1).withName("vfio_user_device_feature_dma_logging_range");
+
+    /**
+     * The data of {@code DMA_LOGGING_START}: unlike the kernel's struct, the ranges follow inline (the kernel's
+     * holds a pointer to them).
+     */
+    public static final StructLayout DMA_LOGGING_CONTROL = structLayout(
+            U64.withName("page_size"),
+            U32.withName("num_ranges"),
+            U32.withName("reserved"),
+            sequenceLayout(0, DMA_LOGGING_RANGE).withName("ranges")).withByteAlignment(1).withName("vfio_user_device_feature_dma_logging_control");
+
+    /** The data of {@code DMA_LOGGING_REPORT} GET: the range asked; in the reply the bitmap follows inline (the kernel's: a pointer). */
+    public static final StructLayout DMA_LOGGING_REPORT = structLayout(
+            U64.withName("iova"),
+            U64.withName("length"),
+            U64.withName("page_size"),
+            sequenceLayout(0, JAVA_BYTE).withName("bitmap")).withByteAlignment(1).withName("vfio_user_device_feature_dma_logging_report");
+
+    /**
+     * {@code VFIO_USER_MIG_DATA_READ} request (no data) and reply, {@code VFIO_USER_MIG_DATA_WRITE} request (with
+     * the data; its reply has no payload): argsz, size, then the data. A read reply's {@code size} below the
+     * size asked means no more data for now.
+     */
+    public static final StructLayout MIG_DATA = structLayout(
+            U32.withName("argsz"),
+            U32.withName("size"),
+            sequenceLayout(0, JAVA_BYTE).withName("data")).withByteAlignment(1).withName("vfio_user_mig_data");
+
     public static final long HEADER_SIZE = HEADER.byteSize();
     public static final long HEADER_MSG_ID = offset(HEADER, "msg_id"), HEADER_CMD = offset(HEADER, "cmd"),
             HEADER_MSG_SIZE = offset(HEADER, "msg_size"), HEADER_FLAGS = offset(HEADER, "flags"),
@@ -152,6 +207,15 @@ public final class VfioUserAbi {
             IRQ_SET_INDEX = offset(IRQ_SET, "index"), IRQ_SET_START = offset(IRQ_SET, "start"), IRQ_SET_COUNT = offset(IRQ_SET, "count"),
             IRQ_SET_DATA = offset(IRQ_SET, "data");
 
+    public static final long FEATURE_ARGSZ = offset(DEVICE_FEATURE_PAYLOAD, "argsz"), FEATURE_FLAGS = offset(DEVICE_FEATURE_PAYLOAD, "flags"),
+            FEATURE_DATA = offset(DEVICE_FEATURE_PAYLOAD, "data");
+    public static final long MIG_DATA_ARGSZ = offset(MIG_DATA, "argsz"), MIG_DATA_SIZE = offset(MIG_DATA, "size"),
+            MIG_DATA_DATA = offset(MIG_DATA, "data");
+    public static final long LOGGING_PAGE_SIZE = offset(DMA_LOGGING_CONTROL, "page_size"), LOGGING_NUM_RANGES = offset(DMA_LOGGING_CONTROL, "num_ranges"),
+            LOGGING_RANGES = offset(DMA_LOGGING_CONTROL, "ranges");
+    public static final long REPORT_IOVA = offset(DMA_LOGGING_REPORT, "iova"), REPORT_LENGTH = offset(DMA_LOGGING_REPORT, "length"),
+            REPORT_PAGE_SIZE = offset(DMA_LOGGING_REPORT, "page_size"), REPORT_BITMAP = offset(DMA_LOGGING_REPORT, "bitmap");
+
     /** {@code max_data_xfer_size} when the VERSION JSON does not give one ("Version", capabilities table). */
     public static final long DEFAULT_MAX_DATA_XFER_SIZE = 1L << 20;
     /** {@code max_msg_fds} when the VERSION JSON does not give one. */
@@ -178,6 +242,9 @@ public final class VfioUserAbi {
             case DMA_WRITE -> "VFIO_USER_DMA_WRITE";
             case DEVICE_RESET -> "VFIO_USER_DEVICE_RESET";
             case DIRTY_PAGES -> "VFIO_USER_DIRTY_PAGES";
+            case DEVICE_FEATURE -> "VFIO_USER_DEVICE_FEATURE";
+            case MIG_DATA_READ -> "VFIO_USER_MIG_DATA_READ";
+            case MIG_DATA_WRITE -> "VFIO_USER_MIG_DATA_WRITE";
             default -> "command " + command;
         };
     }
