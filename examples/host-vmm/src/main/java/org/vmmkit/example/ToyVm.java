@@ -86,6 +86,12 @@ public final class ToyVm implements MigratableVm, AutoCloseable {
         return b.array();
     }
 
+    /** The name of {@link #saveVcpu}'s format: each vCPU travels as a section of this kind. */
+    @Override
+    public String vcpuStateKind() {
+        return "toy-vcpu";
+    }
+
     @Override
     public void restoreVcpu(int index, byte[] state) {
         ByteBuffer b = ByteBuffer.wrap(state).order(ByteOrder.LITTLE_ENDIAN);

@@ -49,8 +49,9 @@ class HostVmmMigrationTest {
             assertTrue(a.vm().registers()[0] > 0, "the guest ran before the migration");
             assertEquals(7, b.timer().ticks());
             assertEquals(1000, b.timer().period());
-            assertEquals(1, stats.sections().size());
-            assertEquals("timer0", stats.sections().get(0).id());
+            assertEquals(java.util.List.of("timer0", "vcpu/0"), stats.sections().stream().map(MigrationStats.SectionStats::id).toList(),
+                    "the host's device, then its vCPU as a section of the VM's own format");
+            assertEquals("toy-vcpu", stats.sections().get(1).kind());
         }
     }
 }
