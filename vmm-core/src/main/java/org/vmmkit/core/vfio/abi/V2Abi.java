@@ -80,6 +80,17 @@ public final class V2Abi {
     public static final long FEATURE_HEADER_BYTES = 8, MIG_STATE_DEVICE_STATE = 0, MIG_STATE_DATA_FD = 4,
             PRECOPY_ARGSZ = 0, PRECOPY_INITIAL_BYTES = 8, PRECOPY_DIRTY_BYTES = 16;
 
+    /** Field offsets of the DMA logging structs, taken from their layouts (which the header test checks). */
+    public static final long LOGGING_CONTROL_PAGE_SIZE = offset(DMA_LOGGING_CONTROL, "page_size"),
+            LOGGING_CONTROL_NUM_RANGES = offset(DMA_LOGGING_CONTROL, "num_ranges"), LOGGING_CONTROL_RANGES = offset(DMA_LOGGING_CONTROL, "ranges"),
+            LOGGING_RANGE_IOVA = offset(DMA_LOGGING_RANGE, "iova"), LOGGING_RANGE_LENGTH = offset(DMA_LOGGING_RANGE, "length"),
+            LOGGING_REPORT_IOVA = offset(DMA_LOGGING_REPORT, "iova"), LOGGING_REPORT_LENGTH = offset(DMA_LOGGING_REPORT, "length"),
+            LOGGING_REPORT_PAGE_SIZE = offset(DMA_LOGGING_REPORT, "page_size"), LOGGING_REPORT_BITMAP = offset(DMA_LOGGING_REPORT, "bitmap");
+
+    private static long offset(StructLayout layout, String field) {
+        return layout.byteOffset(java.lang.foreign.MemoryLayout.PathElement.groupElement(field));
+    }
+
     public static final Ioctl VFIO_DEVICE_FEATURE = Ioctl.io("VFIO_DEVICE_FEATURE", VFIO_TYPE, VFIO_BASE + 17);
     /** On the data fd, in PRE_COPY and PRE_COPY_P2P only. */
     public static final Ioctl VFIO_MIG_GET_PRECOPY_INFO = Ioctl.io("VFIO_MIG_GET_PRECOPY_INFO", VFIO_TYPE, VFIO_BASE + 21);

@@ -91,7 +91,6 @@ public final class VfioUserDevice implements VfioDevice {
     private static final long INFO_ARGSZ = VfioAbi.REGION_INFO.byteOffset(groupElement("argsz")),
             INFO_INDEX = VfioAbi.REGION_INFO.byteOffset(groupElement("index"));
 
-    private static final System.Logger LOG = System.getLogger("org.vmmkit.core.vfio.user");
 
     private final String name;
     private final Path socket;
@@ -105,6 +104,7 @@ public final class VfioUserDevice implements VfioDevice {
     private final java.util.List<MemorySegment> mapped = new java.util.ArrayList<>();
     private final int[] fdArg = new int[UnixSocket.MAX_FDS];
     private VfioUserContainer container;
+    private final VfioUserFeatures features;
 
     private VfioUserDevice(String name, Path socket, VfioUserConnection conn, Options options) {
         this.name = name;
@@ -125,6 +125,7 @@ public final class VfioUserDevice implements VfioDevice {
         this.regionFds = new Fd[regionCount];
         this.readChunk = Math.min(capabilities.maxDataXferSize(), VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE);
         this.writeChunk = Math.min(capabilities.maxDataXferSize(), conn.maxRequestPayload() - REGION_ACCESS.byteSize());
+        this.features = new VfioUserFeatures(this, conn, capabilities, options.preCopy());
     }
 
     /**
@@ -453,7 +454,7 @@ public final class VfioUserDevice implements VfioDevice {
                 protocol = MigrationProtocol.V1_REGION;
             } else {
                 try {
-                    featureCall(V2Abi.FEATURE_PROBE | V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION, MemorySegment.NULL);
+                    features.call(V2Abi.FEATURE_PROBE | V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION, MemorySegment.NULL);
                     protocol = MigrationProtocol.V2_FEATURE;
                     // libvfio-user's v2 library serves only REGION_READ/WRITE, DEVICE_FEATURE and MIG_DATA_READ while the
                     // device is stopped (STOP, STOP_COPY): every region's info is read now, while it runs, and cached.
@@ -468,233 +469,40 @@ public final class VfioUserDevice implements VfioDevice {
     }
 
     /**
-     * {@code VFIO_USER_DEVICE_FEATURE}: the kernel's {@code VFIO_DEVICE_FEATURE} over the socket. GET and SET carry
-     * the feature's data as the kernel's struct (the same bytes, except for DMA logging, whose kernel structs hold
-     * pointers: START's ranges and REPORT's bitmap travel inline here, translated both ways); PROBE carries none.
+     * {@code VFIO_USER_DEVICE_FEATURE}: the kernel's {@code VFIO_DEVICE_FEATURE} over the socket ({@link VfioUserFeatures}).
      * A v1 server has no such command: it fails with ENOTTY, unsent, as an old kernel's ioctl does.
      */
     @Override
     public synchronized void feature(int flags, MemorySegment data) {
         if (migrationProtocol() == MigrationProtocol.V1_REGION) {
-            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.ENOTTY, conn.object(),
+            throw new SysException(commandName(DEVICE_FEATURE) + "(" + VfioUserConnection.featureWhat(flags) + ")", Errno.ENOTTY, conn.object(),
                     "the server speaks migration v1 (a migration region); not sent");
         }
-        int feature = flags & V2Abi.FEATURE_MASK;
-        if ((flags & V2Abi.FEATURE_PROBE) == 0 && feature == V2Abi.FEATURE_DMA_LOGGING_START && (flags & V2Abi.FEATURE_SET) != 0) {
-            MemorySegment control = data.reinterpret(V2Abi.DMA_LOGGING_CONTROL.byteSize());
-            int n = control.get(java.lang.foreign.ValueLayout.JAVA_INT, 8);
-            MemorySegment ranges = MemorySegment.ofAddress(control.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16))
-                    .reinterpret(V2Abi.DMA_LOGGING_RANGE.byteSize() * Math.max(0, n));
-            long[] iovas = new long[n], lengths = new long[n];
-            for (int i = 0; i < n; i++) {
-                iovas[i] = ranges.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16L * i);
-                lengths[i] = ranges.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16L * i + 8);
-            }
-            dmaLoggingStart(control.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), iovas, lengths);
-            return;
-        }
-        if ((flags & V2Abi.FEATURE_PROBE) == 0 && feature == V2Abi.FEATURE_DMA_LOGGING_REPORT && (flags & V2Abi.FEATURE_GET) != 0) {
-            MemorySegment report = data.reinterpret(V2Abi.DMA_LOGGING_REPORT.byteSize());
-            long iova = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 0), length = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 8),
-                    pageSize = report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 16);
-            if (pageSize <= 0 || Long.bitCount(pageSize) != 1 || length <= 0) {
-                throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.EINVAL, conn.object(),
-                        "page size " + pageSize + ", length " + length + "; not sent");
-            }
-            long bytes = (((length + pageSize - 1) / pageSize + 63) >>> 6) << 3;
-            MemorySegment bitmap = MemorySegment.ofAddress(report.get(java.lang.foreign.ValueLayout.JAVA_LONG, 24)).reinterpret(bytes);
-            dmaLoggingReport(iova, length, pageSize, bitmap, true); // the kernel only sets bits in the user's bitmap
-            return;
-        }
-        featureCall(flags, data);
-        if (!options.preCopy() && flags == (V2Abi.FEATURE_GET | V2Abi.FEATURE_MIGRATION) && data.byteSize() >= 8) {
-            data.set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, data.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0) & ~V2Abi.MIGRATION_PRE_COPY);
-        }
-    }
-
-    /** One DEVICE_FEATURE of {@code data} as is: sent for GET and SET, filled from the reply for GET. */
-    private void featureCall(int flags, MemorySegment data) {
-        boolean probe = (flags & V2Abi.FEATURE_PROBE) != 0, get = !probe && (flags & V2Abi.FEATURE_GET) != 0;
-        long dataBytes = probe ? 0 : data.byteSize();
-        if (FEATURE_DATA + dataBytes > conn.maxRequestPayload()) {
-            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.E2BIG, conn.object(),
-                    dataBytes + " bytes of feature data exceed the 64 KiB message; not sent");
-        }
-        MemorySegment out = conn.out();
-        out.set(U32, FEATURE_ARGSZ, (int) (FEATURE_DATA + dataBytes));
-        out.set(U32, FEATURE_FLAGS, flags);
-        if (dataBytes > 0) MemorySegment.copy(data, 0, out, FEATURE_DATA, dataBytes);
-        long payload = conn.call(DEVICE_FEATURE, FEATURE_DATA + dataBytes, FEATURE_DATA + (get ? dataBytes : 0), FEATURE_DATA + dataBytes, flags, 0, 0);
-        MemorySegment in = conn.in();
-        if (in.get(U32, FEATURE_FLAGS) != flags) {
-            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply is for flags 0x" + Integer.toHexString(in.get(U32, FEATURE_FLAGS)));
-        }
-        if (get) MemorySegment.copy(in, FEATURE_DATA, data, 0, Math.min(dataBytes, payload - FEATURE_DATA));
-    }
-
-    private static String featureWhat(int flags) {
-        return VfioUserConnection.featureWhat(flags);
-    }
-
-    /**
-     * DMA_LOGGING_START (SET) at {@code pageSize} over the IOVA ranges given (vfio-user's layout: the ranges inline).
-     * libvfio-user logs every DMA region mapped with an fd, whatever the ranges.
-     */
-    synchronized void dmaLoggingStart(long pageSize, long[] iovas, long[] lengths) {
-        int flags = V2Abi.FEATURE_SET | V2Abi.FEATURE_DMA_LOGGING_START;
-        long bytes = FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * iovas.length;
-        if (bytes > conn.maxRequestPayload()) {
-            throw new SysException(commandName(DEVICE_FEATURE) + "(" + featureWhat(flags) + ")", Errno.E2BIG, conn.object(),
-                    iovas.length + " ranges exceed the 64 KiB message; not sent");
-        }
-        MemorySegment out = conn.out();
-        out.set(U32, FEATURE_ARGSZ, (int) bytes);
-        out.set(U32, FEATURE_FLAGS, flags);
-        out.set(U64, FEATURE_DATA + LOGGING_PAGE_SIZE, pageSize);
-        out.set(U32, FEATURE_DATA + LOGGING_NUM_RANGES, iovas.length);
-        out.set(U32, FEATURE_DATA + LOGGING_NUM_RANGES + 4, 0);
-        for (int i = 0; i < iovas.length; i++) {
-            out.set(U64, FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * i, iovas[i]);
-            out.set(U64, FEATURE_DATA + LOGGING_RANGES + DMA_LOGGING_RANGE.byteSize() * i + 8, lengths[i]);
-        }
-        conn.call(DEVICE_FEATURE, bytes, FEATURE_DATA, bytes, flags, 0, 0);
-    }
-
-    /** DMA_LOGGING_STOP (SET). */
-    synchronized void dmaLoggingStop() {
-        int flags = V2Abi.FEATURE_SET | V2Abi.FEATURE_DMA_LOGGING_STOP;
-        MemorySegment out = conn.out();
-        out.set(U32, FEATURE_ARGSZ, (int) FEATURE_DATA);
-        out.set(U32, FEATURE_FLAGS, flags);
-        conn.call(DEVICE_FEATURE, FEATURE_DATA, FEATURE_DATA, FEATURE_DATA, flags, 0, 0);
-    }
-
-    /**
-     * DMA_LOGGING_REPORT (GET) of {@code [iova, iova + length)}, which libvfio-user takes only as one DMA map
-     * exactly: the bits (cleared at the server), {@code ceil(pages / 64)} words, copied into {@code bits}
-     * ({@code or}: ORed in, as the kernel's report sets bits). The reply must echo the range and carry that bitmap.
-     */
-    synchronized void dmaLoggingReport(long iova, long length, long pageSize, MemorySegment bits, boolean or) {
-        int flags = V2Abi.FEATURE_GET | V2Abi.FEATURE_DMA_LOGGING_REPORT;
-        long pages = (length + pageSize - 1) / pageSize;
-        long bytes = ((pages + 63) >>> 6) << 3;
-        long request = FEATURE_DATA + REPORT_BITMAP, reply = request + bytes;
-        if (reply > VfioUserConnection.MAX_REPLY_PAYLOAD || bits.byteSize() < bytes) {
-            throw new IllegalArgumentException(name + ": a DMA logging report of " + pages + " pages does not fit one reply or the buffer");
-        }
-        MemorySegment out = conn.out();
-        out.set(U32, FEATURE_ARGSZ, (int) reply);
-        out.set(U32, FEATURE_FLAGS, flags);
-        out.set(U64, FEATURE_DATA + REPORT_IOVA, iova);
-        out.set(U64, FEATURE_DATA + REPORT_LENGTH, length);
-        out.set(U64, FEATURE_DATA + REPORT_PAGE_SIZE, pageSize);
-        conn.call(DEVICE_FEATURE, request, reply, reply, flags, iova, length);
-        MemorySegment in = conn.in();
-        if (in.get(U64, FEATURE_DATA + REPORT_IOVA) != iova || in.get(U64, FEATURE_DATA + REPORT_LENGTH) != length
-                || in.get(U64, FEATURE_DATA + REPORT_PAGE_SIZE) != pageSize) {
-            throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply describes another range: iova 0x"
-                    + Long.toHexString(in.get(U64, FEATURE_DATA + REPORT_IOVA)) + ", length " + in.get(U64, FEATURE_DATA + REPORT_LENGTH)
-                    + ", page size " + in.get(U64, FEATURE_DATA + REPORT_PAGE_SIZE));
-        }
-        if (!or) {
-            MemorySegment.copy(in, request, bits, 0, bytes);
-            return;
-        }
-        for (long w = 0; w < bytes; w += 8) {
-            long v = in.get(U64, request + w);
-            if (v != 0) bits.set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, w, bits.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, w) | v);
-        }
+        features.feature(flags, data);
     }
 
     /**
      * The data session the MIG_DEVICE_STATE SET just opened: vfio-user has no {@code data_fd} (the field is unused),
-     * the stream goes through MIG_DATA_READ/WRITE messages on this connection ({@link MigrationDataMessages}).
+     * the stream goes through MIG_DATA_READ/WRITE messages on this connection ({@link VfioUserFeatures#migrationData}).
      */
     @Override
     public MigrationData migrationData(MemorySegment migState) {
-        return new MigrationDataMessages();
+        return features.migrationData();
     }
 
-    /**
-     * A v2 data session over {@code VFIO_USER_MIG_DATA_READ}/{@code _WRITE}: a read asks for at most what the
-     * client's {@code max_data_xfer_size} lets the server send and returns the reply's {@code size} (fewer than
-     * asked: nothing more for now; 0 at the end); a write sends at most a 64 KiB message and the server's
-     * {@code max_data_xfer_size}, and returns what it carried (the caller loops, as for write(2)). PRECOPY_INFO
-     * has no vfio-user message: ENOTTY, so the VMM treats the device as reporting no pre-copy estimate. Not an
-     * fd: {@link #fd()} is -1 (no splice). A failure returns -errno and logs the client's full reason (a server
-     * that died, a malformed reply); the session ends with the state arc that ends it.
-     */
-    private final class MigrationDataMessages implements MigrationData {
-        private final long readMax = Math.min(VfioUserConnection.CLIENT_MAX_DATA_XFER_SIZE, VfioUserConnection.MAX_REPLY_PAYLOAD - MIG_DATA.byteSize());
-        private final long writeMax = Math.min(capabilities.maxDataXferSize(), conn.maxRequestPayload() - MIG_DATA.byteSize());
-        private volatile boolean closed;
+    /** DMA_LOGGING_START over the IOVA ranges given, at {@code pageSize} ({@link VfioUserFeatures#dmaLoggingStart}). */
+    synchronized void dmaLoggingStart(long pageSize, long[] iovas, long[] lengths) {
+        features.dmaLoggingStart(pageSize, iovas, lengths);
+    }
 
-        @Override
-        public String name() {
-            return conn.object() + " MIG_DATA";
-        }
+    /** DMA_LOGGING_STOP. */
+    synchronized void dmaLoggingStop() {
+        features.dmaLoggingStop();
+    }
 
-        @Override
-        public long readRaw(MemorySegment dst) {
-            if (closed) return -Errno.EBADF;
-            long n = Math.min(dst.byteSize(), readMax);
-            synchronized (VfioUserDevice.this) {
-                try {
-                    MemorySegment out = conn.out();
-                    out.set(U32, MIG_DATA_ARGSZ, (int) (MIG_DATA.byteSize() + n));
-                    out.set(U32, MIG_DATA_SIZE, (int) n);
-                    long payload = conn.call(MIG_DATA_READ, MIG_DATA.byteSize(), MIG_DATA.byteSize(), MIG_DATA.byteSize() + n, n, 0, 0);
-                    MemorySegment in = conn.in();
-                    long size = Integer.toUnsignedLong(in.get(U32, MIG_DATA_SIZE));
-                    if (size > n || MIG_DATA.byteSize() + size > payload) {
-                        throw new SysException(conn.what(), Errno.EPROTO, conn.object(), "the reply says " + size + " bytes in a "
-                                + payload + "-byte payload, for " + n + " asked");
-                    }
-                    MemorySegment.copy(in, MIG_DATA_DATA, dst, 0, size);
-                    return size;
-                } catch (SysException e) {
-                    return failed(e);
-                }
-            }
-        }
-
-        @Override
-        public long writeRaw(MemorySegment src) {
-            if (closed) return -Errno.EBADF;
-            long n = Math.min(src.byteSize(), writeMax);
-            synchronized (VfioUserDevice.this) {
-                try {
-                    MemorySegment out = conn.out();
-                    out.set(U32, MIG_DATA_ARGSZ, (int) (MIG_DATA.byteSize() + n));
-                    out.set(U32, MIG_DATA_SIZE, (int) n);
-                    MemorySegment.copy(src, 0, out, MIG_DATA_DATA, n);
-                    conn.call(MIG_DATA_WRITE, MIG_DATA.byteSize() + n, 0, MIG_DATA.byteSize(), n, 0, 0);
-                    return n;
-                } catch (SysException e) {
-                    return failed(e);
-                }
-            }
-        }
-
-        private long failed(SysException e) {
-            LOG.log(System.Logger.Level.WARNING, "{0}: {1}", name(), e.getMessage());
-            return -e.errno();
-        }
-
-        @Override
-        public int precopyInfoRaw(MemorySegment info) {
-            return -Errno.ENOTTY;
-        }
-
-        @Override
-        public int fd() {
-            return -1;
-        }
-
-        @Override
-        public void close() {
-            closed = true;
-        }
+    /** DMA_LOGGING_REPORT of one DMA map into {@code bits} ({@link VfioUserFeatures#dmaLoggingReport}). */
+    synchronized void dmaLoggingReport(long iova, long length, long pageSize, MemorySegment bits, boolean or) {
+        features.dmaLoggingReport(iova, length, pageSize, bits, or);
     }
 
     // --- DMA, dirty pages, interrupts: the client's side of the device's memory access ---
