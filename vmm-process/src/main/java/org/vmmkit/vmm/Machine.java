@@ -88,6 +88,7 @@ public final class Machine implements AutoCloseable {
     private volatile MigrationStats abandoned;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
+    private volatile long incomingWorkloadMismatch = -2; // -2: not checked; -1: consistent; else the first page that is not
     private MigrationDestination incomingMigration; // a destination's; null on a source
     private AutoCloseable jmx; // the migration MBean, following the current migration
 
@@ -355,6 +356,7 @@ public final class Machine implements AutoCloseable {
     private MigrationDestination newDestination() {
         return new MigrationDestination(guest, plan.devices(), () -> {
             incomingPasses = DirtyingWorkload.passesDone(memory);
+            incomingWorkloadMismatch = workload.firstMismatchMidPass(memory, incomingPasses);
             for (VfioUserAttachment u : userDevices) u.recordIncoming();
             if (recordDigest) {
                 long start = System.nanoTime();
@@ -402,6 +404,8 @@ public final class Machine implements AutoCloseable {
         out.put("memory-handed-over", handedOver);
         out.put("incoming-memory-digest", incomingMemoryDigest);
         out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
+        out.put("incoming-workload-check", incomingWorkloadMismatch == -2 ? null : incomingWorkloadMismatch == -1 ? "consistent"
+                : "page " + incomingWorkloadMismatch + " holds neither pass " + incomingPasses + " nor " + (incomingPasses + 1));
         out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
         List<Map<String, Object>> devs = new ArrayList<>();
         for (int i = 0; i < deviceOrder.size(); i++) {
