@@ -116,7 +116,7 @@ final class IncomingStream {
         } catch (org.vmmkit.core.sys.SysException e) {
             throw new IOException("listening for the source's memfds on " + name + ": " + e.getMessage(), e);
         }
-        LOG.log(System.Logger.Level.INFO, "stream {0}: the source handed its guest memory over as {1} memfd(s); no RAM will be copied",
+        LOG.log(System.Logger.Level.DEBUG, "stream {0}: the source handed its guest memory over as {1} memfd(s); no RAM will be copied",
                 nonce, memfds.size());
     }
 
