@@ -28,7 +28,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
-    public static final int VERSION = 3;
+    public static final int VERSION = 4;
     public static final int MAX_CHANNELS = 16;
     /** The most sections a stream carries. */
     public static final int MAX_SECTIONS = 256;
