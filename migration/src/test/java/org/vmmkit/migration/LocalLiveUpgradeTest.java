@@ -136,4 +136,15 @@ class LocalLiveUpgradeTest {
             assertTrue(Libc.allocatedBytes(destination.memory().regions().get(0).backing()) > 0);
         }
     }
+
+    @Test
+    void aUnixPathNobodyListensOnIsNamedWithTheErrno() throws Exception {
+        Path nobody = dir.resolve("nobody.sock");
+        try (FakeGuest source = FakeGuest.source(SIZE, 11)) {
+            MigrationException e = assertThrows(MigrationException.class, () -> new MigrationSource(source, List.of(), List.of(), MigrationSettings.DEFAULT)
+                    .migrate(UnixDomainSocketAddress.of(nobody)));
+            assertTrue(e.getMessage().contains("connect(unix:" + nobody + ") failed: ENOENT (No such file or directory)"), e.getMessage());
+            assertTrue(source.running());
+        }
+    }
 }

@@ -79,13 +79,13 @@ class LocalUpgradeTwoProcessTest {
     }
 
     @Test
-    void migratingOverUnixHandsTheGuestMemoryOverAndCopiesNoRam() throws Exception {
+    void migratingOverUnixHandsTheGuestMemoryOverAndCopiesNoRam() throws Exception { // over two Unix connections, as --channels 2 asks
         startBoth();
         long before;
         try (ControlClient s = ControlClient.connect(pair.sourceControl)) {
             before = s.query("query-guest").get("passes").getAsLong();
         }
-        CliRun run = CliRun.of("migrate", "--to", pair.listen, "--control", pair.sourceControl.toString(), "--json");
+        CliRun run = CliRun.of("migrate", "--to", pair.listen, "--control", pair.sourceControl.toString(), "--json", "--channels", "2");
         assertEquals(0, run.code(), run.toString());
         JsonObject stats = JsonParser.parseString(run.out()).getAsJsonObject();
         assertEquals("completed", stats.get("status").getAsString(), stats.toString());

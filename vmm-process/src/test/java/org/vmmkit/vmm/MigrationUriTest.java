@@ -5,6 +5,7 @@ import java.net.UnixDomainSocketAddress;
 import java.nio.file.Path;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -12,6 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The migration URI forms QEMU takes, and the bad ones refused with the input named. */
 class MigrationUriTest {
+    @TempDir Path dir;
 
     @Test
     void tcpUnixAndPlainHostPortAreTaken() {
@@ -72,5 +74,17 @@ class MigrationUriTest {
         MigrationUri u = MigrationUri.parse("nosuchhost.invalid:4444");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, u::address);
         assertEquals("cannot resolve host 'nosuchhost.invalid'", e.getMessage());
+    }
+
+    @Test
+    void incomingListensOnAUnixPathAndRefusesOneThatIsNotASocket() throws Exception {
+        Path file = dir.resolve("not-a-socket");
+        java.nio.file.Files.writeString(file, "x");
+        CliRun run = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "unix:" + file, "--control", dir.resolve("c.sock").toString()));
+        assertEquals(Main.ENVIRONMENT, run.code(), run.toString());
+        assertTrue(run.err().contains("cannot listen on unix:" + file + ": listen socket " + file + " exists and is not a socket"), run.toString());
+        CliRun bad = CliRun.of(CliRun.softwareGuest("incoming", "--listen", "tcp:[::1", "--control", dir.resolve("c.sock").toString()));
+        assertEquals(Main.USAGE, bad.code(), bad.toString());
+        assertTrue(bad.err().contains("expected [IPv6]:PORT, got 'tcp:[::1'"), bad.toString());
     }
 }

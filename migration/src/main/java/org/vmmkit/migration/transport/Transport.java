@@ -49,7 +49,11 @@ public interface Transport {
             return socket;
         } catch (IOException | RuntimeException e) {
             socket.close();
-            if (unix && e instanceof IOException io) throw new IOException("connect(unix:" + ((UnixDomainSocketAddress) address).getPath() + "): " + io.getMessage(), io);
+            if (unix && e instanceof IOException io) {
+                String errno = org.vmmkit.core.sys.Errno.nameOfDescription(io.getMessage());
+                throw new IOException("connect(unix:" + ((UnixDomainSocketAddress) address).getPath() + ") failed: "
+                        + (errno == null ? io.getMessage() : errno + " (" + io.getMessage() + ")"), io);
+            }
             throw e;
         }
     }
