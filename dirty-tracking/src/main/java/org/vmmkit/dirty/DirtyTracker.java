@@ -20,10 +20,24 @@ public final class DirtyTracker implements AutoCloseable {
     private final List<DirtySource> sources;
     private final DirtyBitmap[] bitmaps;
     private final long[] lastNanos, totalNanos;
+    private final boolean firstIsEverything;
     private long generation;
     private boolean started;
 
     public DirtyTracker(GuestMemory memory, List<DirtySource> sources) {
+        this(memory, sources, true);
+    }
+
+    /**
+     * A tracker for memory the destination maps itself (a local live upgrade passes the memfds): no source,
+     * and no generation, the first included, has a dirty page, so no page is sent.
+     */
+    public static DirtyTracker nothingToSend(GuestMemory memory) {
+        return new DirtyTracker(memory, List.of(), false);
+    }
+
+    private DirtyTracker(GuestMemory memory, List<DirtySource> sources, boolean firstIsEverything) {
+        this.firstIsEverything = firstIsEverything;
         this.memory = memory;
         this.sources = List.copyOf(sources);
         this.bitmaps = new DirtyBitmap[memory.regions().size()];
@@ -68,7 +82,7 @@ public final class DirtyTracker implements AutoCloseable {
                 lastNanos[i] = r.index() == 0 ? took : lastNanos[i] + took;
                 totalNanos[i] += took;
             }
-            if (generation == 1) b.setAll();
+            if (generation == 1 && firstIsEverything) b.setAll();
         }
         return generation;
     }

@@ -53,11 +53,31 @@ final class ConnectionOpening {
     }
 
     static SocketChannel acceptWithin(ServerSocketChannel server, Duration timeout) throws IOException {
+        if (server.getLocalAddress() instanceof java.net.UnixDomainSocketAddress) return acceptUnixWithin(server, timeout);
         server.socket().setSoTimeout((int) Math.clamp(timeout.toMillis(), 1, Integer.MAX_VALUE));
         try {
             return server.socket().accept().getChannel();
         } catch (SocketTimeoutException e) {
             throw new IOException("no connection on " + server.getLocalAddress() + " within " + timeout.toMillis() + " ms", e);
+        }
+    }
+
+    /** {@link #acceptWithin} for a Unix domain socket, which has no {@code socket()} view to set a timeout on: a selector waits. */
+    private static SocketChannel acceptUnixWithin(ServerSocketChannel server, Duration timeout) throws IOException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        server.configureBlocking(false);
+        try (Selector selector = Selector.open()) {
+            server.register(selector, SelectionKey.OP_ACCEPT);
+            while (true) {
+                SocketChannel c = server.accept(); // in blocking mode, whatever the server's mode
+                if (c != null) return c;
+                long left = deadline - System.nanoTime();
+                if (left <= 0) throw new IOException("no connection on " + server.getLocalAddress() + " within " + timeout.toMillis() + " ms");
+                selector.select(Math.clamp(left / 1_000_000, 1, 1000)); // at most a second: a closed server ends the loop
+                if (!server.isOpen()) throw new java.nio.channels.ClosedChannelException();
+            }
+        } finally {
+            if (server.isOpen()) server.configureBlocking(true);
         }
     }
 

@@ -39,10 +39,11 @@ final class IncomingStream {
     /**
      * What the destination fixes for every stream it takes; {@code populateWindow} is how far guest RAM is
      * populated ahead of the receivers (0: not at all), {@code beforeLoading} runs at READY (it stops a
-     * preallocation).
+     * preallocation), {@code memfdPassing} whether a local source's guest-memory memfds are taken.
      */
     record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
-                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading) {}
+                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading,
+                 boolean memfdPassing) {}
 
     private final Setup setup;
     private final MigratableVm vm;
@@ -55,6 +56,8 @@ final class IncomingStream {
     private SectionLoader[] loaders = new SectionLoader[0];
     private boolean loading;
     private PopulateAhead ahead;
+    private List<org.vmmkit.core.sys.Fd> memfds; // the source's guest memory, taken at READY, mapped at COMPLETE; null: RAM is copied
+    private boolean adopted; // memfds mapped over guest memory (undone if the stream is refused)
 
     IncomingStream(Setup setup, Connection channel, FrameCodec back, Nonce nonce) {
         this.setup = setup;
@@ -82,11 +85,15 @@ final class IncomingStream {
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
             loaders = SectionMatch.match(setup.sections(), header.sections());
             openChannels(header, more);
-            answer(channel, back, FrameType.READY, "");
+            if (header.memfdOffer() && setup.memfdPassing() && Transport.isUnix(channel.socket())) {
+                takeMemfds();
+            } else {
+                answer(channel, back, FrameType.READY, "");
+            }
             for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
             loading = true;
             setup.beforeLoading().run();
-            if (setup.populateWindow() > 0) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
+            if (setup.populateWindow() > 0 && memfds == null) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
             for (IncomingRamChannel e : extras) e.start(ahead);
             applyUntilComplete(header);
         } catch (Throwable failure) {
@@ -95,6 +102,22 @@ final class IncomingStream {
             if (ahead != null) ahead.close();
             for (IncomingRamChannel x : extras) x.close();
         }
+    }
+
+    /**
+     * A local live upgrade: READY with {@code a} = 1 and, as its payload, a fresh abstract socket name where the
+     * source hands its memfds over ({@link MemfdHandoff}); they are kept, unmapped, until the stream is complete.
+     */
+    private void takeMemfds() throws IOException {
+        String name = "@vmmkit-memfd-" + Long.toHexString(new java.security.SecureRandom().nextLong()) + "-" + ProcessHandle.current().pid();
+        try (org.vmmkit.core.sys.UnixListener listener = org.vmmkit.core.sys.UnixListener.listen(name)) {
+            back.write(channel, FrameType.READY, 1, 0, ByteBuffer.wrap(name.getBytes(java.nio.charset.StandardCharsets.UTF_8)), null);
+            memfds = MemfdHandoff.receive(listener, nonce, vm.memory(), setup.channelWait());
+        } catch (org.vmmkit.core.sys.SysException e) {
+            throw new IOException("listening for the source's memfds on " + name + ": " + e.getMessage(), e);
+        }
+        LOG.log(System.Logger.Level.DEBUG, "stream {0}: the source handed its guest memory over as {1} memfd(s); no RAM will be copied",
+                nonce, memfds.size());
     }
 
     /** The stream's further channels, each opened by its CHANNEL frame, within the destination's wait. */
@@ -145,7 +168,12 @@ final class IncomingStream {
                 continue;
             }
             switch (t) {
-                case RAM, ZERO_RUN -> ram.apply(channel, codec);
+                case RAM, ZERO_RUN -> {
+                    if (memfds != null) {
+                        throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + t + ") in a stream whose guest memory was handed over as memfds");
+                    }
+                    ram.apply(channel, codec);
+                }
                 case SECTION_CHUNK -> applySectionChunk(nextSequence, sectionViews);
                 case END_OF_ROUND -> codec.verifyEmpty();
                 case COMPLETE -> {
@@ -208,6 +236,12 @@ final class IncomingStream {
             }
         }
         if (ahead != null) ahead.close(); // nothing more to populate; its last madvise ends before the figure below
+        if (memfds != null) {
+            // The source's memory, mapped over this VM's at the same addresses: nothing is read, written or
+            // populated here; the vCPU state below and beforeStart only read it, and nothing runs before COMMIT.
+            vm.memory().adoptBackings(memfds);
+            adopted = true;
+        }
         // What the loaded guest RAM costs this host (zero pages are holes), taken before beforeStart (a
         // verification digest reads every page, and reading a hole of a shared memfd allocates it).
         long resident = vm.memory().residentBytes();
@@ -224,6 +258,7 @@ final class IncomingStream {
         }
         loading = false;
         vm.startLoaded();
+        if (adopted) vm.memory().releaseOwnBackings(); // this VM's own memory is never used again
         setup.outcomes().record(nonce, HandoverOutcome.STARTED);
         event.outcome = "started";
         event.frames = codec.framesRead();
@@ -270,6 +305,7 @@ final class IncomingStream {
         if (loading) {
             for (int i = loaders.length - 1; i >= 0; i--) abort(loaders[i]);
         }
+        releaseMemfds();
         try {
             answer(channel, back, FrameType.ERROR, failure.getMessage() == null ? failure.toString() : failure.getMessage());
         } catch (IOException | RuntimeException ignored) {
@@ -277,6 +313,21 @@ final class IncomingStream {
         }
         return failure instanceof MigrationException m ? m
                 : new MigrationException("incoming migration failed: " + failure.getMessage() + "; the VM was not started", failure);
+    }
+
+    /** A refused stream leaves the source's memory as it was: unmapped here (this VM's own back), the fds closed. */
+    private void releaseMemfds() {
+        try {
+            if (adopted) {
+                vm.memory().dropAdoptedBackings();
+            } else if (memfds != null) {
+                for (org.vmmkit.core.sys.Fd fd : memfds) fd.close();
+            }
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "giving the source's memfds back failed: " + e.getMessage());
+        }
+        memfds = null;
+        adopted = false;
     }
 
     private static void abort(SectionLoader x) {

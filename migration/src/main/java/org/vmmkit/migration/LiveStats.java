@@ -22,6 +22,7 @@ final class LiveStats {
     volatile int throttlePercent;
     volatile Throttle throttle;
     volatile long destinationResident = -1; // from ACK_COMPLETE; -1 until known
+    volatile boolean memfdsPassed; // guest memory handed over as memfds (a local live upgrade): no RAM copied
     volatile TransferRing ring;
     private volatile MigrationStats finalStats;
     private volatile String error;
@@ -46,7 +47,7 @@ final class LiveStats {
         long remaining = as.ended() ? 0 : Math.max(0, roundRemaining - (sent - roundSentAtStart));
         return new MigrationStats(as, total / 1_000_000, setupNanos / 1_000_000, downtimeNanos / 1_000_000, expectedMicros / 1000, sent, remaining,
                 rounds, r == null ? 0 : r.ramPages(), r == null ? 0 : r.zeroPages(), r == null ? 0 : r.sectionBytes(), dirtyRate,
-                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats(), destinationResident, convergenceStats());
+                sent * 8 / 1e6 / Math.max(total / 1e9, 1e-9), capped, sectionStats(), destinationResident, convergenceStats(), memfdsPassed);
     }
 
     private MigrationStats.ConvergenceStats convergenceStats() {

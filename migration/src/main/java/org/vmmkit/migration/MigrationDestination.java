@@ -55,6 +55,7 @@ public final class MigrationDestination {
     private Transport transport = Transport.PLAIN;
     private long populateWindow = PopulateAhead.DEFAULT_WINDOW; // 0: no populating ahead
     private volatile PopulateAhead prealloc; // populating all guest RAM while no stream has come yet; null when off or done
+    private boolean memfdPassing; // take a local source's guest-memory memfds (a local live upgrade)
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<? extends SectionLoader> sections, ExitHandler handler, Runnable beforeStart) {
@@ -115,6 +116,17 @@ public final class MigrationDestination {
             preallocating.close();
             prealloc = null;
         }
+    }
+
+    /**
+     * Whether to take the guest-memory memfds a source offers over a Unix socket (off by default): the VM then
+     * runs on the source's very memory, mapped at the same addresses once the stream is complete, and no page
+     * is copied (a local live upgrade). Only for a VM whose memory nothing else maps (a device process given
+     * the destination's own memfds would not follow).
+     */
+    public MigrationDestination withMemfdPassing(boolean on) {
+        this.memfdPassing = on;
+        return this;
     }
 
     /** What became of the stream with {@code nonce} here. */
@@ -179,7 +191,7 @@ public final class MigrationDestination {
             return false;
         }
         IncomingStream.Setup setup = new IncomingStream.Setup(vm, sections, beforeStart, transport, channelWait, commitWait, outcomes,
-                populateWindow, this::stopPrealloc);
+                populateWindow, this::stopPrealloc, memfdPassing);
         new IncomingStream(setup, opened.connection(), opened.back(), nonce).receive(opened.magic(), more);
         return true;
     }

@@ -70,6 +70,7 @@ public final class MigrationSource {
     private volatile SocketAddress destinationAddress; // where outcome queries go; null when given connections
     private long phaseStartNanos;
     private boolean quiet; // no INFO lines (the start-up rehearsal)
+    private boolean memfdPassing = true; // offer the guest-memory memfds over a Unix socket (a local live upgrade)
     private long connectMicros; // the first connection's TCP connect (a round trip the kernels answer); 0 when given connections
 
     /** Migrates a KVM VM. */
@@ -110,6 +111,16 @@ public final class MigrationSource {
     public MigrationSource withTransport(Transport transport) {
         this.transport = transport;
         this.handover = new SourceHandover(transport, OUTCOME_QUERY_TIMEOUT, stats);
+        return this;
+    }
+
+    /**
+     * Whether to offer the guest-memory memfds to a destination reached over a Unix socket (on by default): a
+     * destination that takes them maps the same memory (a local live upgrade), and no page is copied. Over TCP
+     * nothing is offered.
+     */
+    public MigrationSource withMemfdPassing(boolean on) {
+        this.memfdPassing = on;
         return this;
     }
 
@@ -193,11 +204,10 @@ public final class MigrationSource {
             if (destination instanceof java.net.InetSocketAddress inet && inet.isUnresolved()) {
                 throw new IOException("cannot resolve host '" + inet.getHostString() + "'");
             }
-            socket = SocketChannel.open();
-            // The TCP connect is timed apart from the transport's handshake: SYN to SYN-ACK is a round trip that
+            // The connect is timed apart from the transport's handshake: SYN to SYN-ACK is a round trip that
             // the two kernels answer, with no work of the destination's in it (see handshake()).
             long before = System.nanoTime();
-            socket.socket().connect(destination, (int) CONNECT_TIMEOUT.toMillis());
+            socket = Transport.open(destination, CONNECT_TIMEOUT);
             connectMicros = Math.max(1, (System.nanoTime() - before) / 1000);
             first = transport.client(socket);
         } catch (IOException | RuntimeException e) {
@@ -283,13 +293,24 @@ public final class MigrationSource {
         phaseEvent.begin();
         ReturnPath back = new ReturnPath(channel);
         Nonce[] nonce = new Nonce[1];
+        String[] memfdsTo = new String[1]; // where the destination takes the memfds; null: RAM is copied
         DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
         Throttle throttle = new Throttle(vm);
         stats.throttle = throttle;
         stats.policy = settings.convergence();
         TransferRing ring = null;
         try {
-            long roundTripMicros = handshake(channels, further, back, nonce);
+            long roundTripMicros = handshake(channels, further, back, nonce, memfdsTo);
+            if (memfdsTo[0] != null) {
+                // A local live upgrade: the destination maps these very memfds, so there is no page to send and
+                // no dirty page to track. It maps them only once the stream is complete and starts on them only
+                // at COMMIT: until then this side alone runs on them, and a rollback is as always.
+                MemfdHandoff.send(memfdsTo[0], nonce[0], memory, readyTimeout);
+                tracker.close();
+                tracker = DirtyTracker.nothingToSend(memory);
+                stats.memfdsPassed = true;
+                if (!quiet) LOG.log(System.Logger.Level.INFO, "guest memory handed over as {0} memfd(s): no RAM is copied", memory.regions().size());
+            }
             long handshakeDone = System.nanoTime();
             tracker.start();
             long trackingDone = System.nanoTime();
@@ -371,8 +392,9 @@ public final class MigrationSource {
      * 100 ms in a fresh process, against tens of microseconds on loopback), work the handover does not repeat.
      * Only where the connections were made by the caller (no connect timed) is header to READY used.
      */
-    private long handshake(List<Connection> channels, FurtherChannels further, ReturnPath back, Nonce[] nonce) throws IOException {
+    private long handshake(List<Connection> channels, FurtherChannels further, ReturnPath back, Nonce[] nonce, String[] memfdsTo) throws IOException {
         Connection channel = channels.get(0);
+        boolean offer = memfdPassing && Transport.isUnix(channel.socket()) && MemfdHandoff.possible(memory);
         long streamId = new java.security.SecureRandom().nextLong();
         long[] headerSent = new long[1];
         ReturnPath.within(readyTimeout, channels, "READY", () -> {
@@ -380,7 +402,7 @@ public final class MigrationSource {
             List<SectionInfo> infos = new ArrayList<>();
             for (SectionSaver x : sections) infos.add(x.info());
             ByteBuffer header = headerOf(memory, infos, vm.vcpuCount()).withChannels(settings.channels(), streamId)
-                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).encode();
+                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).withMemfdOffer(offer).encode();
             while (header.hasRemaining()) channel.write(header);
             for (int i = 1; i < settings.channels(); i++) {
                 Connection c;
@@ -395,7 +417,11 @@ public final class MigrationSource {
                 new FrameCodec(0).write(c, FrameType.CHANNEL, streamId, i, null, null);
             }
             headerSent[0] = System.nanoTime();
-            back.expect(FrameType.READY, "setup");
+            ByteBuffer ready = back.expect(FrameType.READY, "setup");
+            if (back.lastA() == 1) { // the destination takes the memfds, at the address READY names
+                if (!offer) throw new IOException("the destination asked for memfds that were not offered");
+                memfdsTo[0] = java.nio.charset.StandardCharsets.UTF_8.decode(ready).toString();
+            }
         });
         return connectMicros > 0 ? 2 * connectMicros : Math.max(1, (System.nanoTime() - headerSent[0]) / 1000);
     }

@@ -10,12 +10,14 @@ import java.util.List;
  * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
  * by {@code max-iterations} rather than the downtime limit; {@code destinationResidentBytes} is what the
  * guest RAM costs the destination's host once loaded (its acknowledgement says; -1 until then); {@code
- * convergence} says how pre-copy met (or did not meet) the downtime limit and what throttling cost the guest.
+ * convergence} says how pre-copy met (or did not meet) the downtime limit and what throttling cost the guest;
+ * {@code memfdsPassed} says the guest memory was handed over as memfds (a local live upgrade: no RAM copied).
  */
 public record MigrationStats(MigrationStatus status, long totalMillis, long setupMillis, long downtimeMillis, long expectedDowntimeMillis,
                              long transferredBytes, long remainingBytes, long rounds, long ramPages, long zeroPages,
                              long sectionBytes, long dirtyPagesRate, double throughputMbps, boolean stoppedByIterationCap,
-                             List<SectionStats> sections, long destinationResidentBytes, ConvergenceStats convergence) {
+                             List<SectionStats> sections, long destinationResidentBytes, ConvergenceStats convergence,
+                             boolean memfdsPassed) {
 
     /** One section's share of this migration: the bytes and chunks of its state sent. */
     public record SectionStats(String id, String kind, long bytes, long chunks) {}
@@ -38,7 +40,7 @@ public record MigrationStats(MigrationStatus status, long totalMillis, long setu
     public MigrationStats withStatus(MigrationStatus newStatus) {
         return new MigrationStats(newStatus, totalMillis, setupMillis, downtimeMillis, expectedDowntimeMillis, transferredBytes, remainingBytes,
                 rounds, ramPages, zeroPages, sectionBytes, dirtyPagesRate, throughputMbps, stoppedByIterationCap, sections,
-                destinationResidentBytes, convergence);
+                destinationResidentBytes, convergence, memfdsPassed);
     }
 
     /** Whether the migration has ended: completed, failed, cancelled, or with its handover's outcome unknown. */
@@ -48,6 +50,6 @@ public record MigrationStats(MigrationStatus status, long totalMillis, long setu
 
     /** The stats of a migration that has not started. */
     public static MigrationStats none() {
-        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of(), -1, ConvergenceStats.NONE);
+        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of(), -1, ConvergenceStats.NONE, false);
     }
 }

@@ -39,13 +39,16 @@ final class ReturnPath {
         return new Nonce(back.a(), back.b());
     }
 
-    /** Reads the destination's next answer: {@code expected}, or an ERROR whose reason is thrown as {@link RefusedByDestination}. */
-    void expect(FrameType expected, String phase) throws IOException {
+    /**
+     * Reads the destination's next answer: {@code expected} (its payload returned, flipped), or an ERROR whose
+     * reason is thrown as {@link RefusedByDestination}.
+     */
+    ByteBuffer expect(FrameType expected, String phase) throws IOException {
         FrameType t = back.readHeader(channel);
         ByteBuffer payload = ByteBuffer.allocate((int) back.length()); // the return path's limit bounds it
         back.readPayload(channel, payload);
         back.verify();
-        if (t == expected) return;
+        if (t == expected) return payload.flip();
         if (t == FrameType.ERROR) {
             throw new RefusedByDestination("the destination refused in " + phase + ": " + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
         }

@@ -7,4 +7,9 @@ class RehearsalTest {
     void theRehearsalMigratesItsTinyVmOverLoopback() throws Exception {
         Rehearsal.run(); // throws unless the destination ran with the page the source held
     }
+
+    @Test
+    void theLocalRehearsalHandsItsTinyVmsMemoryOverAUnixSocket() throws Exception {
+        Rehearsal.runLocal(); // throws unless the destination mapped the page the source held
+    }
 }

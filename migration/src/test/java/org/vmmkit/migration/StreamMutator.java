@@ -401,7 +401,7 @@ final class StreamMutator {
 
     // ---- the stream header ----
 
-    /** Offsets and widths of the stream header's fields (version 3), then its RAM ranges and sections. */
+    /** Offsets and widths of the stream header's fields (version 4), then its RAM ranges and sections. */
     private static final int[][] HEADER_FIELDS = {{0, 8}, {8, 4}, {12, 4}, {16, 4}, {20, 4}, {24, 4}, {28, 4}, {32, 4}, {36, 4}, {40, 8}, {48, 8}, {56, 8}};
     private static final String[] HEADER_NAMES = {"magic", "version", "size", "page size", "RAM ranges", "sections", "vCPUs", "channels",
             "flags", "stream id", "nonce (high)", "nonce (low)"};

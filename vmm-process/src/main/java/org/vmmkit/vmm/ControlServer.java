@@ -128,8 +128,8 @@ public final class ControlServer implements AutoCloseable {
             case "query-guest" -> machine.guestReport();
             case "migrate" -> {
                 String uri = args.has("uri") ? args.get("uri").getAsString() : null;
-                if (uri == null || !uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
-                machine.migrate(HostPort.parse(uri.substring(4)).resolve(), overrides(args));
+                if (uri == null) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\" or \"unix:PATH\"");
+                machine.migrate(MigrationUri.parse(uri).address(), overrides(args));
                 yield Map.of();
             }
             case "migrate-cancel" -> {
@@ -147,10 +147,7 @@ public final class ControlServer implements AutoCloseable {
                 }
                 java.net.SocketAddress askAt = null;
                 if (args.has("uri")) {
-                    String uri = args.get("uri").getAsString();
-                    if (!uri.startsWith("tcp:")) throw new IllegalArgumentException("expected \"uri\": \"tcp:HOST:PORT\"");
-                    HostPort at = HostPort.parse(uri.substring(4));
-                    askAt = new java.net.InetSocketAddress(at.host(), at.port());
+                    askAt = MigrationUri.parse(args.get("uri").getAsString()).address();
                 }
                 try {
                     yield Map.of("status", machine.resolveMigration(destinationRuns, askAt));

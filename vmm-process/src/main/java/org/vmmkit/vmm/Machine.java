@@ -88,6 +88,7 @@ public final class Machine implements AutoCloseable {
     private volatile MigrationStats abandoned;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
+    private volatile long incomingWorkloadMismatch = -2; // -2: not checked; -1: consistent; else the first page that is not
     private MigrationDestination incomingMigration; // a destination's; null on a source
     private AutoCloseable jmx; // the migration MBean, following the current migration
 
@@ -238,7 +239,7 @@ public final class Machine implements AutoCloseable {
      * Starts a migration to {@code destination} (resolved by the caller, who can say which name failed) on its
      * own thread; {@link #migrationStats()} follows it. Refused while one runs or once the VM has migrated away.
      */
-    public synchronized void migrate(InetSocketAddress destination, MigrationSettings overrides) {
+    public synchronized void migrate(java.net.SocketAddress destination, MigrationSettings overrides) {
         if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
@@ -355,6 +356,9 @@ public final class Machine implements AutoCloseable {
     private MigrationDestination newDestination() {
         return new MigrationDestination(guest, plan.devices(), () -> {
             incomingPasses = DirtyingWorkload.passesDone(memory);
+            // Verification only (it reads every workload page: with memory handed over as memfds, a first
+            // touch of each in this process, which lengthens the downtime as the digest does).
+            if (recordDigest) incomingWorkloadMismatch = workload.firstMismatchMidPass(memory, incomingPasses);
             for (VfioUserAttachment u : userDevices) u.recordIncoming();
             if (recordDigest) {
                 long start = System.nanoTime();
@@ -362,7 +366,9 @@ public final class Machine implements AutoCloseable {
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
         }).withTransport(settings.transport()).withPopulateAhead(settings.populateAhead())
-                .withPrealloc(settings.incomingPrealloc());
+                .withPrealloc(settings.incomingPrealloc())
+                // A vfio-user server was given this VM's own memfds for its DMA: it would not follow a swap of the memory.
+                .withMemfdPassing(userDevices.isEmpty());
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */
@@ -392,9 +398,16 @@ public final class Machine implements AutoCloseable {
         out.put("status", s.label());
         out.put("passes", passes());
         boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED || s == Status.POSTMIGRATE_UNKNOWN;
-        out.put("memory-digest", still ? digest() : null);
+        // Memory handed over as memfds is the destination's now: its digest would be stale at once, and reading
+        // every page of a sparse guest would allocate the holes of the destination's memory.
+        MigrationSource m = migration;
+        boolean handedOver = m != null && m.stats().memfdsPassed() && s != Status.RUNNING;
+        out.put("memory-digest", still && !handedOver ? digest() : null);
+        out.put("memory-handed-over", handedOver);
         out.put("incoming-memory-digest", incomingMemoryDigest);
         out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
+        out.put("incoming-workload-check", incomingWorkloadMismatch == -2 ? null : incomingWorkloadMismatch == -1 ? "consistent"
+                : "page " + incomingWorkloadMismatch + " holds neither pass " + incomingPasses + " nor " + (incomingPasses + 1));
         out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
         List<Map<String, Object>> devs = new ArrayList<>();
         for (int i = 0; i < deviceOrder.size(); i++) {

@@ -102,7 +102,9 @@ public final class Main {
     static final class Incoming implements Callable<Integer> {
         @CommandLine.Mixin VmOptions vm;
 
-        @Option(names = "--listen", paramLabel = "HOST:PORT", required = true, description = "Where to accept the stream (port 0: any free port, shown by query-status).")
+        @Option(names = "--listen", paramLabel = "URI", required = true, description = "Where to accept the stream: tcp:HOST:PORT, HOST:PORT"
+                + " (port 0: any free port, shown by query-status; IPv6 in brackets: [::1]:4444) or unix:PATH (a local live upgrade: a source on this"
+                + " host hands its guest memory over instead of copying it).")
         String listen;
 
         @Option(names = "--control", paramLabel = "SOCKET", description = "Control endpoint (Unix socket). Default: ${java.io.tmpdir}/vmm-incoming.sock.")
@@ -116,22 +118,21 @@ public final class Main {
         public Integer call() throws Exception {
             Logs.configure(vm.verbose, "incoming");
             org.vmmkit.migration.Rehearsal.inBackground(); // a cold JVM's first migration costs, paid now (see Rehearsal)
-            HostPort at = HostPort.parse(listen);
+            MigrationUri at = MigrationUri.parse(listen);
             VmmSettings settings = vm.settings();
             CountDownLatch quit = new CountDownLatch(1);
             try (Machine machine = Machine.destination(settings, recordDigest); ControlServer server = new ControlServer(control, machine, quit::countDown);
-                 ServerSocketChannel socket = listen(at)) {
-                InetSocketAddress bound = (InetSocketAddress) socket.getLocalAddress();
-                server.listening(at.host() + ":" + bound.getPort());
-                System.out.println("vmm: waiting for a migration on " + at.host() + ":" + bound.getPort() + "; control endpoint " + control);
+                 Listening socket = listen(at)) {
+                server.listening(socket.where());
+                System.out.println("vmm: waiting for a migration on " + socket.where() + "; control endpoint " + control);
                 Runtime.getRuntime().addShutdownHook(new Thread(quit::countDown));
                 Thread receiver = Thread.ofPlatform().name("incoming").daemon().start(() -> {
                     try {
-                        machine.receive(socket);
+                        machine.receive(socket.channel());
                         System.out.println("vmm: migration received; guest running");
                         // One VM, one incoming migration: the socket stays open only to answer outcome queries
                         // (a source whose acknowledgement was lost asks whether the VM runs here) and refuses streams.
-                        machine.serveOutcomeQueries(socket);
+                        machine.serveOutcomeQueries(socket.channel());
                     } catch (IOException e) {
                         System.err.println("vmm: " + e.getMessage());
                     }
@@ -142,17 +143,32 @@ public final class Main {
             return 0;
         }
 
+        /** The listening socket and where it listens (the port bound, for port 0); a Unix socket's file is deleted on close. */
+        record Listening(ServerSocketChannel channel, String where, SocketFile file) implements AutoCloseable {
+            @Override
+            public void close() throws IOException {
+                try (channel) {
+                    if (file != null) file.deleteIfOwn(); // first: another process may have bound this path since (see SocketFile)
+                }
+            }
+        }
+
         /** A socket bound to {@code at}; an IOException naming the address and the reason if it cannot be. */
-        private static ServerSocketChannel listen(HostPort at) throws IOException {
-            InetSocketAddress address;
+        private static Listening listen(MigrationUri at) throws IOException {
+            java.net.SocketAddress address;
             try {
-                address = at.resolve();
-            } catch (IllegalArgumentException e) {
+                address = at.address();
+                if (at instanceof MigrationUri.Unix unix) SocketFile.makeRoom(unix.path(), "listen socket");
+            } catch (IllegalArgumentException | IOException e) {
                 throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
             }
-            ServerSocketChannel socket = ServerSocketChannel.open();
+            ServerSocketChannel socket = at instanceof MigrationUri.Unix ? ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)
+                    : ServerSocketChannel.open();
             try {
-                return socket.bind(address);
+                socket.bind(address);
+                if (at instanceof MigrationUri.Unix unix) return new Listening(socket, at.toString(), SocketFile.bound(unix.path()));
+                MigrationUri.Tcp tcp = (MigrationUri.Tcp) at;
+                return new Listening(socket, new MigrationUri.Tcp(tcp.host(), ((InetSocketAddress) socket.getLocalAddress()).getPort()).toString(), null);
             } catch (IOException e) {
                 socket.close();
                 throw new IOException("cannot listen on " + at + ": " + e.getMessage(), e);
@@ -162,7 +178,8 @@ public final class Main {
 
     @Command(name = "migrate", mixinStandardHelpOptions = true, version = Main.VERSION, description = "Migrates the VM behind a control endpoint to a destination, showing progress; Ctrl-C cancels.")
     static final class Migrate implements Callable<Integer> {
-        @Option(names = "--to", paramLabel = "HOST:PORT", required = true, description = "The destination's --listen address.")
+        @Option(names = "--to", paramLabel = "URI", required = true, description = "The destination's --listen address: tcp:HOST:PORT, HOST:PORT"
+                + " (IPv6 in brackets: [::1]:4444) or unix:PATH (a destination on this host: the guest memory is handed over, not copied).")
         String to;
 
         @Option(names = "--control", paramLabel = "SOCKET", description = "The source VM's control endpoint. Default: ${java.io.tmpdir}/vmm.sock.")
@@ -186,9 +203,9 @@ public final class Main {
 
         @Override
         public Integer call() throws Exception {
-            HostPort.parse(to);
+            MigrationUri destination = MigrationUri.parse(to);
             Map<String, Object> args = new LinkedHashMap<>();
-            args.put("uri", "tcp:" + to);
+            args.put("uri", destination.uri());
             if (channels != null) args.put("channels", channels);
             if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
             if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);

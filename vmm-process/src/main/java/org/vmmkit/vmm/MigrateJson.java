@@ -35,6 +35,7 @@ public final class MigrateJson {
         ram.put("mbps", Math.round(s.throughputMbps() * 10) / 10.0);
         ram.put("page-size", GuestMemory.PAGE_SIZE);
         ram.put("destination-resident", s.destinationResidentBytes() < 0 ? null : s.destinationResidentBytes());
+        ram.put("memfds-passed", s.memfdsPassed());
         out.put("ram", ram);
         Map<String, Object> vfio = new LinkedHashMap<>();
         long vfioBytes = 0;

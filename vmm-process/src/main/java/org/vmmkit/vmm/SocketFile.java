@@ -22,13 +22,18 @@ record SocketFile(Path path, Object identity) {
 
     /** Leaves nothing at {@code path}: deletes a stale socket there; throws if a process answers on it or it is not a socket. */
     static void makeRoom(Path path) throws IOException {
+        makeRoom(path, "control endpoint");
+    }
+
+    /** {@link #makeRoom(Path)} for a socket that is {@code what} (its messages say so). */
+    static void makeRoom(Path path, String what) throws IOException {
         int mode;
         try {
             mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
         } catch (NoSuchFileException nothingThere) {
             return;
         }
-        if ((mode & S_IFMT) != S_IFSOCK) throw new IOException("control endpoint " + path + " exists and is not a socket; not replacing it");
+        if ((mode & S_IFMT) != S_IFSOCK) throw new IOException(what + " " + path + " exists and is not a socket; not replacing it");
         try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             probe.connect(UnixDomainSocketAddress.of(path));
         } catch (ConnectException refused) {
@@ -37,7 +42,7 @@ record SocketFile(Path path, Object identity) {
         } catch (IOException e) {
             throw new IOException("cannot check whether control endpoint " + path + " is in use: " + e.getMessage(), e);
         }
-        throw new IOException("control endpoint " + path + " is in use by another process");
+        throw new IOException(what + " " + path + " is in use by another process");
     }
 
     /** The socket file just bound at {@code path}, with its identity now. */

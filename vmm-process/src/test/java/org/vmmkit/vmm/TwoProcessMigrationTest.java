@@ -57,23 +57,15 @@ class TwoProcessMigrationTest {
 
     /** Starts both, each with its own extra {@code --set key=value} overrides. */
     private void startBoth(List<String> sourceSets, List<String> destinationSets) throws Exception {
-        Path config = dir.resolve("vm.conf");
-        Files.write(config, CONFIG);
-        sourceControl = dir.resolve("source.sock");
-        destinationControl = dir.resolve("destination.sock");
-        List<String> dstArgs = new ArrayList<>(List.of("incoming", "--config", config.toString(), "--listen", "127.0.0.1:0",
-                "--control", destinationControl.toString(), "--record-digest"));
-        for (String set : destinationSets) dstArgs.addAll(List.of("--set", set));
-        destination = Demo.Child.start("destination", dir, false, dstArgs.toArray(String[]::new));
+        VmmPair pair = VmmPair.start(dir, CONFIG, "127.0.0.1:0", sourceSets, destinationSets);
+        sourceControl = pair.sourceControl;
+        destinationControl = pair.destinationControl;
+        destination = pair.destination;
+        source = pair.source;
         children.add(destination);
-        List<String> srcArgs = new ArrayList<>(List.of("run", "--config", config.toString(), "--control", sourceControl.toString()));
-        for (String set : sourceSets) srcArgs.addAll(List.of("--set", set));
-        source = Demo.Child.start("source", dir, false, srcArgs.toArray(String[]::new));
         children.add(source);
-        try (ControlClient d = ControlClient.await(destinationControl, Duration.ofSeconds(30), destination.process.toHandle())) {
-            listen = d.query("query-status").get("listen").getAsString();
-        }
-        try (ControlClient s = ControlClient.await(sourceControl, Duration.ofSeconds(30), source.process.toHandle())) {
+        listen = pair.listen;
+        try (ControlClient s = ControlClient.connect(sourceControl)) {
             ControlWaits.awaitPasses(s, 2);
         }
     }

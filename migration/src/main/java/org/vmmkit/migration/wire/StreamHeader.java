@@ -16,10 +16,15 @@ import org.vmmkit.core.migration.SectionInfo;
  * incompatible VM before it writes anything. Little-endian; layout in docs/wire-format.md.
  */
 public record StreamHeader(int version, int pageSize, List<Range> memory, List<SectionInfo> sections, int vcpus, int channels,
-                           long streamId, boolean ramChecksums, Nonce nonce) {
+                           long streamId, boolean ramChecksums, Nonce nonce, boolean memfdOffer) {
 
     /** Header flag bit 0: RAM frames carry a CRC32C per page. */
     static final int FLAG_RAM_CHECKSUMS = 1;
+    /**
+     * Header flag bit 1: the source offers its guest-memory memfds (a local live upgrade over a Unix socket);
+     * a destination that takes them says so in READY, and no RAM frame follows.
+     */
+    static final int FLAG_MEMFD_OFFER = 2;
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
@@ -40,22 +45,27 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
 
     /** A header for one channel. */
     public StreamHeader(int version, int pageSize, List<Range> memory, List<SectionInfo> sections, int vcpus) {
-        this(version, pageSize, memory, sections, vcpus, 1, 0, true, new Nonce(0, 0));
+        this(version, pageSize, memory, sections, vcpus, 1, 0, true, new Nonce(0, 0), false);
     }
 
     /** The same header for a stream of {@code channels} connections named {@code streamId}. */
     public StreamHeader withChannels(int channels, long streamId) {
-        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, nonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, nonce, memfdOffer);
     }
 
     /** The same header with RAM page checksums on or off. */
     public StreamHeader withRamChecksums(boolean on) {
-        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, on, nonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, on, nonce, memfdOffer);
     }
 
     /** The same header bound to the attempt whose HELLO carried {@code destinationNonce}. */
     public StreamHeader withNonce(Nonce destinationNonce) {
-        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, destinationNonce);
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, destinationNonce, memfdOffer);
+    }
+
+    /** The same header offering the guest-memory memfds or not ({@link #FLAG_MEMFD_OFFER}). */
+    public StreamHeader withMemfdOffer(boolean offer) {
+        return new StreamHeader(version, pageSize, memory, sections, vcpus, channels, streamId, ramChecksums, nonce, offer);
     }
 
     public ByteBuffer encode() {
@@ -63,7 +73,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
         for (SectionInfo x : sections) size += 16 + pad8(utf8(x.id()).length) + pad8(utf8(x.kind()).length);
         ByteBuffer b = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
         b.putLong(MAGIC).putInt(version).putInt(size).putInt(pageSize).putInt(memory.size()).putInt(sections.size()).putInt(vcpus)
-                .putInt(channels).putInt(ramChecksums ? FLAG_RAM_CHECKSUMS : 0).putLong(streamId).putLong(nonce.high()).putLong(nonce.low());
+                .putInt(channels).putInt((ramChecksums ? FLAG_RAM_CHECKSUMS : 0) | (memfdOffer ? FLAG_MEMFD_OFFER : 0)).putLong(streamId).putLong(nonce.high()).putLong(nonce.low());
         for (Range r : memory) b.putLong(r.guestAddress()).putLong(r.size());
         for (SectionInfo x : sections) {
             byte[] id = utf8(x.id()), kind = utf8(x.kind());
@@ -124,7 +134,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
         long streamId = b.getLong();
         Nonce nonce = new Nonce(b.getLong(), b.getLong());
         if (Integer.bitCount(pageSize) != 1 || regions < 0 || regions > MAX_REGIONS || sectionCount < 0 || sectionCount > MAX_SECTIONS
-                || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || (flags & ~FLAG_RAM_CHECKSUMS) != 0) {
+                || vcpus < 0 || vcpus > 1024 || channels < 1 || channels > MAX_CHANNELS || (flags & ~(FLAG_RAM_CHECKSUMS | FLAG_MEMFD_OFFER)) != 0) {
             throw new WireFormatException("stream header: page size " + pageSize + ", " + regions + " regions, " + sectionCount
                     + " sections, " + vcpus + " vCPUs, " + channels + " channels, flags 0x" + Integer.toHexString(flags));
         }
@@ -146,7 +156,8 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
                 }
             }
             if (b.position() != size - 4) throw new WireFormatException("stream header: " + (size - 4 - b.position()) + " stray bytes");
-            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0, nonce);
+            return new StreamHeader(version, pageSize, memory, devs, vcpus, channels, streamId, (flags & FLAG_RAM_CHECKSUMS) != 0, nonce,
+                    (flags & FLAG_MEMFD_OFFER) != 0);
         } catch (java.nio.BufferUnderflowException | IllegalArgumentException e) { // a count or a padding past the end
             throw new WireFormatException("stream header: its counts overrun its " + size + " bytes");
         }

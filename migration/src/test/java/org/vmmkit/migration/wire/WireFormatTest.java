@@ -44,18 +44,23 @@ class WireFormatTest {
     }
 
     @Test
-    void theHeaderCarriesTheRamChecksumFlagAndRefusesUnknownFlags() throws Exception {
+    void theHeaderCarriesTheRamChecksumAndMemfdOfferFlagsAndRefusesUnknownFlags() throws Exception {
         StreamHeader off = SOURCE.withRamChecksums(false);
         try (FileChannel ch = withBytes(off.encode())) {
             assertEquals(false, StreamHeader.read(ch).ramChecksums());
         }
+        StreamHeader offer = SOURCE.withMemfdOffer(true);
+        assertEquals(0x3, offer.encode().order(ByteOrder.LITTLE_ENDIAN).getInt(36), "bit 1: the memfd offer");
+        try (FileChannel ch = withBytes(offer.encode())) {
+            assertEquals(offer, StreamHeader.read(ch));
+        }
         ByteBuffer b = SOURCE.encode();
-        b.order(ByteOrder.LITTLE_ENDIAN).putInt(36, 0x3);
+        b.order(ByteOrder.LITTLE_ENDIAN).putInt(36, 0x5);
         java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
         crc.update(b.array(), 0, b.limit() - 4);
         b.putInt(b.limit() - 4, (int) crc.getValue());
         try (FileChannel ch = withBytes(b)) {
-            assertTrue(assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage().contains("flags 0x3"));
+            assertTrue(assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage().contains("flags 0x5"));
         }
     }
 

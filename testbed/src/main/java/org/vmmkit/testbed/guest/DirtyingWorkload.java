@@ -253,6 +253,22 @@ public final class DirtyingWorkload implements ExitHandler {
         return -1;
     }
 
+    /**
+     * For a guest stopped anywhere in a pass, the index of the first page whose first qword is neither what pass
+     * {@code passes + 1} writes (a prefix of the pages, the part of that pass done) nor, after that prefix, what
+     * {@code passes} complete passes leave; -1 when every page is one or the other, in that order. What a
+     * paused guest's memory must look like whatever moment it was paused at: a page lost, zeroed or from
+     * another VM shows.
+     */
+    public long firstMismatchMidPass(GuestMemory memory, long passes) {
+        long i = 0;
+        while (i < settings.pages() && memory.readLong(settings.pageAddress(i)) == expectedValue(i, passes + 1)) i++;
+        for (; i < settings.pages(); i++) {
+            if (memory.readLong(settings.pageAddress(i)) != expectedValue(i, passes)) return i;
+        }
+        return -1;
+    }
+
     private static boolean isZero(MemorySegment s) {
         for (long o = 0; o < s.byteSize(); o += 8) {
             if (s.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, o) != 0) return false;

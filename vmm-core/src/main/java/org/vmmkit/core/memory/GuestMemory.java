@@ -18,12 +18,16 @@ public final class GuestMemory implements AutoCloseable {
     /** Where the standard layout leaves a hole below 4 GiB (for MMIO, as PC firmware does). */
     public static final long LOW_RAM_END = 3L << 30, HIGH_RAM_START = 4L << 30;
 
-    private final List<GuestRegion> regions;
+    private volatile List<GuestRegion> regions; // replaced (same host addresses, other backings) by adoptBackings and dropAdoptedBackings
+    private final List<GuestRegion> ownRegions;
     private final List<GuardedMapping> mappings; // by region index: each region's mapping and its guards; null where the host owns it
+    private Fd[] adopted; // another process's memfds mapped over the regions (adoptBackings); null when none; guarded by this
+    private boolean ownReleased; // the own memfds closed after adopting; guarded by this
     private volatile boolean closed;
 
     private GuestMemory(List<GuestRegion> regions, List<GuardedMapping> mappings) {
         this.regions = List.copyOf(regions);
+        this.ownRegions = this.regions;
         this.mappings = java.util.Collections.unmodifiableList(new ArrayList<>(mappings)); // null entries: the host's own
     }
 
@@ -117,6 +121,78 @@ public final class GuestMemory implements AutoCloseable {
         return GuardedMapping.shared(memfd, size, HOST_ALIGNMENT);
     }
 
+    /**
+     * Maps {@code backings} — another process's guest RAM, one file per region holding it from offset 0 (the
+     * memfds a source passes with SCM_RIGHTS in a local live upgrade) — over this memory's regions, at the same
+     * host addresses ({@code MAP_SHARED | MAP_FIXED}): every view of a region made before (KVM's memory slots,
+     * DMA mappings, segments) reaches the other process's pages from then on. Nothing is read or written, so
+     * no page is zeroed, populated or allocated. Takes ownership of {@code backings} (closed by
+     * {@link #dropAdoptedBackings} or {@link #close}); {@link GuestRegion#backing()} names them from now on.
+     * Only for memory this class created, and once.
+     */
+    public synchronized void adoptBackings(List<Fd> backings) {
+        if (closed) throw new IllegalStateException("guest memory is closed");
+        if (adopted != null) throw new IllegalStateException("guest memory already maps another process's backings");
+        List<GuestRegion> own = ownRegions;
+        if (backings.size() != own.size()) {
+            throw new IllegalArgumentException(backings.size() + " backing files for " + own.size() + " regions of guest memory");
+        }
+        for (GuestRegion r : own) {
+            if (mappings.get(r.index()) == null) throw new UnsupportedOperationException(r + " is mapped by the host VMM; it cannot be replaced");
+            Fd fd = backings.get(r.index());
+            long size = Libc.fileSize(fd);
+            if (size < r.size()) {
+                throw new IllegalArgumentException(fd.describe() + " holds " + size + " bytes; " + r + " needs " + r.size());
+            }
+        }
+        List<GuestRegion> next = new ArrayList<>();
+        try {
+            for (GuestRegion r : own) {
+                Fd fd = backings.get(r.index());
+                remap(r, fd);
+                next.add(new GuestRegion(r.index(), r.guestAddress(), r.size(), r.host(), fd));
+            }
+        } catch (RuntimeException e) {
+            for (GuestRegion r : own.subList(0, next.size())) remap(r, r.backing());
+            throw e;
+        }
+        adopted = backings.toArray(Fd[]::new);
+        regions = List.copyOf(next);
+    }
+
+    /** Whether the regions map another process's backings ({@link #adoptBackings}). */
+    public synchronized boolean adoptedBackings() {
+        return adopted != null;
+    }
+
+    /**
+     * Undoes {@link #adoptBackings} before anything ran on the adopted memory (an incoming migration refused
+     * after it): maps this memory's own files back at the same addresses and closes the adopted ones.
+     */
+    public synchronized void dropAdoptedBackings() {
+        if (adopted == null || closed) return;
+        if (ownReleased) throw new IllegalStateException("the own backing files are released; the adopted ones stay");
+        for (GuestRegion r : ownRegions) remap(r, r.backing());
+        regions = ownRegions;
+        for (Fd fd : adopted) fd.close();
+        adopted = null;
+    }
+
+    /**
+     * After {@link #adoptBackings}, once the VM runs on the adopted memory: closes this memory's own files,
+     * which nothing maps any more (what they held is freed).
+     */
+    public synchronized void releaseOwnBackings() {
+        if (adopted == null || ownReleased) return;
+        ownReleased = true;
+        for (GuestRegion r : ownRegions) r.backing().close();
+    }
+
+    private static void remap(GuestRegion r, Fd fd) {
+        Libc.mmap(r.host().address(), r.size(), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, fd.raw(), 0,
+                fd.describe() + " over " + r);
+    }
+
     /** Host alignment of every region's mapping. */
     public static final long HOST_ALIGNMENT = 2L << 20;
 
@@ -162,8 +238,9 @@ public final class GuestMemory implements AutoCloseable {
      * slice or an exception, for a receiver that runs it once a frame and words its own error.
      */
     public GuestRegion regionHolding(long gpa, long length) {
-        for (int i = 0; i < regions.size(); i++) { // indexed: no iterator object on a per-frame path
-            GuestRegion r = regions.get(i);
+        List<GuestRegion> rs = regions; // one volatile read
+        for (int i = 0; i < rs.size(); i++) { // indexed: no iterator object on a per-frame path
+            GuestRegion r = rs.get(i);
             if (length >= 0 && r.contains(gpa) && length <= r.size() - (gpa - r.guestAddress())) return r;
         }
         return null;
@@ -217,12 +294,17 @@ public final class GuestMemory implements AutoCloseable {
 
     @Override
     public void close() {
-        if (closed) return;
-        closed = true;
-        for (int i = 0; i < regions.size(); i++) {
+        synchronized (this) {
+            if (closed) return;
+            closed = true;
+        }
+        for (int i = 0; i < ownRegions.size(); i++) {
             if (mappings.get(i) == null) continue; // the host's own
             mappings.get(i).close();
-            regions.get(i).backing().close();
+            ownRegions.get(i).backing().close();
+        }
+        synchronized (this) {
+            if (adopted != null) for (Fd fd : adopted) fd.close();
         }
     }
 }

@@ -97,6 +97,18 @@ public final class Errno {
         return errno > 0 && errno < TABLE.length && TABLE[errno] != null ? TABLE[errno][1] : "unknown error";
     }
 
+    /**
+     * The symbol of the errno whose description {@code message} is (the JDK words a failed system call with
+     * its strerror text only, e.g. {@code Connection refused}), or null when none is.
+     */
+    public static String nameOfDescription(String message) {
+        if (message == null) return null;
+        for (String[] entry : TABLE) {
+            if (entry != null && entry[1].equals(message)) return entry[0];
+        }
+        return null;
+    }
+
     /** Every errno this table knows, for the header check. */
     static int[] known() {
         return java.util.stream.IntStream.range(0, TABLE.length).filter(i -> TABLE[i] != null).toArray();

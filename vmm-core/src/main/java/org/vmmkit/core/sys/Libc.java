@@ -182,6 +182,86 @@ public final class Libc {
     private static final MethodHandle SHUTDOWN = bindErrno("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     private static final MethodHandle SOCKETPAIR = bindErrno("socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
     private static final MethodHandle POLL = bindErrno("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+    private static final MethodHandle BIND = bindErrno("bind", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+    private static final MethodHandle LISTEN = bindErrno("listen", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
+    private static final MethodHandle ACCEPT4 = bindErrno("accept4", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT));
+
+    /**
+     * A {@code sockaddr_un} for {@code address}: a path, or, where it begins with {@code @}, a name in Linux's
+     * abstract namespace (no file; gone with the last socket bound to it). Returns the address length to pass.
+     */
+    private static int sockaddrUn(MemorySegment addr, String address, String call, String name) {
+        boolean abstractName = address.startsWith("@");
+        byte[] p = (abstractName ? address.substring(1) : address).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        long room = SOCKADDR_UN.byteSize() - SUN_PATH - 1;
+        if (p.length > room || p.length == 0) {
+            throw new SysException(call + "(" + address + ")", Errno.ENAMETOOLONG, name, "a UNIX socket address has 1 to " + room + " bytes");
+        }
+        addr.set(ValueLayout.JAVA_SHORT, SUN_FAMILY, (short) AF_UNIX);
+        MemorySegment.copy(p, 0, addr, ValueLayout.JAVA_BYTE, SUN_PATH + (abstractName ? 1 : 0), p.length);
+        // An abstract name is exactly its bytes after the NUL (no terminator counted); a path is NUL-terminated.
+        return (int) (abstractName ? SUN_PATH + 1 + p.length : SOCKADDR_UN.byteSize());
+    }
+
+    /**
+     * A connected UNIX stream socket to {@code address} (a path, or {@code @name} in the abstract namespace);
+     * blocking. The fd is named {@code name}; a failure names the address and carries connect's errno.
+     */
+    public static Fd connectUnix(String address, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment addr = arena.allocate(SOCKADDR_UN);
+            int length = sockaddrUn(addr, address, "connect", name);
+            int fd = (int) SOCKET.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) throw new SysException("socket(AF_UNIX, SOCK_STREAM)", errno(), name);
+            int r = (int) CONNECT.invokeExact(CAPTURE_BUFFER.get(), fd, addr, length);
+            if (r < 0) {
+                int e = errno();
+                closeRaw(fd);
+                throw new SysException("connect(" + address + ")", e, name);
+            }
+            return new Fd(fd, name);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * A non-blocking UNIX stream socket bound to {@code address} (a path, or {@code @name} in the abstract
+     * namespace) and listening ({@code socket}, {@code bind}, {@code listen}); failures name the call, the errno and the address.
+     */
+    public static Fd listenUnix(String address, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment addr = arena.allocate(SOCKADDR_UN);
+            int length = sockaddrUn(addr, address, "bind", name);
+            // Non-blocking: accept returns EAGAIN rather than wait, so a caller bounds its wait with poll.
+            int fd = (int) SOCKET.invokeExact(CAPTURE_BUFFER.get(), AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | O_NONBLOCK, 0);
+            if (fd < 0) throw new SysException("socket(AF_UNIX, SOCK_STREAM)", errno(), name);
+            int r = (int) BIND.invokeExact(CAPTURE_BUFFER.get(), fd, addr, length);
+            String call = "bind(" + address + ")";
+            if (r >= 0) {
+                r = (int) LISTEN.invokeExact(CAPTURE_BUFFER.get(), fd, 4);
+                call = "listen(" + address + ")";
+            }
+            if (r < 0) {
+                int e = errno();
+                closeRaw(fd);
+                throw new SysException(call, e, name);
+            }
+            return new Fd(fd, name);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code accept4(fd, NULL, NULL, SOCK_CLOEXEC)} on a listening socket; returns the new fd or -errno. */
+    public static int acceptRaw(int fd) {
+        try {
+            int r = (int) ACCEPT4.invokeExact(CAPTURE_BUFFER.get(), fd, MemorySegment.NULL, MemorySegment.NULL, SOCK_CLOEXEC);
+            return r < 0 ? -errno() : r;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
 
     /**
      * A connected UNIX stream socket to {@code path} ({@code socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)} then
@@ -427,6 +507,18 @@ public final class Libc {
             throw rethrow(t);
         }
         return stat.get(JAVA_LONG, STAT_ST_BLOCKS) * 512;
+    }
+
+    /** The size of {@code fd}'s file ({@code fstat}'s {@code st_size}): for a memfd, what it was truncated to. */
+    public static long fileSize(Fd fd) {
+        MemorySegment stat = STAT_BUFFER.get();
+        try {
+            int r = (int) FSTAT.invokeExact(CAPTURE_BUFFER.get(), fd.raw(), stat);
+            if (r < 0) throw new SysException("fstat", errno(), fd.describe());
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+        return stat.get(JAVA_LONG, STAT_ST_SIZE);
     }
 
     /** {@code pread(fd, buffer, buffer.byteSize(), offset)}; returns bytes read or -errno. */

@@ -49,6 +49,11 @@ public final class UnixSocket implements AutoCloseable {
         return new UnixSocket(Libc.connectUnix(path, name));
     }
 
+    /** Connects to {@code address}: a path, or {@code @name} in the abstract namespace (see {@link UnixListener}). */
+    public static UnixSocket connect(String address, String name) {
+        return new UnixSocket(Libc.connectUnix(address, name));
+    }
+
     /** Wraps a connected UNIX stream socket (one end of {@link Libc#socketpair}); closing this closes it. */
     public static UnixSocket of(Fd connected) {
         return new UnixSocket(connected);

@@ -41,6 +41,46 @@ class GuestMemoryTest {
     }
 
     @Test
+    void adoptedBackingsAreMappedAtTheSameAddressesWithoutTouchingAPage() {
+        try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(32L << 20));
+             GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(32L << 20))) {
+            source.writeLong(1L << 20, 0x5eedL);
+            long sourceResident = source.residentBytes();
+            destination.writeLong(2L << 20, 0xdeadL); // the destination's own page, which the adopted view must not show
+            var view = destination.slice(0, 32L << 20); // a view taken before, as KVM's slots and DMA maps are
+            List<org.vmmkit.core.sys.Fd> passed = List.of(dup(source.regions().get(0).backing()));
+            destination.adoptBackings(passed);
+            assertEquals(sourceResident, source.residentBytes(), "adopting allocated nothing in the source's file");
+            assertEquals(0x5eedL, view.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 1L << 20), "the earlier view reaches the source's pages");
+            assertEquals(0, destination.readLong(2L << 20)); // (reading a hole of a shared memfd allocates a page: one more below)
+            sourceResident += 4096;
+            assertEquals(passed.get(0), destination.regions().get(0).backing());
+
+            destination.dropAdoptedBackings();
+            assertEquals(0xdeadL, view.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 2L << 20), "dropped: the own pages again");
+            assertTrue(passed.get(0).isClosed(), "the adopted file is closed");
+            assertEquals(0x5eedL, source.readLong(1L << 20));
+            assertEquals(sourceResident, source.residentBytes());
+        }
+    }
+
+    @Test
+    void aBackingSmallerThanItsRegionIsRefusedWithBothSizes() {
+        try (GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(8L << 20))) {
+            org.vmmkit.core.sys.Fd small = org.vmmkit.core.sys.Libc.memfdCreate("small");
+            small.truncate(4L << 20);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> destination.adoptBackings(List.of(small)));
+            assertTrue(e.getMessage().contains("4194304 bytes") && e.getMessage().contains("8388608"), e.getMessage());
+            small.close();
+        }
+    }
+
+    /** Another fd of the same file, as SCM_RIGHTS gives the receiver. */
+    private static org.vmmkit.core.sys.Fd dup(org.vmmkit.core.sys.Fd fd) {
+        return org.vmmkit.core.sys.Libc.open("/proc/self/fd/" + fd.raw(), org.vmmkit.core.sys.Libc.O_RDWR | org.vmmkit.core.sys.Libc.O_CLOEXEC);
+    }
+
+    @Test
     void memoryTheHostMappedIsWrappedAndLeftToTheHost() {
         org.vmmkit.core.sys.Fd file = org.vmmkit.core.sys.Libc.memfdCreate("host-ram");
         file.truncate(4L << 20);

@@ -1,0 +1,150 @@
+package org.vmmkit.migration;
+
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.vmmkit.core.sys.Libc;
+import org.vmmkit.migration.testing.FakeGuest;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The local live upgrade in one JVM: a source migrating over a Unix socket to a destination that takes its
+ * memfds maps the same memory (no page sent); a destination that refuses after taking and mapping them gives
+ * them back untouched; over TCP nothing is offered.
+ */
+@Timeout(60)
+class LocalLiveUpgradeTest {
+    private static final long SIZE = 8L << 20;
+    @TempDir Path dir;
+
+    /** Runs {@code incoming} on {@code server} on its own thread and migrates {@code source} to {@code at}. */
+    private static MigrationStats migrate(FakeGuest source, MigrationDestination incoming, ServerSocketChannel server, java.net.SocketAddress at,
+                                          AtomicReference<Throwable> destinationFailure) throws Exception {
+        Thread destination = Thread.ofPlatform().name("destination").start(() -> {
+            try {
+                incoming.receive(server, Duration.ofSeconds(30));
+            } catch (Throwable t) {
+                destinationFailure.set(t);
+            }
+        });
+        try {
+            return new MigrationSource(source, List.of(), List.of(), MigrationSettings.DEFAULT).migrate(at);
+        } finally {
+            destination.join(30_000);
+        }
+    }
+
+    /** The guest's memory read through its file (pread), which, unlike a read through the mapping, allocates no hole. */
+    private static byte[] contents(FakeGuest guest) {
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            java.lang.foreign.MemorySegment buffer = arena.allocate(SIZE);
+            guest.memory().regions().get(0).backing().preadFully(buffer, 0);
+            return buffer.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE);
+        }
+    }
+
+    private ServerSocketChannel unixServer() throws Exception {
+        return ServerSocketChannel.open(StandardProtocolFamily.UNIX).bind(UnixDomainSocketAddress.of(dir.resolve("incoming.sock")));
+    }
+
+    @Test
+    void overAUnixSocketTheDestinationMapsTheSourcesMemfdsAndNoPageIsSent() throws Exception {
+        try (FakeGuest source = FakeGuest.source(SIZE, 7); FakeGuest destination = FakeGuest.destination(SIZE); ServerSocketChannel server = unixServer()) {
+            long sourceResident = source.memory().residentBytes();
+            byte[] before = contents(source);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            MigrationStats stats = migrate(source, new MigrationDestination(destination, List.of(), null).withMemfdPassing(true), server,
+                    server.getLocalAddress(), failure);
+            assertNull(failure.get());
+            assertEquals(MigrationStatus.COMPLETED, stats.status());
+            assertTrue(stats.memfdsPassed(), stats.toString());
+            assertEquals(0, stats.ramPages(), "no RAM page sent");
+            assertEquals(0, stats.zeroPages(), "no zero run either");
+            assertTrue(stats.transferredBytes() < 4096, "only control frames and the vCPU state: " + stats.transferredBytes());
+            assertTrue(destination.running() && destination.memory().adoptedBackings());
+            assertArrayEquals(before, contents(source));
+            assertEquals(sourceResident, source.memory().residentBytes(), "the destination populated nothing");
+            assertArrayEquals(before, destination.memory().read(0, (int) SIZE), "the destination sees the source's memory");
+            destination.memory().writeLong(4096, 0x1234);
+            assertEquals(0x1234, source.memory().readLong(4096), "the very same pages");
+        }
+    }
+
+    @Test
+    void aDestinationThatRefusesAfterMappingTheMemfdsLeavesTheSourceMemoryUntouchedAndRunning() throws Exception {
+        try (FakeGuest source = FakeGuest.source(SIZE, 8); FakeGuest destination = FakeGuest.destination(SIZE); ServerSocketChannel server = unixServer()) {
+            long sourceResident = source.memory().residentBytes();
+            byte[] before = contents(source);
+            AtomicReference<Long> seen = new AtomicReference<>();
+            MigrationDestination incoming = new MigrationDestination(destination, List.of(), () -> {
+                seen.set(destination.memory().readLong(0)); // the source's memory is mapped by now
+                throw new IllegalStateException("refused by the test before COMMIT");
+            }).withMemfdPassing(true);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            MigrationException e = assertThrows(MigrationException.class, () -> migrate(source, incoming, server, server.getLocalAddress(), failure));
+            assertTrue(e.getMessage().contains("refused by the test") && e.getMessage().contains("rolled back"), e.getMessage());
+            assertEquals(source.memory().readLong(0), seen.get(), "the destination had mapped the source's memory");
+            assertTrue(source.running(), "the source runs on");
+            assertFalse(destination.running());
+            assertFalse(destination.memory().adoptedBackings(), "the destination maps its own memory again");
+            assertEquals(0, destination.memory().readLong(0));
+            assertArrayEquals(before, contents(source), "the source's memory is as it was");
+            assertEquals(sourceResident, source.memory().residentBytes(), "and no hole of it was populated");
+        }
+    }
+
+    @Test
+    void overTcpNoMemfdIsOfferedAndRamIsCopied() throws Exception {
+        try (FakeGuest source = FakeGuest.source(SIZE, 9); FakeGuest destination = FakeGuest.destination(SIZE);
+             ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            MigrationStats stats = migrate(source, new MigrationDestination(destination, List.of(), null).withMemfdPassing(true), server,
+                    server.getLocalAddress(), failure);
+            assertNull(failure.get());
+            assertFalse(stats.memfdsPassed());
+            assertTrue(stats.ramPages() > 0);
+            assertFalse(destination.memory().adoptedBackings());
+            assertTrue(destination.equalsSource(source));
+        }
+    }
+
+    @Test
+    void aDestinationThatDoesNotTakeMemfdsGetsTheRamCopiedOverTheUnixSocket() throws Exception {
+        try (FakeGuest source = FakeGuest.source(SIZE, 10); FakeGuest destination = FakeGuest.destination(SIZE); ServerSocketChannel server = unixServer()) {
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            MigrationStats stats = migrate(source, new MigrationDestination(destination, List.of(), null), server, server.getLocalAddress(), failure);
+            assertNull(failure.get());
+            assertFalse(stats.memfdsPassed());
+            assertTrue(stats.ramPages() > 0);
+            assertTrue(destination.equalsSource(source));
+            assertTrue(Libc.allocatedBytes(destination.memory().regions().get(0).backing()) > 0);
+        }
+    }
+
+    @Test
+    void aUnixPathNobodyListensOnIsNamedWithTheErrno() throws Exception {
+        Path nobody = dir.resolve("nobody.sock");
+        try (FakeGuest source = FakeGuest.source(SIZE, 11)) {
+            MigrationException e = assertThrows(MigrationException.class, () -> new MigrationSource(source, List.of(), List.of(), MigrationSettings.DEFAULT)
+                    .migrate(UnixDomainSocketAddress.of(nobody)));
+            assertTrue(e.getMessage().contains("connect(unix:" + nobody + ") failed: ENOENT (No such file or directory)"), e.getMessage());
+            assertTrue(source.running());
+        }
+    }
+}
