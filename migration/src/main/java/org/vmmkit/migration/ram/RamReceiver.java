@@ -169,7 +169,8 @@ public final class RamReceiver {
     /**
      * {@link #zero} on hugetlbfs, where a page is 2 MiB: the whole huge pages inside the run are punched out
      * (freed); at each edge, a part of a huge page, the run is cleared without allocating: where the huge page is
-     * in this process's page tables (mincore) its part is written with zeros; where it is not, it is either a hole
+     * in this process's page tables (mincore) its part is written with zeros (or the whole huge page punched, where
+ * the rest of it reads zero too); where it is not, it is either a hole
      * (reads zero: nothing to do, and writing would allocate 2 MiB for nothing) or a page another process wrote
      * through its own mapping, so the part is punched, which the kernel (6.2 on) turns into zeroing the part of a
      * page that exists, and nothing for a hole. Allocates nothing.
@@ -182,22 +183,43 @@ public final class RamReceiver {
             if (Libc.madviseRaw(base + middleStart, middleEnd - middleStart, Libc.MADV_REMOVE) != 0) {
                 clear(region, middleStart, middleEnd - middleStart); // cannot happen on hugetlbfs; still correct
             }
-            clearEdge(region, offset, middleStart - offset);
-            clearEdge(region, middleEnd, end - middleEnd);
+            clearEdge(region, offset, middleStart - offset, huge);
+            clearEdge(region, middleEnd, end - middleEnd, huge);
         } else if (middleStart >= end || middleEnd <= offset) { // within one huge page
-            clearEdge(region, offset, bytes);
+            clearEdge(region, offset, bytes, huge);
         } else { // spans one huge page boundary with no whole page inside
-            clearEdge(region, offset, middleStart - offset);
-            clearEdge(region, middleStart, end - middleStart);
+            clearEdge(region, offset, middleStart - offset, huge);
+            clearEdge(region, middleStart, end - middleStart, huge);
         }
     }
 
-    /** Zeroes part of one huge page as {@link #zeroHuge} says. */
-    private void clearEdge(GuestRegion region, long offset, long bytes) {
+    /**
+     * Zeroes part of one huge page as {@link #zeroHuge} says; where the huge page is mapped and the rest of it
+     * already reads zero, the whole huge page is punched instead (its content is the same, and it is freed): zero
+     * runs come at most a frame (1 MiB) long, so without this a zero huge page populated ahead would stay resident.
+     */
+    private void clearEdge(GuestRegion region, long offset, long bytes, long huge) {
         if (bytes <= 0) return;
         long address = region.host().address() + offset;
         boolean mapped = Libc.mincoreRaw(address, PAGE, inMemory) == 0 && (inMemory.get(java.lang.foreign.ValueLayout.JAVA_BYTE, 0) & 1) != 0;
-        if (mapped || Libc.madviseRaw(address, bytes, Libc.MADV_REMOVE) != 0) clear(region, offset, bytes);
+        if (!mapped) {
+            if (Libc.madviseRaw(address, bytes, Libc.MADV_REMOVE) != 0) clear(region, offset, bytes);
+            return;
+        }
+        long pageStart = offset & -huge, pageEnd = Math.min(pageStart + huge, region.size());
+        if (isZero(region.host(), pageStart, offset) && isZero(region.host(), offset + bytes, pageEnd)
+                && Libc.madviseRaw(region.host().address() + pageStart, pageEnd - pageStart, Libc.MADV_REMOVE) == 0) {
+            return;
+        }
+        clear(region, offset, bytes);
+    }
+
+    /** Whether {@code [from, to)} of {@code memory} (page-aligned) reads all zeros; stops at the first byte that does not. */
+    private static boolean isZero(MemorySegment memory, long from, long to) {
+        for (long p = from; p < to; p += PAGE) {
+            if (MemorySegment.mismatch(memory, p, p + PAGE, MemoryViews.ZERO_PAGE, 0, PAGE) >= 0) return false;
+        }
+        return true;
     }
 
     private static void clear(GuestRegion region, long offset, long bytes) {

@@ -396,13 +396,14 @@ class RamTransferTest {
         try (var pool = org.vmmkit.core.memory.HostHugePagesFixture.hugetlbPages(4);
              GuestMemory destination = GuestMemory.create(List.of(new GuestMemory.Range(0, 4 * huge)), org.vmmkit.core.memory.HugePages.HUGETLB)) {
             var to = destination.regions().get(0).host();
-            to.asSlice(0, 2 * huge).fill((byte) 0xAB); // huge pages 0 and 1 hold data; 2 and 3 were never written
-            assertEquals(2 * huge, destination.residentBytes());
+            to.asSlice(0, 2 * huge).fill((byte) 0xAB); // huge pages 0 and 1 hold data; 2 was never written
+            to.asSlice(3 * huge, PAGE).fill((byte) 1); // 3 holds one page of data, which the second run zeroes
+            assertEquals(3 * huge, destination.residentBytes());
             Tape tape = new Tape(4096);
             FrameCodec writer = new FrameCodec(64 * MIB);
             long[][] runs = {
                     {MIB, huge + huge / 4},             // from the middle of page 0 into page 1: two edges, both mapped
-                    {2 * huge + PAGE, 2 * huge - 2 * PAGE}, // inside pages 2 and 3, never written: nothing may be allocated
+                    {2 * huge + PAGE, 2 * huge - 2 * PAGE}, // inside pages 2 (never written: not allocated) and 3 (the rest zero: freed)
                     {0, 2 * huge},                      // pages 0 and 1 whole: punched, freed
             };
             for (long[] run : runs) writer.write(tape, FrameType.ZERO_RUN, run[0], run[1] / PAGE, null, null);
@@ -413,10 +414,11 @@ class RamTransferTest {
             assertEquals((byte) 0xAB, to.get(java.lang.foreign.ValueLayout.JAVA_BYTE, MIB - 1), "before the run: untouched");
             assertEquals(-1, to.asSlice(MIB, huge + huge / 4).mismatch(MemorySegment.ofArray(new byte[(int) (huge + huge / 4)])), "the run reads zero");
             assertEquals((byte) 0xAB, to.get(java.lang.foreign.ValueLayout.JAVA_BYTE, MIB + huge + huge / 4), "after the run: untouched");
-            assertEquals(2 * huge, destination.residentBytes(), "edges are cleared in place");
+            assertEquals(3 * huge, destination.residentBytes(), "edges next to data are cleared in place");
             codec.readHeader(tape);
             receiver.apply(tape, codec);
-            assertEquals(2 * huge, destination.residentBytes(), "a zero run over never-written huge pages allocates none");
+            assertEquals(2 * huge, destination.residentBytes(),
+                    "a zero run allocates no never-written huge page, and frees one whose rest reads zero");
             codec.readHeader(tape);
             receiver.apply(tape, codec);
             assertEquals(0, destination.residentBytes(), "whole huge pages of zeros are freed");
