@@ -113,7 +113,7 @@ public final class Machine implements AutoCloseable {
             }
             this.kvm = useKvm ? Kvm.open() : null;
             if (kvm != null) opened.add(kvm);
-            this.memory = GuestMemory.create(GuestMemory.standardLayout(settings.vm().memorySize()));
+            this.memory = GuestMemory.create(GuestMemory.standardLayout(settings.vm().memorySize()), settings.vm().hugePages());
             opened.add(memory);
             this.workload = new DirtyingWorkload(settings.vm().workload());
             if (useKvm) {

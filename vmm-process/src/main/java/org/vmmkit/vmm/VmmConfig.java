@@ -8,12 +8,13 @@ import org.vmmkit.core.config.ConfigKey;
 import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.core.kvm.LongMode;
 import org.vmmkit.core.memory.GuestMemory;
+import org.vmmkit.core.memory.HugePages;
 
 /**
  * The VM section of the config: memory, vCPUs and the built-in workload. Later modules add their
  * sections (migration, devices) to the same file with keys of their own.
  */
-public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload, Accelerator accelerator) {
+public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload, Accelerator accelerator, HugePages hugePages) {
 
     /** What runs the guest: KVM, a software guest (a Java thread, for hosts without /dev/kvm), or KVM where usable. */
     public enum Accelerator { AUTO, KVM, SOFTWARE }
@@ -29,6 +30,9 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
 
     public static final ConfigKey<Long> MEMORY = ConfigKey.size("vm.memory", "256M",
             "Guest RAM. Above 3 GiB the rest is placed from 4 GiB (a PC-style hole for MMIO).");
+    public static final ConfigKey<HugePages> HUGEPAGES = new ConfigKey<>("vm.hugepages", "none",
+            "What backs guest RAM: `none`, a memfd of 4 KiB pages; `hugetlb`, a memfd of 2 MiB hugetlbfs pages, all reserved from the host's pool when the VM starts (`vm.memory` a multiple of 2M; the pool in /proc/sys/vm/nr_hugepages must hold vm.memory / 2M free pages, else the start fails naming how many); `thp`, the 4 KiB memfd advised MADV_HUGEPAGE, which gets 2 MiB transparent huge pages only where /sys/kernel/mm/transparent_hugepage/shmem_enabled is `advise` (or always, within_size, force: a warning at start otherwise). Either huge mode makes a fresh destination fault once per 2 MiB instead of per 4 KiB (see BENCHMARKS.md); hugetlb pins the whole guest in the pool from start-up whatever the guest uses, and a zero run frees only whole 2 MiB pages.",
+            HugePages::parse);
     public static final ConfigKey<Long> VCPUS = ConfigKey.count("vm.vcpus", "1",
             "Number of vCPUs. The built-in workload runs on vCPU 0; the others park in HLT.");
     public static final ConfigKey<Long> WORKLOAD_START = ConfigKey.size("workload.start", "1M",
@@ -44,7 +48,7 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
     public static final ConfigKey<Boolean> WORKLOAD_REPORT = ConfigKey.flag("workload.report-passes", "true",
             "Exit to the VMM after each pass to report progress; false gives a guest that never exits.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, VCPUS, ACCELERATOR, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
+    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, HUGEPAGES, VCPUS, ACCELERATOR, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
             WORKLOAD_PASSES, WORKLOAD_RATE, WORKLOAD_REPORT);
 
     /** Builds the typed config, checking what only makes sense across keys. */
@@ -52,6 +56,10 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
         long memory = config.get(MEMORY);
         if (memory < 4 << 20 || memory % GuestMemory.PAGE_SIZE != 0) {
             throw config.invalid(MEMORY, "must be a multiple of 4K and at least 4M");
+        }
+        HugePages hugePages = config.get(HUGEPAGES);
+        if (hugePages == HugePages.HUGETLB && memory % HugePages.HUGE_PAGE_SIZE != 0) {
+            throw config.invalid(HUGEPAGES, "hugetlb needs vm.memory a multiple of 2M (2 MiB pages); vm.memory is " + memory + " bytes");
         }
         long vcpus = config.get(VCPUS);
         if (vcpus < 1 || vcpus > 255) throw config.invalid(VCPUS, "must be between 1 and 255");
@@ -71,7 +79,7 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
         }
         DirtyingWorkload.Settings workload = new DirtyingWorkload.Settings(start, size / stride, stride,
                 config.get(WORKLOAD_PASSES), config.get(WORKLOAD_RATE), config.get(WORKLOAD_REPORT));
-        return new VmmConfig(memory, (int) vcpus, workload, config.get(ACCELERATOR));
+        return new VmmConfig(memory, (int) vcpus, workload, config.get(ACCELERATOR), hugePages);
     }
 
     public static VmmConfig load(Path file, List<String> overrides) {

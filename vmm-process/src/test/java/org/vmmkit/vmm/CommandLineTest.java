@@ -31,6 +31,10 @@ class CommandLineTest {
         Files.write(bad, List.of("migration.channels = 2", "device.gpu0.migratabel = false"));
         ConfigException e = assertThrows(ConfigException.class, () -> VmmSettings.load(bad, List.of()));
         assertTrue(e.getMessage().contains("line 2: unknown key 'device.gpu0.migratabel' (did you mean"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("vm.memory=5M", "vm.hugepages=hugetlb")));
+        assertTrue(e.getMessage().contains("key 'vm.hugepages' = 'hugetlb': hugetlb needs vm.memory a multiple of 2M"), e.getMessage());
+        e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("vm.hugepages=huge")));
+        assertTrue(e.getMessage().contains("expected none, hugetlb or thp"), e.getMessage());
         e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("migration.channels=99")));
         assertTrue(e.getMessage().contains("key 'migration.channels' = '99': must be between 1 and 16"), e.getMessage());
         e = assertThrows(ConfigException.class, () -> VmmSettings.load(null, List.of("device.gpu0.data-section=paged")));

@@ -40,6 +40,8 @@ public final class RamReceiver {
     private PopulateAhead ahead; // null: no thread populates memory ahead of this receiver
 
     private final boolean pageChecksums;
+    private final long[] hugePage; // by region index: the backing's page size where it is above PAGE (hugetlbfs), else 0
+    private final MemorySegment inMemory = java.lang.foreign.Arena.ofAuto().allocate(1); // mincore's answer for one page
 
     public RamReceiver(MemoryViews views) {
         this(views, true);
@@ -51,6 +53,11 @@ public final class RamReceiver {
         this.views = views;
         this.torn = new org.vmmkit.dirty.DirtyBitmap[views.memory().regions().size()];
         for (GuestRegion r : views.memory().regions()) torn[r.index()] = new org.vmmkit.dirty.DirtyBitmap(r.size() / PAGE);
+        this.hugePage = new long[torn.length];
+        for (GuestRegion r : views.memory().regions()) {
+            long size = views.memory().backingPageSize(r);
+            hugePage[r.index()] = size > PAGE ? size : 0;
+        }
     }
 
     /** Tells {@code ahead} how far this receiver got after each frame, so it populates memory before the frames arrive. */
@@ -146,11 +153,76 @@ public final class RamReceiver {
      * then on for every run.
      */
     private void zero(GuestRegion region, long offset, long bytes) {
+        long huge = hugePage[region.index()];
+        if (huge != 0) {
+            zeroHuge(region, offset, bytes, huge);
+            return;
+        }
         if (punchHoles) {
             int r = Libc.madviseRaw(region.host().address() + offset, bytes, Libc.MADV_REMOVE);
             if (r == 0) return;
             punchHoles = false;
         }
+        clear(region, offset, bytes);
+    }
+
+    /**
+     * {@link #zero} on hugetlbfs, where a page is 2 MiB: the whole huge pages inside the run are punched out
+     * (freed); at each edge, a part of a huge page, the run is cleared without allocating: where the huge page is
+     * in this process's page tables (mincore) its part is written with zeros (or the whole huge page punched, where
+ * the rest of it reads zero too); where it is not, it is either a hole
+     * (reads zero: nothing to do, and writing would allocate 2 MiB for nothing) or a page another process wrote
+     * through its own mapping, so the part is punched, which the kernel (6.2 on) turns into zeroing the part of a
+     * page that exists, and nothing for a hole. Allocates nothing.
+     */
+    private void zeroHuge(GuestRegion region, long offset, long bytes, long huge) {
+        long end = offset + bytes;
+        long middleStart = (offset + huge - 1) & -huge, middleEnd = end & -huge;
+        long base = region.host().address();
+        if (middleStart < middleEnd) {
+            if (Libc.madviseRaw(base + middleStart, middleEnd - middleStart, Libc.MADV_REMOVE) != 0) {
+                clear(region, middleStart, middleEnd - middleStart); // cannot happen on hugetlbfs; still correct
+            }
+            clearEdge(region, offset, middleStart - offset, huge);
+            clearEdge(region, middleEnd, end - middleEnd, huge);
+        } else if (middleStart >= end || middleEnd <= offset) { // within one huge page
+            clearEdge(region, offset, bytes, huge);
+        } else { // spans one huge page boundary with no whole page inside
+            clearEdge(region, offset, middleStart - offset, huge);
+            clearEdge(region, middleStart, end - middleStart, huge);
+        }
+    }
+
+    /**
+     * Zeroes part of one huge page as {@link #zeroHuge} says; where the huge page is mapped and the rest of it
+     * already reads zero, the whole huge page is punched instead (its content is the same, and it is freed): zero
+     * runs come at most a frame (1 MiB) long, so without this a zero huge page populated ahead would stay resident.
+     */
+    private void clearEdge(GuestRegion region, long offset, long bytes, long huge) {
+        if (bytes <= 0) return;
+        long address = region.host().address() + offset;
+        boolean mapped = Libc.mincoreRaw(address, PAGE, inMemory) == 0 && (inMemory.get(java.lang.foreign.ValueLayout.JAVA_BYTE, 0) & 1) != 0;
+        if (!mapped) {
+            if (Libc.madviseRaw(address, bytes, Libc.MADV_REMOVE) != 0) clear(region, offset, bytes);
+            return;
+        }
+        long pageStart = offset & -huge, pageEnd = Math.min(pageStart + huge, region.size());
+        if (isZero(region.host(), pageStart, offset) && isZero(region.host(), offset + bytes, pageEnd)
+                && Libc.madviseRaw(region.host().address() + pageStart, pageEnd - pageStart, Libc.MADV_REMOVE) == 0) {
+            return;
+        }
+        clear(region, offset, bytes);
+    }
+
+    /** Whether {@code [from, to)} of {@code memory} (page-aligned) reads all zeros; stops at the first byte that does not. */
+    private static boolean isZero(MemorySegment memory, long from, long to) {
+        for (long p = from; p < to; p += PAGE) {
+            if (MemorySegment.mismatch(memory, p, p + PAGE, MemoryViews.ZERO_PAGE, 0, PAGE) >= 0) return false;
+        }
+        return true;
+    }
+
+    private static void clear(GuestRegion region, long offset, long bytes) {
         for (long p = 0; p < bytes; p += PAGE) MemorySegment.copy(MemoryViews.ZERO_PAGE, 0, region.host(), offset + p, PAGE); // no slice object
     }
 

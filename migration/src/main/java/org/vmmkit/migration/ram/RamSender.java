@@ -33,6 +33,12 @@ import org.vmmkit.migration.wire.FrameType;
  * a 2 GiB all-data migration: 20.9 s, where the runs before took 13.4–18.5 s). What is learnt is used within the one run only (microseconds),
  * as the zero check's own result is: a page the guest writes after either looked is dirty again and is sent
  * again.
+ *
+ * <p>On hugetlbfs ({@link GuestMemory#backingPageSize} above a page) SEEK_DATA answers "data" everywhere, and
+ * {@code mincore} reports only this process's page tables, not the file: a huge page another process wrote
+ * through its own mapping (a vfio-user device's DMA) is "not in memory" here. So a page {@code mincore} does
+ * not show is read with {@code pread} from the file into a scratch buffer, which for a hole in hugetlbfs copies
+ * zeros without allocating a huge page, and the zero check runs on that copy.
  */
 public final class RamSender {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -50,6 +56,9 @@ public final class RamSender {
     private boolean seeking; // this run: seekHoles, and mincore answered for it
     private long runStart, holeEnd; // within the current run: its first page; pages from some page below holeEnd are a hole
     private final MemorySegment inMemory; // mincore's answer for the current run, a byte per page
+    private final long[] hugePage; // by region index: the backing's page size where it is hugetlbfs, else 0
+    private final MemorySegment scratch; // hugetlbfs only: pages mincore does not show, read from the file; else null
+    private long runStop, scratchFirst, scratchEnd; // the current run's end; pages [scratchFirst, scratchEnd) are in scratch
 
     public RamSender(MemoryViews views, FrameCodec codec, long maxFramePages) {
         this(views, codec, maxFramePages, true);
@@ -68,12 +77,22 @@ public final class RamSender {
         this.crcTable = ByteBuffer.allocateDirect((int) (this.maxFramePages * 4)).order(ByteOrder.LITTLE_ENDIAN);
         this.seekHoles = answersSeekData(views.memory());
         this.inMemory = java.lang.foreign.Arena.ofAuto().allocate(this.maxFramePages);
+        GuestMemory memory = views.memory();
+        this.hugePage = new long[memory.regions().size()];
+        boolean anyHuge = false;
+        for (GuestRegion r : memory.regions()) {
+            long size = memory.backingPageSize(r);
+            hugePage[r.index()] = size > PAGE ? size : 0;
+            anyHuge |= size > PAGE;
+        }
+        this.scratch = anyHuge ? java.lang.foreign.Arena.ofAuto().allocate(this.maxFramePages * PAGE, PAGE) : null;
     }
 
     /** Whether every region of {@code memory} is its own file and that file answers SEEK_DATA (asked once, errno captured). */
     private static boolean answersSeekData(GuestMemory memory) {
         for (GuestRegion r : memory.regions()) {
             if (!memory.backingIsTheRegionAlone(r) || r.backing() == null) return false;
+            if (memory.backingPageSize(r) > PAGE) continue; // hugetlbfs: pread instead of SEEK_DATA (see the class comment)
             try {
                 org.vmmkit.core.sys.Libc.lseek(r.backing(), 0, org.vmmkit.core.sys.Libc.SEEK_HOLE); // EINVAL where unsupported
             } catch (org.vmmkit.core.sys.SysException e) {
@@ -98,7 +117,8 @@ public final class RamSender {
         while (page < end) {
             long viewEnd = page + MemoryViews.bytesToViewEnd(page * PAGE) / PAGE;
             long stop = Math.min(Math.min(end, viewEnd), page + maxFramePages);
-            runStart = holeEnd = page;
+            runStart = holeEnd = scratchFirst = scratchEnd = page;
+            runStop = stop;
             seeking = seekHoles && org.vmmkit.core.sys.Libc.mincoreRaw(region.host().address() + page * PAGE, (stop - page) * PAGE, inMemory) == 0;
             boolean zero = isZero(region, page);
             long runEnd = page + 1;
@@ -130,6 +150,19 @@ public final class RamSender {
     private boolean isZero(GuestRegion region, long page) {
         if (seeking && page >= holeEnd && (inMemory.get(java.lang.foreign.ValueLayout.JAVA_BYTE, page - runStart) & 1) == 0) {
             long offset = page * PAGE;
+            long huge = hugePage[region.index()];
+            if (huge != 0) {
+                if (page >= scratchEnd) {
+                    long upTo = Math.min(runStop, ((offset + huge) & -huge) / PAGE); // the rest of this run within the huge page
+                    long want = (upTo - page) * PAGE;
+                    if (org.vmmkit.core.sys.Libc.preadRaw(region.backing().raw(), scratch.address(), want, offset) != want) {
+                        return isZeroPage(region.host(), offset, MemoryViews.ZERO_PAGE); // cannot happen; still correct
+                    }
+                    scratchFirst = page;
+                    scratchEnd = upTo;
+                }
+                return isZeroPage(scratch, (page - scratchFirst) * PAGE, MemoryViews.ZERO_PAGE);
+            }
             long data = org.vmmkit.core.sys.Libc.lseekRaw(region.backing().raw(), offset, org.vmmkit.core.sys.Libc.SEEK_DATA);
             // -1 is ENXIO, the only failure of SEEK_DATA inside a file that answers it: no data from here on.
             // data == offset: not in memory but data, swapped out; it is read (and swapped in) below.

@@ -1,5 +1,6 @@
 package org.vmmkit.migration.ram;
 
+import java.lang.foreign.MemorySegment;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.channels.ServerSocketChannel;
@@ -388,4 +389,80 @@ class RamTransferTest {
             }
         }
     }
+
+    @Test
+    void aZeroRunOnHugetlbFreesWholeHugePagesAndClearsItsEdgesWithoutAllocating() throws Exception {
+        long huge = org.vmmkit.core.memory.HugePages.HUGE_PAGE_SIZE;
+        try (var pool = org.vmmkit.core.memory.HostHugePagesFixture.hugetlbPages(4);
+             GuestMemory destination = GuestMemory.create(List.of(new GuestMemory.Range(0, 4 * huge)), org.vmmkit.core.memory.HugePages.HUGETLB)) {
+            var to = destination.regions().get(0).host();
+            to.asSlice(0, 2 * huge).fill((byte) 0xAB); // huge pages 0 and 1 hold data; 2 was never written
+            to.asSlice(3 * huge, PAGE).fill((byte) 1); // 3 holds one page of data, which the second run zeroes
+            assertEquals(3 * huge, destination.residentBytes());
+            Tape tape = new Tape(4096);
+            FrameCodec writer = new FrameCodec(64 * MIB);
+            long[][] runs = {
+                    {MIB, huge + huge / 4},             // from the middle of page 0 into page 1: two edges, both mapped
+                    {2 * huge + PAGE, 2 * huge - 2 * PAGE}, // inside pages 2 (never written: not allocated) and 3 (the rest zero: freed)
+                    {0, 2 * huge},                      // pages 0 and 1 whole: punched, freed
+            };
+            for (long[] run : runs) writer.write(tape, FrameType.ZERO_RUN, run[0], run[1] / PAGE, null, null);
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination), true);
+            FrameCodec codec = new FrameCodec(64 * MIB);
+            codec.readHeader(tape);
+            receiver.apply(tape, codec);
+            assertEquals((byte) 0xAB, to.get(java.lang.foreign.ValueLayout.JAVA_BYTE, MIB - 1), "before the run: untouched");
+            assertEquals(-1, to.asSlice(MIB, huge + huge / 4).mismatch(MemorySegment.ofArray(new byte[(int) (huge + huge / 4)])), "the run reads zero");
+            assertEquals((byte) 0xAB, to.get(java.lang.foreign.ValueLayout.JAVA_BYTE, MIB + huge + huge / 4), "after the run: untouched");
+            assertEquals(3 * huge, destination.residentBytes(), "edges next to data are cleared in place");
+            codec.readHeader(tape);
+            receiver.apply(tape, codec);
+            assertEquals(2 * huge, destination.residentBytes(),
+                    "a zero run allocates no never-written huge page, and frees one whose rest reads zero");
+            codec.readHeader(tape);
+            receiver.apply(tape, codec);
+            assertEquals(0, destination.residentBytes(), "whole huge pages of zeros are freed");
+            assertEquals(-1, to.mismatch(MemorySegment.ofArray(new byte[(int) (4 * huge)])));
+        }
+    }
+
+    @Test
+    void onHugetlbTheZeroCheckAllocatesNoHoleAndSeesPagesAnotherMappingWrote() throws Exception {
+        long huge = org.vmmkit.core.memory.HugePages.HUGE_PAGE_SIZE;
+        try (var pool = org.vmmkit.core.memory.HostHugePagesFixture.hugetlbPages(8);
+             GuestMemory source = GuestMemory.create(List.of(new GuestMemory.Range(0, 4 * huge)), org.vmmkit.core.memory.HugePages.HUGETLB);
+             GuestMemory destination = GuestMemory.create(List.of(new GuestMemory.Range(0, 4 * huge)), org.vmmkit.core.memory.HugePages.HUGETLB);
+             DirtyBitmap bitmap = new DirtyBitmap(4 * huge / PAGE)) {
+            GuestRegion region = source.regions().get(0);
+            var from = region.host();
+            for (long p = 0; p < 64; p++) from.set(java.lang.foreign.ValueLayout.JAVA_LONG, p * PAGE, p + 1); // data in huge page 0
+            // Huge page 2 written only through a second mapping of the file, as a device process's DMA would:
+            // absent from this process's page tables, so mincore alone would call it a hole.
+            MemorySegment other = org.vmmkit.core.sys.Libc.mmap(4 * huge, org.vmmkit.core.sys.Libc.PROT_READ | org.vmmkit.core.sys.Libc.PROT_WRITE,
+                    org.vmmkit.core.sys.Libc.MAP_SHARED, region.backing().raw(), 0, "second mapping");
+            try {
+                other.set(java.lang.foreign.ValueLayout.JAVA_LONG, 2 * huge + 3 * PAGE + 16, 99);
+            } finally {
+                org.vmmkit.core.sys.Libc.munmap(other, "second mapping");
+            }
+            assertEquals(2 * huge, source.residentBytes());
+            for (long p = 0; p < bitmap.pages(); p++) bitmap.set(p);
+            Tape tape = new Tape((int) (2 * MIB));
+            RamSender sender = new RamSender(new MemoryViews(source), new FrameCodec(64 * MIB), 256);
+            sender.send(tape, region, bitmap);
+            assertEquals(2 * huge, source.residentBytes(), "the never-written huge pages 1 and 3 were not allocated by the zero check");
+            assertEquals(65, sender.ramPages(), "64 pages of page 0 and the one written through the other mapping");
+            RamReceiver receiver = new RamReceiver(new MemoryViews(destination), true);
+            FrameCodec codec = new FrameCodec(64 * MIB);
+            for (long f = 0; f < sender.frames(); f++) {
+                codec.readHeader(tape);
+                receiver.apply(tape, codec);
+            }
+            assertEquals(2 * huge, destination.residentBytes(), "the destination allocated only the huge pages holding data");
+            var to = destination.regions().get(0).host(); // (reading a hugetlbfs hole through a mapping allocates it: checked last)
+            assertEquals(-1, MemorySegmentMismatch.of(from, to, 0, 4 * huge));
+            assertEquals(99, to.get(java.lang.foreign.ValueLayout.JAVA_LONG, 2 * huge + 3 * PAGE + 16));
+        }
+    }
+
 }

@@ -5,8 +5,10 @@ import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
 
+import org.vmmkit.core.sys.Errno;
 import org.vmmkit.core.sys.Fd;
 import org.vmmkit.core.sys.Libc;
+import org.vmmkit.core.sys.SysException;
 
 /**
  * A VM's RAM: regions of guest physical address space, each a memfd mapped shared. Nothing is touched
@@ -23,12 +25,29 @@ public final class GuestMemory implements AutoCloseable {
     private final List<GuardedMapping> mappings; // by region index: each region's mapping and its guards; null where the host owns it
     private Fd[] adopted; // another process's memfds mapped over the regions (adoptBackings); null when none; guarded by this
     private boolean ownReleased; // the own memfds closed after adopting; guarded by this
+    private final HugePages hugePages;
+    private final long[] backingPageSize; // by region index: the page size of the file behind it (4 KiB, or 2 MiB on hugetlbfs)
     private volatile boolean closed;
 
-    private GuestMemory(List<GuestRegion> regions, List<GuardedMapping> mappings) {
+    private static final System.Logger LOG = System.getLogger("org.vmmkit.core.memory");
+
+    private GuestMemory(List<GuestRegion> regions, List<GuardedMapping> mappings, HugePages hugePages) {
         this.regions = List.copyOf(regions);
         this.ownRegions = this.regions;
         this.mappings = java.util.Collections.unmodifiableList(new ArrayList<>(mappings)); // null entries: the host's own
+        this.hugePages = hugePages;
+        this.backingPageSize = new long[regions.size()];
+        for (GuestRegion r : regions) {
+            long size = PAGE_SIZE;
+            if (hugePages == HugePages.HUGETLB) {
+                size = HugePages.HUGE_PAGE_SIZE;
+            } else if (mappings.get(r.index()) == null && r.backing() != null) {
+                // The host's own file: hugetlbfs says its page size as the block size (tmpfs says 4 KiB).
+                long block = Libc.blockSize(r.backing());
+                if (block >= HugePages.HUGE_PAGE_SIZE && Long.bitCount(block) == 1 && r.size() % block == 0) size = block;
+            }
+            backingPageSize[r.index()] = size;
+        }
     }
 
     /** A range of guest physical address space to back with RAM. */
@@ -47,8 +66,20 @@ public final class GuestMemory implements AutoCloseable {
         return List.of(new Range(0, LOW_RAM_END), new Range(HIGH_RAM_START, size - LOW_RAM_END));
     }
 
-    /** Creates memfd-backed RAM for the given ranges, which must not overlap. */
+    /** Creates memfd-backed RAM of base pages for the given ranges, which must not overlap. */
     public static GuestMemory create(List<Range> ranges) {
+        return create(ranges, HugePages.NONE);
+    }
+
+    /**
+     * Creates memfd-backed RAM for the given ranges, which must not overlap, backed as {@code hugePages} says.
+     * {@link HugePages#HUGETLB}: every range must be a multiple of 2 MiB, and the host's pool must hold a page for
+     * every 2 MiB of the RAM (checked first, and again by the kernel when each region is mapped: the mapping
+     * reserves its pages, so no later first touch can fail); otherwise an error naming {@code /proc/sys/vm/nr_hugepages}
+     * and the pages needed. {@link HugePages#THP}: a warning, not an error, when the host's shmem THP setting gives
+     * advised mappings no huge pages.
+     */
+    public static GuestMemory create(List<Range> ranges, HugePages hugePages) {
         List<Range> sorted = new ArrayList<>(ranges);
         sorted.sort((a, b) -> Long.compareUnsigned(a.guestAddress(), b.guestAddress()));
         for (int i = 1; i < sorted.size(); i++) {
@@ -57,16 +88,25 @@ public final class GuestMemory implements AutoCloseable {
                 throw new IllegalArgumentException("RAM ranges overlap: " + prev + " and " + sorted.get(i));
             }
         }
+        if (hugePages == HugePages.HUGETLB) checkHugetlb(sorted);
+        if (hugePages == HugePages.THP) warnUnlessShmemThp();
         List<GuestRegion> regions = new ArrayList<>();
         List<GuardedMapping> mappings = new ArrayList<>();
         try {
             for (Range r : sorted) {
                 int index = regions.size();
-                Fd memfd = Libc.memfdCreate("vmmkit-ram-" + index);
+                Fd memfd = Libc.memfdCreate("vmmkit-ram-" + index, hugePages == HugePages.HUGETLB ? Libc.MFD_HUGETLB | Libc.MFD_HUGE_2MB : 0);
                 try {
                     memfd.truncate(r.size());
-                    GuardedMapping mapping = mapAligned(memfd, r.size());
+                    GuardedMapping mapping;
+                    try {
+                        mapping = mapAligned(memfd, r.size());
+                    } catch (SysException e) {
+                        if (hugePages != HugePages.HUGETLB || e.errno() != Errno.ENOMEM) throw e;
+                        throw new SysException(e.call(), e.errno(), e.object(), shortPool(r.size() / HugePages.HUGE_PAGE_SIZE, HostHugePages.pool()));
+                    }
                     mappings.add(mapping);
+                    if (hugePages == HugePages.THP) Libc.madvise(mapping.segment(), Libc.MADV_HUGEPAGE, memfd.describe() + " (vm.hugepages = thp)");
                     regions.add(new GuestRegion(index, r.guestAddress(), r.size(), mapping.segment(), memfd));
                 } catch (RuntimeException e) {
                     memfd.close();
@@ -74,10 +114,45 @@ public final class GuestMemory implements AutoCloseable {
                 }
             }
         } catch (RuntimeException e) {
-            new GuestMemory(regions, mappings).close();
+            new GuestMemory(regions, mappings, hugePages).close();
             throw e;
         }
-        return new GuestMemory(regions, mappings);
+        return new GuestMemory(regions, mappings, hugePages);
+    }
+
+    private static void checkHugetlb(List<Range> ranges) {
+        long pages = 0;
+        for (Range r : ranges) {
+            if (r.size() % HugePages.HUGE_PAGE_SIZE != 0 || r.guestAddress() % HugePages.HUGE_PAGE_SIZE != 0) {
+                throw new IllegalArgumentException("vm.hugepages = hugetlb backs RAM with 2 MiB pages: the RAM range at guest 0x"
+                        + Long.toHexString(r.guestAddress()) + " of " + r.size() + " bytes is not a multiple of 2 MiB (2097152 bytes) at a 2 MiB-aligned address");
+            }
+            pages += r.size() / HugePages.HUGE_PAGE_SIZE;
+        }
+        HostHugePages.Pool pool = HostHugePages.pool();
+        if (pool.pageSize() != HugePages.HUGE_PAGE_SIZE) {
+            throw new IllegalStateException("vm.hugepages = hugetlb uses 2 MiB pages, but this host's default huge page is "
+                    + pool.pageSize() + " bytes (Hugepagesize in /proc/meminfo)");
+        }
+        if (pool.available() < pages) throw new IllegalStateException(shortPool(pages, pool));
+    }
+
+    /** Why a hugetlbfs mapping of {@code pages} 2 MiB pages cannot be made, and what the operator does about it. */
+    private static String shortPool(long pages, HostHugePages.Pool pool) {
+        return "vm.hugepages = hugetlb needs " + pages + " free 2 MiB huge pages (" + (pages * HugePages.HUGE_PAGE_SIZE >> 20)
+                + " MiB of guest RAM), but the host's pool has " + pool.available() + " available (HugePages_Total " + pool.total()
+                + ", HugePages_Free " + pool.free() + ", HugePages_Rsvd " + pool.reserved() + "): raise " + HostHugePages.NR_HUGEPAGES
+                + " by at least " + (pages - pool.available()) + " (e.g. echo " + (pool.total() + pages - pool.available()) + " > "
+                + HostHugePages.NR_HUGEPAGES + " as root), or use vm.hugepages = none";
+    }
+
+    private static void warnUnlessShmemThp() {
+        String setting = HostHugePages.shmemThp();
+        if (!HostHugePages.shmemThpAdvisable(setting)) {
+            LOG.log(System.Logger.Level.WARNING, "vm.hugepages = thp: the host's shmem THP setting is '" + setting + "' ("
+                    + HostHugePages.SHMEM_ENABLED + "), so guest RAM stays in 4 KiB pages although it is advised MADV_HUGEPAGE;"
+                    + " echo advise > " + HostHugePages.SHMEM_ENABLED + " as root to let it have 2 MiB pages");
+        }
     }
 
     /**
@@ -108,7 +183,7 @@ public final class GuestMemory implements AutoCloseable {
             regions.add(new GuestRegion(regions.size(), h.guestAddress(), h.mapping().byteSize(), h.mapping(), h.backing()));
             mappings.add(null);
         }
-        return new GuestMemory(regions, mappings);
+        return new GuestMemory(regions, mappings, HugePages.NONE);
     }
 
     /**
@@ -143,6 +218,11 @@ public final class GuestMemory implements AutoCloseable {
             long size = Libc.fileSize(fd);
             if (size < r.size()) {
                 throw new IllegalArgumentException(fd.describe() + " holds " + size + " bytes; " + r + " needs " + r.size());
+            }
+            long pageSize = Libc.blockSize(fd);
+            if (pageSize != backingPageSize[r.index()]) { // vm.hugepages differs between the two processes
+                throw new IllegalArgumentException(fd.describe() + " is backed by " + pageSize + "-byte pages; " + r + " by "
+                        + backingPageSize[r.index()] + "-byte pages here (vm.hugepages must be the same at both ends)");
             }
         }
         List<GuestRegion> next = new ArrayList<>();
@@ -198,6 +278,22 @@ public final class GuestMemory implements AutoCloseable {
 
     public List<GuestRegion> regions() {
         return regions;
+    }
+
+    /** How this memory was created ({@link HugePages#NONE} for {@link #wrap wrapped} memory, whatever backs it). */
+    public HugePages hugePages() {
+        return hugePages;
+    }
+
+    /**
+     * The page size of the file behind {@code region}: {@link #PAGE_SIZE}, or the huge page size where it is on
+     * hugetlbfs (a {@link HugePages#HUGETLB} memfd, or a host's hugetlbfs file). On hugetlbfs a page is allocated,
+     * punched and reported by {@code mincore} whole (a punch of part of one only zeroes that part), and a page
+     * missing from this process's page tables may still hold data another process wrote through its own mapping.
+     * THP-backed shmem stays {@link #PAGE_SIZE}: the kernel splits its huge pages as needed.
+     */
+    public long backingPageSize(GuestRegion region) {
+        return backingPageSize[region.index()];
     }
 
     /**

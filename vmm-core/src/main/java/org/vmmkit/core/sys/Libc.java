@@ -30,6 +30,13 @@ public final class Libc {
     public static final int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_DONTFORK = 10, MADV_HUGEPAGE = 14,
             MADV_NOHUGEPAGE = 15, MADV_POPULATE_WRITE = 23;
     public static final int MFD_CLOEXEC = 1;
+    /**
+     * {@code memfd_create} flags for a hugetlbfs-backed memfd: {@code MFD_HUGETLB}, and the page size in the bits
+     * from {@code MFD_HUGE_SHIFT} (log2 of the size): {@code MFD_HUGE_2MB} = 21 there. Such a file's size and every
+     * mapping of it must be whole huge pages; a shared mapping reserves its pages from the pool at {@code mmap}
+     * (ENOMEM when the pool is short), so a later first touch cannot fail (no SIGBUS).
+     */
+    public static final int MFD_HUGETLB = 4, MFD_HUGE_SHIFT = 26, MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT;
     public static final int SEEK_DATA = 3, SEEK_HOLE = 4;
     public static final int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
     public static final int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
@@ -77,10 +84,11 @@ public final class Libc {
     private static final MethodHandle MINCORE_AT = bind("mincore", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, ADDRESS));
     private static final MethodHandle FSTAT = bindErrno("fstat", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
     /** glibc's {@code struct stat} on x86-64 (sys/stat.h): its size and the two members read here; checked by SysLayerTest. */
-    public static final long STAT_BYTES = 144, STAT_ST_SIZE = 48, STAT_ST_BLOCKS = 64;
+    public static final long STAT_BYTES = 144, STAT_ST_SIZE = 48, STAT_ST_BLKSIZE = 56, STAT_ST_BLOCKS = 64;
     private static final ThreadLocal<MemorySegment> STAT_BUFFER = ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(STAT_BYTES, 8));
     private static final MethodHandle PREAD = bindErrno("pread",
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
+    private static final MethodHandle PREAD_AT = bind("pread", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG));
     private static final MethodHandle PWRITE = bindErrno("pwrite",
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
     private static final MethodHandle READ = bindErrno("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
@@ -499,18 +507,24 @@ public final class Libc {
      * memory it costs, holes (never-written or punched pages) not counted.
      */
     public static long allocatedBytes(Fd fd) {
-        MemorySegment stat = STAT_BUFFER.get();
-        try {
-            int r = (int) FSTAT.invokeExact(CAPTURE_BUFFER.get(), fd.raw(), stat);
-            if (r < 0) throw new SysException("fstat", errno(), fd.describe());
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
-        return stat.get(JAVA_LONG, STAT_ST_BLOCKS) * 512;
+        return fstat(fd).get(JAVA_LONG, STAT_ST_BLOCKS) * 512;
     }
 
     /** The size of {@code fd}'s file ({@code fstat}'s {@code st_size}): for a memfd, what it was truncated to. */
     public static long fileSize(Fd fd) {
+        return fstat(fd).get(JAVA_LONG, STAT_ST_SIZE);
+    }
+
+    /**
+     * The file's preferred I/O block ({@code fstat}'s {@code st_blksize}): on hugetlbfs (a memfd made with
+     * {@link #MFD_HUGETLB}) the huge page size, on tmpfs the base page size.
+     */
+    public static long blockSize(Fd fd) {
+        return fstat(fd).get(JAVA_LONG, STAT_ST_BLKSIZE);
+    }
+
+    /** {@code fstat(fd)} into this thread's stat buffer, which it returns. */
+    private static MemorySegment fstat(Fd fd) {
         MemorySegment stat = STAT_BUFFER.get();
         try {
             int r = (int) FSTAT.invokeExact(CAPTURE_BUFFER.get(), fd.raw(), stat);
@@ -518,7 +532,19 @@ public final class Libc {
         } catch (Throwable t) {
             throw rethrow(t);
         }
-        return stat.get(JAVA_LONG, STAT_ST_SIZE);
+        return stat;
+    }
+
+    /**
+     * {@code pread(fd, address, length, offset)} into raw memory; returns the bytes read, or -1 on failure (errno
+     * not captured). Allocates nothing.
+     */
+    public static long preadRaw(int fd, long address, long length, long offset) {
+        try {
+            return (long) PREAD_AT.invokeExact(fd, address, length, offset);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
     }
 
     /** {@code pread(fd, buffer, buffer.byteSize(), offset)}; returns bytes read or -errno. */
@@ -563,9 +589,17 @@ public final class Libc {
 
     /** {@code memfd_create(name, MFD_CLOEXEC)}. */
     public static Fd memfdCreate(String name) {
+        return memfdCreate(name, 0);
+    }
+
+    /** {@code memfd_create(name, MFD_CLOEXEC | flags)}, e.g. {@code MFD_HUGETLB | MFD_HUGE_2MB}. */
+    public static Fd memfdCreate(String name, int flags) {
         try (Arena arena = Arena.ofConfined()) {
-            int fd = (int) MEMFD_CREATE.invokeExact(CAPTURE_BUFFER.get(), arena.allocateFrom(name), MFD_CLOEXEC);
-            if (fd < 0) throw new SysException("memfd_create", errno(), "memfd " + name);
+            int fd = (int) MEMFD_CREATE.invokeExact(CAPTURE_BUFFER.get(), arena.allocateFrom(name), MFD_CLOEXEC | flags);
+            if (fd < 0) {
+                throw new SysException(flags == 0 ? "memfd_create" : "memfd_create(flags=0x" + Integer.toHexString(MFD_CLOEXEC | flags) + ")",
+                        errno(), "memfd " + name);
+            }
             return new Fd(fd, "memfd:" + name);
         } catch (Throwable t) {
             throw rethrow(t);

@@ -78,6 +78,8 @@ class SysLayerTest {
                 .expect("sizeof(struct stat)", "sizeof(struct stat)", Libc.STAT_BYTES)
                 .expect("offsetof(struct stat, st_size)", "offsetof(struct stat, st_size)", Libc.STAT_ST_SIZE)
                 .expect("offsetof(struct stat, st_blocks)", "offsetof(struct stat, st_blocks)", Libc.STAT_ST_BLOCKS)
+                .expect("offsetof(struct stat, st_blksize)", "offsetof(struct stat, st_blksize)", Libc.STAT_ST_BLKSIZE)
+                .expect("sizeof(st_blksize)", "sizeof(((struct stat *)0)->st_blksize)", 8)
                 .expect("sizeof(st_blocks)", "sizeof(((struct stat *)0)->st_blocks)", 8)
                 .verify();
     }
@@ -122,6 +124,16 @@ class SysLayerTest {
                 .expect("MADV_HUGEPAGE", "MADV_HUGEPAGE", Libc.MADV_HUGEPAGE)
                 .expect("MADV_NOHUGEPAGE", "MADV_NOHUGEPAGE", Libc.MADV_NOHUGEPAGE)
                 .expect("MADV_POPULATE_WRITE", "MADV_POPULATE_WRITE", Libc.MADV_POPULATE_WRITE)
+                .verify();
+    }
+
+    @Test
+    void theMemfdFlagsMatchTheHeader() {
+        new HeaderProbe("linux/memfd.h")
+                .expectValue("MFD_CLOEXEC", Libc.MFD_CLOEXEC)
+                .expectValue("MFD_HUGETLB", Libc.MFD_HUGETLB)
+                .expectValue("MFD_HUGE_SHIFT", Libc.MFD_HUGE_SHIFT)
+                .expectValue("MFD_HUGE_2MB", Libc.MFD_HUGE_2MB)
                 .verify();
     }
 
