@@ -152,7 +152,7 @@ public final class MigrationDestination {
             try {
                 raw = ConnectionOpening.acceptWithin(server, acceptTimeout);
             } catch (IOException e) {
-                throw new MigrationException("incoming migration failed: " + e.getMessage() + "; the VM was not started", e);
+                throw new MigrationException("incoming migration failed: accepting a connection: " + (e.getMessage() == null ? e.toString() : e.getMessage()) + "; the VM was not started", e);
             }
             try (raw) {
                 if (receiveOrAnswer(raw, (c, deadline) -> acceptWhileWatching(server, c, deadline))) return;

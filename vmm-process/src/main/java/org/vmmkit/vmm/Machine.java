@@ -86,6 +86,12 @@ public final class Machine implements AutoCloseable {
      * Cleared before {@link #migration} is replaced, so a reader that sees the new source never sees the old value.
      */
     private volatile MigrationStats abandoned;
+    /** The migration parameters now: the config file's, as migrate-set-parameters changed them (the next migration starts from these). */
+    private volatile MigrationSettings parameters;
+    /** Who hears the migrations' events (the control endpoint's subscribers); called on the migrating thread, never blocking. */
+    private volatile java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> events = e -> { };
+    /** A destination's incoming migration: none until a stream came, failed after a refused one, completed once the VM runs here. */
+    private volatile org.vmmkit.migration.MigrationStatus incoming = org.vmmkit.migration.MigrationStatus.NONE;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
     private MigrationDestination incomingMigration; // a destination's; null on a source
@@ -96,6 +102,7 @@ public final class Machine implements AutoCloseable {
 
     private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
         this.settings = settings;
+        this.parameters = settings.migration();
         this.recordDigest = recordDigest;
         List<AutoCloseable> opened = new ArrayList<>();
         try {
@@ -224,9 +231,47 @@ public final class Machine implements AutoCloseable {
         return memory.totalSize();
     }
 
-    /** The migration settings of the config file. */
+    /** The migration settings: the config file's, with what migrate-set-parameters changed since. */
     public MigrationSettings migrationSettings() {
-        return settings.migration();
+        return parameters;
+    }
+
+    /** Where the migrations' events go (the control endpoint's hub); it must return at once. */
+    public void onMigrationEvents(java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener) {
+        this.events = listener;
+    }
+
+    /**
+     * QEMU's migrate-set-parameters: {@code changes} (max-bandwidth, downtime-limit, valued as the config file
+     * writes them) checked by the config file's own checks, kept for the migrations to come, and applied to the
+     * one running now (the bandwidth from the next frame, the downtime limit from the next round's estimate).
+     * Returns the parameters in force. Another key is an error naming the ones it may change.
+     */
+    public synchronized MigrationSettings setMigrationParameters(Map<String, String> changes) {
+        for (String key : changes.keySet()) {
+            if (!key.equals("max-bandwidth") && !key.equals("downtime-limit")) {
+                throw new IllegalArgumentException("migrate-set-parameters: unknown parameter '" + key + "' (it changes max-bandwidth and downtime-limit)");
+            }
+        }
+        MigrationSettings next;
+        try {
+            next = org.vmmkit.migration.MigrationConfig.override(parameters, changes);
+        } catch (org.vmmkit.core.config.ConfigException e) {
+            throw new IllegalArgumentException("migrate-set-parameters: " + e.getMessage(), e);
+        }
+        parameters = next;
+        MigrationSource m = migration;
+        Thread t = migrationThread;
+        if (m != null && t != null && t.isAlive()) m.setParameters(next.downtimeLimit(), next.maxBandwidth());
+        LOG.log(System.Logger.Level.INFO, "migration parameters: downtime limit {0} ms, max bandwidth {1} B/s", next.downtimeLimit().toMillis(),
+                next.maxBandwidth());
+        return next;
+    }
+
+    /** Whether a migration is under way (from its start to its end; an unknown outcome has ended). */
+    public boolean migrating() {
+        Thread t = migrationThread;
+        return t != null && t.isAlive() && !migrationStats().ended();
     }
 
     /** Devices left out of migration, each with why. */
@@ -253,8 +298,9 @@ public final class Machine implements AutoCloseable {
             }
         }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
-        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
-                .withTransport(settings.transport());
+        java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener = events;
+        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? parameters : overrides)
+                .withTransport(settings.transport()).withListener(listener);
         abandoned = null;
         migration = source;
         migrationError = null;
@@ -269,7 +315,10 @@ public final class Machine implements AutoCloseable {
                 MigrationStats last = source.stats();
                 // Only a status the source did not settle is replaced: "unknown" is settled (the VM stays paused
                 // until migrate-resolve), and showing it as failed would invite resuming a VM that may run elsewhere.
-                if (!last.ended()) abandoned = last.withStatus(org.vmmkit.migration.MigrationStatus.FAILED);
+                if (!last.ended()) {
+                    abandoned = last.withStatus(org.vmmkit.migration.MigrationStatus.FAILED);
+                    listener.accept(new org.vmmkit.migration.MigrationEvent.StatusChange(org.vmmkit.migration.MigrationStatus.FAILED, null, migrationError));
+                }
             } finally {
                 if (kvmLog != null) kvmLog.close();
             }
@@ -309,11 +358,15 @@ public final class Machine implements AutoCloseable {
         return out;
     }
 
-    /** The statistics of the current or last migration. */
+    /**
+     * The statistics of the current or last migration; on a destination, the incoming one's status (none,
+     * failed after a refused stream, completed once the VM runs here, as QEMU's destination says).
+     */
     public MigrationStats migrationStats() {
         MigrationSource m = migration;
         MigrationStats failed = abandoned;
-        return m == null ? MigrationStats.none() : failed != null ? failed : m.stats();
+        if (m == null) return incomingMigration == null ? MigrationStats.none() : MigrationStats.none().withStatus(incoming);
+        return failed != null ? failed : m.stats();
     }
 
     /** Why the last migration failed or was cancelled (and what the rollback did), or null. */
@@ -332,12 +385,15 @@ public final class Machine implements AutoCloseable {
         while (true) {
             try {
                 destination.receive(server, Duration.ofDays(365));
+                migrationError = null;
+                incoming = org.vmmkit.migration.MigrationStatus.COMPLETED;
                 status = Status.RUNNING;
                 for (VfioUserAttachment u : userDevices) u.startDriver();
                 LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
                 return;
             } catch (MigrationException e) {
                 migrationError = e.getMessage();
+                incoming = org.vmmkit.migration.MigrationStatus.FAILED;
                 LOG.log(System.Logger.Level.WARNING, e.getMessage() + "; waiting for another attempt");
                 if (!server.isOpen()) throw new IOException("the listening socket closed", e);
             }
