@@ -42,7 +42,8 @@ final class IncomingStream {
      * preallocation).
      */
     record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
-                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading) {}
+                 Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading,
+                 DestinationIdentity identity) {}
 
     private final Setup setup;
     private final MigratableVm vm;
@@ -55,6 +56,7 @@ final class IncomingStream {
     private SectionLoader[] loaders = new SectionLoader[0];
     private boolean loading;
     private PopulateAhead ahead;
+    private java.util.UUID source = StreamHeader.NO_IDENTITY; // the VM the stream moves, from its header
 
     IncomingStream(Setup setup, Connection channel, FrameCodec back, Nonce nonce) {
         this.setup = setup;
@@ -79,6 +81,8 @@ final class IncomingStream {
                         + " of this connection's HELLO: a replayed or misdirected stream");
             }
             setup.outcomes().began(nonce);
+            setup.identity().check(header.vm()); // before the layout: another VM is the first thing to say
+            source = header.vm();
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
             loaders = SectionMatch.match(setup.sections(), header.sections());
             openChannels(header, more);
@@ -234,6 +238,7 @@ final class IncomingStream {
             }
         }
         loading = false;
+        setup.identity().adopt(source);
         vm.startLoaded();
         setup.outcomes().record(nonce, HandoverOutcome.STARTED);
         event.outcome = "started";

@@ -54,7 +54,8 @@ public final class MigrationDestination {
     private Supplier<Nonce> nonces = Nonce::random;
     private Transport transport = Transport.PLAIN;
     private long populateWindow = PopulateAhead.DEFAULT_WINDOW; // 0: no populating ahead
-    private volatile PopulateAhead prealloc; // populating all guest RAM while no stream has come yet; null when off or done
+    private volatile PopulateAhead prealloc;
+    private DestinationIdentity identity = new DestinationIdentity(null); // populating all guest RAM while no stream has come yet; null when off or done
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<? extends SectionLoader> sections, ExitHandler handler, Runnable beforeStart) {
@@ -115,6 +116,20 @@ public final class MigrationDestination {
             preallocating.close();
             prealloc = null;
         }
+    }
+
+    /**
+     * The VM this destination is ({@link DestinationIdentity}): {@code configured}, and then only a stream of
+     * that VM is taken; or null (the default), and it takes the identity of the stream it starts from.
+     */
+    public MigrationDestination withIdentity(java.util.UUID configured) {
+        this.identity = new DestinationIdentity(configured);
+        return this;
+    }
+
+    /** This destination's VM identity: configured, or taken from the stream it started from; null before either. */
+    public java.util.UUID identity() {
+        return identity.get();
     }
 
     /** What became of the stream with {@code nonce} here. */
@@ -179,7 +194,7 @@ public final class MigrationDestination {
             return false;
         }
         IncomingStream.Setup setup = new IncomingStream.Setup(vm, sections, beforeStart, transport, channelWait, commitWait, outcomes,
-                populateWindow, this::stopPrealloc);
+                populateWindow, this::stopPrealloc, identity);
         new IncomingStream(setup, opened.connection(), opened.back(), nonce).receive(opened.magic(), more);
         return true;
     }

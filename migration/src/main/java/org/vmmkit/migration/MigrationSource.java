@@ -63,6 +63,7 @@ public final class MigrationSource {
     private final MigrationSettings settings;
     private final LiveStats stats;
     private Transport transport = Transport.PLAIN;
+    private java.util.UUID identity = StreamHeader.NO_IDENTITY;
     private SourceHandover handover;
     private Duration readyTimeout = READY_TIMEOUT, preparedTimeout = PREPARED_TIMEOUT;
     private volatile boolean cancelled;
@@ -141,6 +142,12 @@ public final class MigrationSource {
         maxBandwidth = bytesPerSecond;
         TransferRing r = stats.ring;
         if (r != null) r.maxBandwidth(bytesPerSecond);
+    }
+
+    /** The VM's identity, which the header carries for the destination to check or take ({@link StreamHeader#NO_IDENTITY}: none). */
+    public MigrationSource withIdentity(java.util.UUID vm) {
+        this.identity = java.util.Objects.requireNonNull(vm);
+        return this;
     }
 
     /** Logs no line per phase (the start-up {@link Rehearsal}: its migration is no operator's business). */
@@ -380,6 +387,7 @@ public final class MigrationSource {
                 String lost = cancelled ? "cancelled after COMMIT was sent (too late to roll back)" : "the answer to COMMIT was lost: " + failure.getMessage();
                 return handover.settle(lost, failure, destinationAddress, nonce[0], () -> rollBack(true, true, null));
             }
+            if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase); // ERROR before the reset, if sent
             String rollback = rollBack(done.saving, done.paused, tracker);
             long rounds = stats.rounds;
             String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s") + " (expected downtime "
@@ -413,7 +421,7 @@ public final class MigrationSource {
             List<SectionInfo> infos = new ArrayList<>();
             for (SectionSaver x : sections) infos.add(x.info());
             ByteBuffer header = headerOf(memory, infos, vm.vcpuCount()).withChannels(settings.channels(), streamId)
-                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).encode();
+                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).withVm(identity).encode();
             while (header.hasRemaining()) channel.write(header);
             for (int i = 1; i < settings.channels(); i++) {
                 Connection c;

@@ -143,6 +143,7 @@ public final class ControlServer implements AutoCloseable {
                 Machine.Status status = machine.status();
                 s.put("status", status.label());
                 s.put("running", status == Machine.Status.RUNNING);
+                s.put("uuid", machine.identity() == null ? null : machine.identity().toString());
                 s.put("listen", listening);
                 s.put("devices-left-out", machine.devicesLeftOut());
                 s.put("incoming-stream", machine.incomingStream());

@@ -98,11 +98,14 @@ public final class Machine implements AutoCloseable {
     private AutoCloseable jmx; // the migration MBean, following the current migration
 
     private final boolean recordDigest;
+    /** A source's identity: configured, or random for the process's lifetime; null on a destination (it asks its MigrationDestination). */
+    private final java.util.UUID identity;
     private volatile long incomingDigestMillis = -1;
 
     private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
         this.settings = settings;
         this.parameters = settings.migration();
+        this.identity = incoming ? null : settings.vm().uuid() != null ? settings.vm().uuid() : java.util.UUID.randomUUID();
         this.recordDigest = recordDigest;
         List<AutoCloseable> opened = new ArrayList<>();
         try {
@@ -145,7 +148,7 @@ public final class Machine implements AutoCloseable {
                     opened.add(user);
                     userDevices.add(user);
                     deviceOrder.add(user);
-                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol()));
+                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol(), spec.shape()));
                     continue;
                 }
                 EmulatedDevice device = spec.create(seed++, fabric);
@@ -163,7 +166,7 @@ public final class Machine implements AutoCloseable {
                 }
                 devices.add(device);
                 deviceOrder.add(device);
-                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol()));
+                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol(), spec.shape()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
             this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
@@ -226,6 +229,14 @@ public final class Machine implements AutoCloseable {
         return vm != null ? "kvm" : "software";
     }
 
+    /**
+     * The VM's identity: a source's configured or random one (the same for the process's lifetime); a
+     * destination's configured one, or the source's once a stream started it here, null before.
+     */
+    public java.util.UUID identity() {
+        return incomingMigration != null ? incomingMigration.identity() : identity;
+    }
+
     /** Guest RAM in bytes. */
     public long guestRamBytes() {
         return memory.totalSize();
@@ -268,10 +279,19 @@ public final class Machine implements AutoCloseable {
         return next;
     }
 
-    /** Whether a migration is under way (from its start to its end; an unknown outcome has ended). */
+    /**
+     * Whether a migration is under way: on a source from its start to its end (an unknown outcome has ended),
+     * on a destination while a stream is being received or waits for COMMIT.
+     */
     public boolean migrating() {
+        if (incomingMigration != null) return receiving();
         Thread t = migrationThread;
         return t != null && t.isAlive() && !migrationStats().ended();
+    }
+
+    private boolean receiving() {
+        MigrationDestination d = incomingMigration;
+        return d.lastStream() != null && d.outcomeOf(d.lastStream()) == org.vmmkit.migration.wire.HandoverOutcome.IN_PROGRESS;
     }
 
     /** Devices left out of migration, each with why. */
@@ -300,7 +320,7 @@ public final class Machine implements AutoCloseable {
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener = events;
         MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? parameters : overrides)
-                .withTransport(settings.transport()).withListener(listener);
+                .withTransport(settings.transport()).withListener(listener).withIdentity(identity);
         abandoned = null;
         migration = source;
         migrationError = null;
@@ -360,12 +380,16 @@ public final class Machine implements AutoCloseable {
 
     /**
      * The statistics of the current or last migration; on a destination, the incoming one's status (none,
-     * failed after a refused stream, completed once the VM runs here, as QEMU's destination says).
+     * active while a stream comes, failed after a refused one, completed once the VM runs here, as QEMU's
+     * destination says).
      */
     public MigrationStats migrationStats() {
         MigrationSource m = migration;
         MigrationStats failed = abandoned;
-        if (m == null) return incomingMigration == null ? MigrationStats.none() : MigrationStats.none().withStatus(incoming);
+        if (m == null) {
+            if (incomingMigration == null) return MigrationStats.none();
+            return MigrationStats.none().withStatus(receiving() ? org.vmmkit.migration.MigrationStatus.ACTIVE : incoming);
+        }
         return failed != null ? failed : m.stats();
     }
 
@@ -417,7 +441,7 @@ public final class Machine implements AutoCloseable {
                 incomingMemoryDigest = digest();
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
-        }).withTransport(settings.transport()).withPopulateAhead(settings.populateAhead())
+        }).withTransport(settings.transport()).withIdentity(settings.vm().uuid()).withPopulateAhead(settings.populateAhead())
                 .withPrealloc(settings.incomingPrealloc());
     }
 

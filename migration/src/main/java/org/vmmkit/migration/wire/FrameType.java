@@ -1,6 +1,6 @@
 package org.vmmkit.migration.wire;
 
-/** The frame types of wire format version 3 (a closed set: see docs/wire-format.md for the version rules). */
+/** The frame types of wire format version 4 (a closed set: see docs/wire-format.md for the version rules). */
 public enum FrameType {
     /** Guest RAM: {@code a} = guest physical address, {@code b} = pages, payload = the pages. */
     RAM(1),

@@ -15,7 +15,7 @@ import org.vmmkit.migration.wire.FrameType;
  * bytes after the last whole frame. {@link #encode} puts it together again exactly as the fields say —
  * stale CRCs, wrong sequences and lengths that do not match the payload included — and the {@code seal}
  * methods recompute what a writer would, for a change that should look genuine. Layout in
- * docs/wire-format.md (version 3: bytes 4..8 of a frame header are its sequence).
+ * docs/wire-format.md (version 4: bytes 4..8 of a frame header are its sequence).
  */
 public final class StreamImage {
     /** Where the stream header keeps its size and its flags. */
