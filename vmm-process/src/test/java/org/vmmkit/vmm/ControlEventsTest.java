@@ -32,7 +32,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * The control endpoint's events (issue 16): a scripted client on a plain socket follows a whole migration by
  * what the endpoint pushes, never asking; migrate-set-parameters changes a running migration, seen in its
  * events; a subscriber that does not read never holds anything up; the destination says completed; quit
- * waits for a running migration. Software guests in this JVM (no KVM needed), a destination on loopback.
+ * waits for a running migration; a second attempt's per-device figures are its own (item 6). Software guests in this JVM (no KVM needed), a destination on loopback.
  */
 @Timeout(120)
 class ControlEventsTest {
@@ -195,6 +195,50 @@ class ControlEventsTest {
             assertEquals(List.of(60_000L), limits.subList(firstNew, limits.size()).stream().distinct().toList(), limits.toString());
             JsonObject stats = c.query("query-migrate");
             assertEquals("converged", stats.getAsJsonObject("convergence").get("outcome").getAsString(), stats.toString());
+        }
+    }
+
+    @Test
+    void perDeviceFiguresCountOneAttemptOnlyAndAFailedSetupShowsNoDeviceBytes() throws Exception {
+        try (Pair p = new Pair(); ServerSocketChannel nobody = ServerSocketChannel.open().bind(new InetSocketAddress("127.0.0.1", 0));
+             ControlClient c = ControlClient.connect(p.socket)) {
+            int closed = ((InetSocketAddress) nobody.getLocalAddress()).getPort();
+            nobody.close(); // a port nothing listens on: the attempt fails in setup
+            c.subscribe();
+            c.execute("migrate", Map.of("uri", "tcp:127.0.0.1:" + closed));
+            JsonObject e;
+            do {
+                e = c.nextEvent();
+            } while (!ends(e));
+            JsonObject failed = c.query("query-migrate");
+            assertEquals("failed", failed.get("status").getAsString(), failed.toString());
+            assertEquals(0, failed.getAsJsonObject("vfio").get("transferred").getAsLong(), failed.toString());
+            failed.getAsJsonObject("vfio").getAsJsonArray("devices")
+                    .forEach(d -> assertEquals(0, d.getAsJsonObject().get("transferred").getAsLong(), "a device with bytes sent: " + failed));
+
+            // Attempt 2 never converges (0 ms limit) and is cancelled after 2 passes, having sent device state.
+            c.execute("migrate", Map.of("uri", p.uri(), "downtime-limit", "0ms", "convergence", "cancel", "max-iterations", 100000));
+            boolean asked = false;
+            do {
+                e = c.nextEvent();
+                if (!asked && e.get("event").getAsString().equals("MIGRATION_PASS") && e.getAsJsonObject("data").get("pass").getAsLong() >= 2) {
+                    try (ControlClient other = ControlClient.connect(p.socket)) {
+                        other.execute("migrate-cancel", null);
+                    }
+                    asked = true;
+                }
+            } while (!ends(e));
+            assertEquals("cancelled", status(e), e.toString());
+            long cancelledDeviceBytes = c.query("query-migrate").getAsJsonObject("vfio").get("transferred").getAsLong();
+            assertTrue(cancelledDeviceBytes > 0, "the cancelled attempt sent device state");
+
+            JsonObject done = Main.watch(p.socket, Map.of("uri", p.uri()), false); // attempt 3 completes
+            assertEquals("completed", done.get("status").getAsString(), done.toString());
+            long total = done.getAsJsonObject("vfio").get("transferred").getAsLong(), perDevice = 0;
+            for (var d : done.getAsJsonObject("vfio").getAsJsonArray("devices")) perDevice += d.getAsJsonObject().get("transferred").getAsLong();
+            assertEquals(total, perDevice, "the devices' figures add up to this attempt's total, nothing of the earlier ones: " + done);
+            assertTrue(total <= done.get("transferred").getAsLong(), done.toString());
+            p.received.get(30, TimeUnit.SECONDS);
         }
     }
 
