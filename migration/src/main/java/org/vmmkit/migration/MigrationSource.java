@@ -390,8 +390,8 @@ public final class MigrationSource {
             if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase); // ERROR before the reset, if sent
             String rollback = rollBack(done.saving, done.paused, tracker);
             long rounds = stats.rounds;
-            String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s") + " (expected downtime "
-                    + stats.expectedMicros / 1000 + " ms)" : "");
+            String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s")
+                    + (stats.expectedMicros > 0 ? " (expected downtime " + stats.expectedMicros / 1000 + " ms)" : " (no downtime estimate yet)") : "");
             endPhase(phaseEvent, done.phase, cancelled ? "cancelled" : "failed");
             stats.end(cancelled ? MigrationStatus.CANCELLED : MigrationStatus.FAILED, cancelled ? "migration cancelled in " + where + "; " + rollback
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback); // the live figures at the failure
