@@ -77,19 +77,8 @@ public final class Machine implements AutoCloseable {
     private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
     private volatile Status status;
-    private volatile MigrationSource migration;
-    private volatile Thread migrationThread;
-    private volatile String migrationError;
-    /**
-     * Set when the migration thread ended on an exception the source did not record (its status would stay
-     * {@code none} or mid-way, and a client following it would wait for ever): the source's figures, failed.
-     * Cleared before {@link #migration} is replaced, so a reader that sees the new source never sees the old value.
-     */
-    private volatile MigrationStats abandoned;
-    /** The migration parameters now: the config file's, as migrate-set-parameters changed them (the next migration starts from these). */
-    private volatile MigrationSettings parameters;
-    /** Who hears the migrations' events (the control endpoint's subscribers); called on the migrating thread, never blocking. */
-    private volatile java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> events = e -> { };
+    private final OutgoingMigration outgoing;
+    private volatile String incomingError; // a destination's: why the last stream was refused
     /** A destination's incoming migration: none until a stream came, failed after a refused one, completed once the VM runs here. */
     private volatile org.vmmkit.migration.MigrationStatus incoming = org.vmmkit.migration.MigrationStatus.NONE;
     private volatile String incomingMemoryDigest;
@@ -104,7 +93,7 @@ public final class Machine implements AutoCloseable {
 
     private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
         this.settings = settings;
-        this.parameters = settings.migration();
+        this.outgoing = new OutgoingMigration(settings.migration());
         this.identity = incoming ? null : settings.vm().uuid() != null ? settings.vm().uuid() : java.util.UUID.randomUUID();
         this.recordDigest = recordDigest;
         List<AutoCloseable> opened = new ArrayList<>();
@@ -206,9 +195,9 @@ public final class Machine implements AutoCloseable {
 
     /** The run state; during and after a migration it follows the migration's own status, so the two never disagree. */
     public Status status() {
-        MigrationSource m = migration;
+        MigrationStats m = outgoing.stats();
         if (m != null) {
-            switch (m.stats().status()) {
+            switch (m.status()) {
                 case COMPLETED -> {
                     return Status.POSTMIGRATE;
                 }
@@ -244,12 +233,12 @@ public final class Machine implements AutoCloseable {
 
     /** The migration settings: the config file's, with what migrate-set-parameters changed since. */
     public MigrationSettings migrationSettings() {
-        return parameters;
+        return outgoing.parameters();
     }
 
     /** Where the migrations' events go (the control endpoint's hub); it must return at once. */
     public void onMigrationEvents(java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener) {
-        this.events = listener;
+        outgoing.onEvents(listener);
     }
 
     /**
@@ -258,25 +247,8 @@ public final class Machine implements AutoCloseable {
      * one running now (the bandwidth from the next frame, the downtime limit from the next round's estimate).
      * Returns the parameters in force. Another key is an error naming the ones it may change.
      */
-    public synchronized MigrationSettings setMigrationParameters(Map<String, String> changes) {
-        for (String key : changes.keySet()) {
-            if (!key.equals("max-bandwidth") && !key.equals("downtime-limit")) {
-                throw new IllegalArgumentException("migrate-set-parameters: unknown parameter '" + key + "' (it changes max-bandwidth and downtime-limit)");
-            }
-        }
-        MigrationSettings next;
-        try {
-            next = org.vmmkit.migration.MigrationConfig.override(parameters, changes);
-        } catch (org.vmmkit.core.config.ConfigException e) {
-            throw new IllegalArgumentException("migrate-set-parameters: " + e.getMessage(), e);
-        }
-        parameters = next;
-        MigrationSource m = migration;
-        Thread t = migrationThread;
-        if (m != null && t != null && t.isAlive()) m.setParameters(next.downtimeLimit(), next.maxBandwidth());
-        LOG.log(System.Logger.Level.INFO, "migration parameters: downtime limit {0} ms, max bandwidth {1} B/s", next.downtimeLimit().toMillis(),
-                next.maxBandwidth());
-        return next;
+    public MigrationSettings setMigrationParameters(Map<String, String> changes) {
+        return outgoing.setParameters(changes);
     }
 
     /**
@@ -284,9 +256,7 @@ public final class Machine implements AutoCloseable {
      * on a destination while a stream is being received or waits for COMMIT.
      */
     public boolean migrating() {
-        if (incomingMigration != null) return receiving();
-        Thread t = migrationThread;
-        return t != null && t.isAlive() && !migrationStats().ended();
+        return incomingMigration != null ? receiving() : outgoing.running();
     }
 
     private boolean receiving() {
@@ -304,7 +274,7 @@ public final class Machine implements AutoCloseable {
      * own thread; {@link #migrationStats()} follows it. Refused while one runs or once the VM has migrated away.
      */
     public synchronized void migrate(InetSocketAddress destination, MigrationSettings overrides) {
-        if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
+        if (outgoing.threadRunning()) throw new IllegalStateException("a migration is already running");
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
@@ -318,40 +288,15 @@ public final class Machine implements AutoCloseable {
             }
         }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
-        java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener = events;
-        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? parameters : overrides)
-                .withTransport(settings.transport()).withListener(listener).withIdentity(identity);
-        abandoned = null;
-        migration = source;
-        migrationError = null;
-        migrationThread = Thread.ofPlatform().name("migration").start(() -> {
-            try {
-                LOG.log(System.Logger.Level.INFO, "migrating to {0}", destination);
-                source.migrate(destination); // status() follows it: postmigrate once completed
-                LOG.log(System.Logger.Level.INFO, "migration completed: {0}", source.stats());
-            } catch (MigrationException | RuntimeException e) {
-                migrationError = e.getMessage() != null ? e.getMessage() : e.toString();
-                LOG.log(System.Logger.Level.WARNING, migrationError);
-                MigrationStats last = source.stats();
-                // Only a status the source did not settle is replaced: "unknown" is settled (the VM stays paused
-                // until migrate-resolve), and showing it as failed would invite resuming a VM that may run elsewhere.
-                if (!last.ended()) {
-                    abandoned = last.withStatus(org.vmmkit.migration.MigrationStatus.FAILED);
-                    listener.accept(new org.vmmkit.migration.MigrationEvent.StatusChange(org.vmmkit.migration.MigrationStatus.FAILED, null, migrationError));
-                }
-            } finally {
-                if (kvmLog != null) kvmLog.close();
-            }
-        });
+        outgoing.start(destination, overrides, s -> new MigrationSource(guest, dirty, plan.devices(), s).withTransport(settings.transport())
+                .withIdentity(identity), () -> {
+                    if (kvmLog != null) kvmLog.close();
+                });
     }
 
     /** Cancels a running migration (it rolls back); false if none runs. */
     public boolean cancelMigration() {
-        MigrationSource m = migration;
-        Thread t = migrationThread;
-        if (m == null || t == null || !t.isAlive()) return false;
-        m.cancel();
-        return true;
+        return outgoing.cancel();
     }
 
     /**
@@ -360,12 +305,7 @@ public final class Machine implements AutoCloseable {
      * migration's status after.
      */
     public String resolveMigration(Boolean destinationRuns, java.net.SocketAddress askAt) throws IOException {
-        MigrationSource m = migration;
-        if (m == null || !m.unresolved()) throw new IllegalStateException("no migration outcome is unknown (the VM is " + status().label() + ")");
-        MigrationStats after = destinationRuns == null ? m.resolveByAsking(askAt)
-                : m.resolve(destinationRuns, destinationRuns ? "the operator says the destination runs the VM" : "the operator says the destination does not run the VM");
-        LOG.log(System.Logger.Level.WARNING, "migration outcome resolved: " + m.error());
-        return after.status().label();
+        return outgoing.resolve(destinationRuns, askAt, status().label());
     }
 
     /** What this destination knows of the last stream it received: its nonce and outcome; null before any. */
@@ -384,20 +324,16 @@ public final class Machine implements AutoCloseable {
      * destination says).
      */
     public MigrationStats migrationStats() {
-        MigrationSource m = migration;
-        MigrationStats failed = abandoned;
-        if (m == null) {
-            if (incomingMigration == null) return MigrationStats.none();
+        if (incomingMigration != null) {
             return MigrationStats.none().withStatus(receiving() ? org.vmmkit.migration.MigrationStatus.ACTIVE : incoming);
         }
-        return failed != null ? failed : m.stats();
+        MigrationStats m = outgoing.stats();
+        return m == null ? MigrationStats.none() : m;
     }
 
-    /** Why the last migration failed or was cancelled (and what the rollback did), or null. */
+    /** Why the last migration failed or was cancelled (and what the rollback did), or null; on a destination, why its last stream was refused. */
     public String migrationError() {
-        MigrationSource m = migration;
-        String fromSource = m == null ? null : m.error();
-        return fromSource != null ? fromSource : migrationError;
+        return incomingMigration != null ? incomingError : outgoing.error();
     }
 
     /**
@@ -409,14 +345,14 @@ public final class Machine implements AutoCloseable {
         while (true) {
             try {
                 destination.receive(server, Duration.ofDays(365));
-                migrationError = null;
+                incomingError = null;
                 incoming = org.vmmkit.migration.MigrationStatus.COMPLETED;
                 status = Status.RUNNING;
                 for (VfioUserAttachment u : userDevices) u.startDriver();
                 LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
                 return;
             } catch (MigrationException e) {
-                migrationError = e.getMessage();
+                incomingError = e.getMessage();
                 incoming = org.vmmkit.migration.MigrationStatus.FAILED;
                 LOG.log(System.Logger.Level.WARNING, e.getMessage() + "; waiting for another attempt");
                 if (!server.isOpen()) throw new IOException("the listening socket closed", e);
@@ -505,16 +441,7 @@ public final class Machine implements AutoCloseable {
 
     @Override
     public void close() {
-        MigrationSource m = migration;
-        Thread t = migrationThread;
-        if (m != null && t != null && t.isAlive()) {
-            m.cancel();
-            try {
-                t.join(10_000);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
+        outgoing.close();
         try {
             jmx.close();
         } catch (Exception e) {
