@@ -92,10 +92,12 @@ public final class ControlServer implements AutoCloseable {
             String line;
             while ((line = in.readLine()) != null) {
                 if (line.isBlank()) continue;
+                boolean subscribed = subscription[0] != null;
                 Map<String, Object> answer = answer(line, () -> {
                     if (subscription[0] == null) subscription[0] = events.subscribe(client, out);
                 });
-                EventHub.write(out, GSON.toJson(answer)); // after subscribe's own work: its answer precedes every event
+                EventHub.write(out, GSON.toJson(answer));
+                if (!subscribed && subscription[0] != null) subscription[0].start(); // subscribe's answer precedes every event
                 if (answer.get("return") == QUIT) {
                     onQuit.run();
                     return;

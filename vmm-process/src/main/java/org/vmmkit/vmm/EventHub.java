@@ -45,6 +45,7 @@ final class EventHub {
         private final OutputStream out;
         private final BlockingQueue<String> queue = new ArrayBlockingQueue<>(QUEUE);
         private volatile boolean dropped;
+        private final java.util.concurrent.CountDownLatch answered = new java.util.concurrent.CountDownLatch(1);
 
         private Subscriber(SocketChannel channel, OutputStream out) {
             this.channel = channel;
@@ -55,8 +56,14 @@ final class EventHub {
             if (!dropped && !queue.offer(line)) drop("its queue of " + QUEUE + " events is full (it reads too slowly)");
         }
 
+        /** Lets events go out: called once subscribe's answer is written, so that the answer comes first. */
+        void start() {
+            answered.countDown();
+        }
+
         private void run() {
             try {
+                answered.await(); // events published meanwhile wait in the queue
                 while (!dropped) {
                     String line = queue.poll(PROGRESS_EVERY_MILLIS, TimeUnit.MILLISECONDS);
                     if (line == null) {
@@ -81,6 +88,7 @@ final class EventHub {
             subscribers.remove(this);
             queue.clear();
             queue.offer(DROP);
+            answered.countDown();
             LOG.log(System.Logger.Level.INFO, "control endpoint: an event subscriber was dropped: " + why);
             try {
                 channel.close();
@@ -96,10 +104,11 @@ final class EventHub {
             subscribers.remove(this);
             queue.clear();
             queue.offer(DROP);
+            answered.countDown();
         }
     }
 
-    /** Subscribes the session on {@code channel}, writing to {@code out}; its writer thread starts. */
+    /** Subscribes the session on {@code channel}, writing to {@code out}; its events go out once {@link Subscriber#start} is called. */
     Subscriber subscribe(SocketChannel channel, OutputStream out) {
         Subscriber s = new Subscriber(channel, out);
         subscribers.add(s);

@@ -286,7 +286,7 @@ class ControlEventsTest {
             server.bind(UnixDomainSocketAddress.of(dir.resolve("hub.sock")));
             try (SocketChannel reader = SocketChannel.open(server.getLocalAddress()); SocketChannel endpointSide = server.accept()) {
                 EventHub hub = new EventHub(() -> null);
-                hub.subscribe(endpointSide, Channels.newOutputStream(endpointSide));
+                hub.subscribe(endpointSide, Channels.newOutputStream(endpointSide)).start();
                 String filler = "x".repeat(1024);
                 int published = 20_000; // 20 MB: far beyond a socket buffer and the queue
                 for (int i = 0; i < published; i++) hub.publish("MIGRATION_PASS", Map.of("pass", i, "filler", filler)); // never blocks
