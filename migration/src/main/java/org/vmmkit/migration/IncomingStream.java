@@ -238,8 +238,8 @@ final class IncomingStream {
             }
         }
         loading = false;
-        setup.identity().adopt(source);
         vm.startLoaded();
+        setup.identity().adopt(source); // the VM runs from this stream: it is the source's VM from now on
         setup.outcomes().record(nonce, HandoverOutcome.STARTED);
         event.outcome = "started";
         event.frames = codec.framesRead();
