@@ -43,7 +43,7 @@ final class IncomingStream {
      */
     record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
                  Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading,
-                 boolean memfdPassing) {}
+                 boolean memfdPassing, DestinationIdentity identity) {}
 
     private final Setup setup;
     private final MigratableVm vm;
@@ -58,6 +58,7 @@ final class IncomingStream {
     private PopulateAhead ahead;
     private List<org.vmmkit.core.sys.Fd> memfds; // the source's guest memory, taken at READY, mapped at COMPLETE; null: RAM is copied
     private boolean adopted; // memfds mapped over guest memory (undone if the stream is refused)
+    private java.util.UUID source = StreamHeader.NO_IDENTITY; // the VM the stream moves, from its header
 
     IncomingStream(Setup setup, Connection channel, FrameCodec back, Nonce nonce) {
         this.setup = setup;
@@ -82,6 +83,8 @@ final class IncomingStream {
                         + " of this connection's HELLO: a replayed or misdirected stream");
             }
             setup.outcomes().began(nonce);
+            setup.identity().check(header.vm()); // before the layout: another VM is the first thing to say
+            source = header.vm();
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
             loaders = SectionMatch.match(setup.sections(), header.sections());
             openChannels(header, more);
@@ -259,6 +262,7 @@ final class IncomingStream {
         loading = false;
         vm.startLoaded();
         if (adopted) vm.memory().releaseOwnBackings(); // this VM's own memory is never used again
+        setup.identity().adopt(source); // the VM runs from this stream: it is the source's VM from now on
         setup.outcomes().record(nonce, HandoverOutcome.STARTED);
         event.outcome = "started";
         event.frames = codec.framesRead();

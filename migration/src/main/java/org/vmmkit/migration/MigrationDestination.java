@@ -56,6 +56,7 @@ public final class MigrationDestination {
     private long populateWindow = PopulateAhead.DEFAULT_WINDOW; // 0: no populating ahead
     private volatile PopulateAhead prealloc; // populating all guest RAM while no stream has come yet; null when off or done
     private boolean memfdPassing; // take a local source's guest-memory memfds (a local live upgrade)
+    private DestinationIdentity identity = new DestinationIdentity(null);
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<? extends SectionLoader> sections, ExitHandler handler, Runnable beforeStart) {
@@ -129,6 +130,20 @@ public final class MigrationDestination {
         return this;
     }
 
+    /**
+     * The VM this destination is ({@link DestinationIdentity}): {@code configured}, and then only a stream of
+     * that VM is taken; or null (the default), and it takes the identity of the stream it starts from.
+     */
+    public MigrationDestination withIdentity(java.util.UUID configured) {
+        this.identity = new DestinationIdentity(configured);
+        return this;
+    }
+
+    /** This destination's VM identity: configured, or taken from the stream it started from; null before either. */
+    public java.util.UUID identity() {
+        return identity.get();
+    }
+
     /** What became of the stream with {@code nonce} here. */
     public HandoverOutcome outcomeOf(Nonce nonce) {
         return outcomes.outcomeOf(nonce);
@@ -164,7 +179,7 @@ public final class MigrationDestination {
             try {
                 raw = ConnectionOpening.acceptWithin(server, acceptTimeout);
             } catch (IOException e) {
-                throw new MigrationException("incoming migration failed: " + e.getMessage() + "; the VM was not started", e);
+                throw new MigrationException("incoming migration failed: accepting a connection: " + (e.getMessage() == null ? e.toString() : e.getMessage()) + "; the VM was not started", e);
             }
             try (raw) {
                 if (receiveOrAnswer(raw, (c, deadline) -> acceptWhileWatching(server, c, deadline))) return;
@@ -191,7 +206,7 @@ public final class MigrationDestination {
             return false;
         }
         IncomingStream.Setup setup = new IncomingStream.Setup(vm, sections, beforeStart, transport, channelWait, commitWait, outcomes,
-                populateWindow, this::stopPrealloc, memfdPassing);
+                populateWindow, this::stopPrealloc, memfdPassing, identity);
         new IncomingStream(setup, opened.connection(), opened.back(), nonce).receive(opened.magic(), more);
         return true;
     }

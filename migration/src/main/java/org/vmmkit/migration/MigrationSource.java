@@ -63,9 +63,14 @@ public final class MigrationSource {
     private final MigrationSettings settings;
     private final LiveStats stats;
     private Transport transport = Transport.PLAIN;
+    private java.util.UUID identity = StreamHeader.NO_IDENTITY;
     private SourceHandover handover;
     private Duration readyTimeout = READY_TIMEOUT, preparedTimeout = PREPARED_TIMEOUT;
     private volatile boolean cancelled;
+    /** The downtime limit each round is judged against (migrate-set-parameters changes it while pre-copy runs). */
+    private volatile long downtimeLimitMicros;
+    /** The bandwidth cap now (bytes per second, 0: none); applied to the ring when it exists and on every change. */
+    private volatile long maxBandwidth;
     private volatile List<Connection> active = List.of();
     private volatile SocketAddress destinationAddress; // where outcome queries go; null when given connections
     private long phaseStartNanos;
@@ -97,6 +102,8 @@ public final class MigrationSource {
             throw new IllegalArgumentException(this.sections.size() + " sections; a stream carries at most " + StreamHeader.MAX_SECTIONS);
         }
         this.stats = new LiveStats(this.sections);
+        this.downtimeLimitMicros = settings.downtimeLimit().toNanos() / 1000;
+        this.maxBandwidth = settings.maxBandwidth();
         this.handover = new SourceHandover(transport, OUTCOME_QUERY_TIMEOUT, stats);
     }
 
@@ -121,6 +128,36 @@ public final class MigrationSource {
      */
     public MigrationSource withMemfdPassing(boolean on) {
         this.memfdPassing = on;
+        return this;
+    }
+
+    /**
+     * Who is told of the migration's state changes and rounds ({@link MigrationEvent}): called on the migrating
+     * thread, one event at a time, so it must return at once (hand the event on, never block on a client).
+     */
+    public MigrationSource withListener(java.util.function.Consumer<MigrationEvent> listener) {
+        stats.listener(listener);
+        return this;
+    }
+
+    /**
+     * Changes the downtime limit and the bandwidth cap (bytes per second, 0: none) of this migration while it
+     * runs (QEMU's migrate-set-parameters): the limit judges the next round's estimate, the cap holds from the
+     * next frame each sender writes. The caller has checked the values (MigrationConfig's checks).
+     */
+    public void setParameters(Duration downtimeLimit, long bytesPerSecond) {
+        if (downtimeLimit.isNegative() || bytesPerSecond < 0) {
+            throw new IllegalArgumentException("downtime limit " + downtimeLimit + ", max bandwidth " + bytesPerSecond + ": neither may be negative");
+        }
+        downtimeLimitMicros = downtimeLimit.toNanos() / 1000;
+        maxBandwidth = bytesPerSecond;
+        TransferRing r = stats.ring;
+        if (r != null) r.maxBandwidth(bytesPerSecond);
+    }
+
+    /** The VM's identity, which the header carries for the destination to check or take ({@link StreamHeader#NO_IDENTITY}: none). */
+    public MigrationSource withIdentity(java.util.UUID vm) {
+        this.identity = java.util.Objects.requireNonNull(vm);
         return this;
     }
 
@@ -287,7 +324,7 @@ public final class MigrationSource {
         long start = System.nanoTime();
         stats.startNanos = start;
         phaseStartNanos = start;
-        stats.status = MigrationStatus.SETUP;
+        stats.enter(MigrationStatus.SETUP, "setup");
         Progress done = new Progress();
         MigrationEvents.Phase phaseEvent = new MigrationEvents.Phase();
         phaseEvent.begin();
@@ -320,6 +357,7 @@ public final class MigrationSource {
             ring = new TransferRing(settings.ringSize(), channels, new MemoryViews(memory), settings.maxFramePages(),
                     new com.lmax.disruptor.BlockingWaitStrategy(), settings.maxBandwidth(), settings.ramChecksums());
             stats.ring = ring;
+            if (maxBandwidth != settings.maxBandwidth()) ring.maxBandwidth(maxBandwidth); // changed before the ring existed
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
             List<SectionProducer> producers = new ArrayList<>();
             for (int i = 0; i < sections.size(); i++) producers.add(new SectionProducer(sections.get(i), i, ring));
@@ -331,22 +369,24 @@ public final class MigrationSource {
             }
             phaseEvent = endPhase(phaseEvent, done.phase, "done");
             done.phase = "pre-copy";
-            stats.status = MigrationStatus.ACTIVE;
+            stats.enter(MigrationStatus.ACTIVE, "pre-copy");
 
             boolean capped;
             try {
-                capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats, throttle).run(roundTripMicros, this::checkCancelled);
+                capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats, throttle, () -> downtimeLimitMicros)
+                        .run(roundTripMicros, this::checkCancelled);
             } finally {
                 throttle.stop(); // the guest runs unthrottled again before stop-and-copy pauses it, or the rollback resumes it
             }
             checkCancelled();
             phaseEvent = endPhase(phaseEvent, done.phase, capped ? "iteration cap" : "converged");
             done.phase = "stop-and-copy";
-            stats.status = MigrationStatus.DEVICE;
+            stats.enter(MigrationStatus.DEVICE, "stop-and-copy");
             stopAndCopy(tracker, ring, producer, producers, done);
 
             phaseEvent = endPhase(phaseEvent, done.phase, "sent");
             done.phase = "handover";
+            stats.enter(MigrationStatus.DEVICE, "handover");
             // The destination never starts without COMMIT: until it is written, rolling back is safe, and a
             // destination that does not answer is given up on (the watchdog closes the connections).
             ReturnPath.within(preparedTimeout, channels, "PREPARED", () -> back.expect(FrameType.PREPARED, "handover"));
@@ -368,10 +408,11 @@ public final class MigrationSource {
                 String lost = cancelled ? "cancelled after COMMIT was sent (too late to roll back)" : "the answer to COMMIT was lost: " + failure.getMessage();
                 return handover.settle(lost, failure, destinationAddress, nonce[0], () -> rollBack(true, true, null));
             }
+            if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase); // ERROR before the reset, if sent
             String rollback = rollBack(done.saving, done.paused, tracker);
             long rounds = stats.rounds;
-            String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s") + " (expected downtime "
-                    + stats.expectedMicros / 1000 + " ms)" : "");
+            String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s")
+                    + (stats.expectedMicros > 0 ? " (expected downtime " + stats.expectedMicros / 1000 + " ms)" : " (no downtime estimate yet)") : "");
             endPhase(phaseEvent, done.phase, cancelled ? "cancelled" : "failed");
             stats.end(cancelled ? MigrationStatus.CANCELLED : MigrationStatus.FAILED, cancelled ? "migration cancelled in " + where + "; " + rollback
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback); // the live figures at the failure
@@ -402,7 +443,7 @@ public final class MigrationSource {
             List<SectionInfo> infos = new ArrayList<>();
             for (SectionSaver x : sections) infos.add(x.info());
             ByteBuffer header = headerOf(memory, infos, vm.vcpuCount()).withChannels(settings.channels(), streamId)
-                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).withMemfdOffer(offer).encode();
+                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).withMemfdOffer(offer).withVm(identity).encode();
             while (header.hasRemaining()) channel.write(header);
             for (int i = 1; i < settings.channels(); i++) {
                 Connection c;
@@ -437,8 +478,7 @@ public final class MigrationSource {
         done.paused = true;
         for (SectionSaver x : sections) x.stop();
         tracker.sync();
-        stats.roundSentAtStart = ring.bytesWritten();
-        stats.roundRemaining = tracker.dirtyPages() * PAGE;
+        stats.beginRound(tracker.dirtyPages(), 0);
         producer.publish(tracker);
         for (SectionProducer p : producers) {
             if (p.drain(0) != 0) throw new IllegalStateException("section " + p.section().info() + " still has data after stop-and-copy");

@@ -5,8 +5,10 @@ import java.util.List;
 /**
  * A migration's statistics, in QEMU's query-migrate vocabulary, as a snapshot: taken live from
  * {@link MigrationSource#stats()} while it runs, or returned when it completes ({@link MigrationStatus}). Times in milliseconds; the downtime runs from the pause to the
- * destination's acknowledgement that its VM runs; {@code remainingBytes} is what the current round still
- * has to send (its dirty pages plus the devices' pending bytes at the round's start, less what was sent);
+ * destination's acknowledgement that its VM runs; {@code expectedDowntimeMillis} is -1 until the first round
+ * has given an estimate; {@code remainingBytes} is what the current round still
+ * has to move (its dirty pages not yet sent — a zero page counts as sent once its address is — plus the
+ * devices' pending bytes at the round's start, less the device bytes sent);
  * {@code dirtyPagesRate} is pages per second; {@code stoppedByIterationCap} says the last round was reached
  * by {@code max-iterations} rather than the downtime limit; {@code destinationResidentBytes} is what the
  * guest RAM costs the destination's host once loaded (its acknowledgement says; -1 until then); {@code
@@ -50,6 +52,6 @@ public record MigrationStats(MigrationStatus status, long totalMillis, long setu
 
     /** The stats of a migration that has not started. */
     public static MigrationStats none() {
-        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of(), -1, ConvergenceStats.NONE, false);
+        return new MigrationStats(MigrationStatus.NONE, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, 0, false, List.of(), -1, ConvergenceStats.NONE, false);
     }
 }

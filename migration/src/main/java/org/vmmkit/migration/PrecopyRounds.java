@@ -31,6 +31,7 @@ final class PrecopyRounds {
     private final List<SectionProducer> sections;
     private final LiveStats stats;
     private final Throttle throttle;
+    private final java.util.function.LongSupplier downtimeLimitMicros;
 
     /** Pre-copy did not meet the downtime limit and the policy gives it up: the guest runs on at the source. */
     static final class NotConvergingException extends Exception {
@@ -40,8 +41,9 @@ final class PrecopyRounds {
     }
 
     PrecopyRounds(MigrationSettings settings, DirtyTracker tracker, TransferRing ring, MemoryProducer memory, List<SectionProducer> sections,
-                  LiveStats stats, Throttle throttle) {
+                  LiveStats stats, Throttle throttle, java.util.function.LongSupplier downtimeLimitMicros) {
         this.throttle = throttle;
+        this.downtimeLimitMicros = downtimeLimitMicros;
         this.settings = settings;
         this.tracker = tracker;
         this.ring = ring;
@@ -75,8 +77,7 @@ final class PrecopyRounds {
             tracker.sync();
             long syncedAt = System.nanoTime(); // this sync's pages were dirtied since the previous sync
             long dirty = tracker.dirtyPages();
-            stats.roundSentAtStart = bytesBefore;
-            stats.roundRemaining = dirty * PAGE + pendingSections; // as the previous round (or setup) left the sections
+            stats.beginRound(dirty, pendingSections); // the sections as the previous round (or setup) left them
             stats.rounds = round;
             drainSectionsWhile(() -> memory.publish(tracker));
             ring.publishControl(FrameType.END_OF_ROUND, round, 0);
@@ -95,7 +96,9 @@ final class PrecopyRounds {
             event.commit();
             LOG.log(System.Logger.Level.DEBUG, "round {0}: {1} dirty pages, {2} bytes in {3} us, {4} bytes pending in sections, expected downtime {5} us",
                     round, dirty, bytes, Math.max(1, now - roundStart) / 1000, pendingSections, micros);
-            long limit = settings.downtimeLimit().toNanos() / 1000;
+            long limit = downtimeLimitMicros.getAsLong(); // read each round: migrate-set-parameters may have changed it
+            stats.tell(new MigrationEvent.Pass(round, bytes, dirty, micros, throttle.percent(), ring.bytesWritten(), pendingSections, limit,
+                    Math.max(1, now - roundStart) / 1000));
             if (micros <= limit) {
                 stats.convergence = throttle.percent() > 0 ? "converged under a " + throttle.percent() + " % throttle" : "converged";
                 return false;

@@ -55,6 +55,34 @@ final class ReturnPath {
         throw new IOException("the destination answered " + t + " in " + phase + " where " + expected + " was due");
     }
 
+    /**
+     * After {@code failure} of a write or a wait (a connection reset, a broken pipe): the destination's ERROR, if
+     * it sent one before closing (it refuses what it cannot take with ERROR, then closes, which resets the
+     * source's writes), read within {@code wait}; else {@code failure} itself. So the source reports the
+     * destination's reason, not the reset it caused.
+     */
+    Throwable reasonFor(Throwable failure, Duration wait, List<? extends java.io.Closeable> connections, String phase) {
+        if (failure instanceof RefusedByDestination || !(failure instanceof IOException || failure.getCause() instanceof IOException)) return failure;
+        try {
+            within(wait, connections, "ERROR", () -> {
+                FrameType t = back.readHeader(channel);
+                ByteBuffer payload = ByteBuffer.allocate((int) back.length());
+                back.readPayload(channel, payload);
+                back.verify();
+                if (t == FrameType.ERROR) {
+                    throw new RefusedByDestination("the destination refused in " + phase + ": "
+                            + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
+                }
+            });
+        } catch (RefusedByDestination refused) {
+            refused.addSuppressed(failure);
+            return refused;
+        } catch (IOException | RuntimeException nothingSaid) {
+            // no reason to be had: the failure is all there is
+        }
+        return failure;
+    }
+
     /** The {@code a} of the answer read last (ACK_COMPLETE: the destination's resident guest RAM in bytes). */
     long lastA() {
         return back.a();

@@ -37,9 +37,42 @@ final class SectionMatch {
                 throw new WireFormatException(misfit + "section " + theirs.id() + " (" + theirs.kind() + ") carries state version "
                         + theirs.version() + ", which this VM cannot load (it has version " + loader.info().version() + ")");
             }
+            if (!loader.info().config().equals(theirs.config())) {
+                throw new WireFormatException(misfit + "section " + theirs.id() + " (" + theirs.kind() + ") is configured differently: "
+                        + differences(theirs.config(), loader.info().config()));
+            }
             out[i] = loader;
         }
         if (!byId.isEmpty()) throw new WireFormatException(misfit + "this VM's sections " + byId.keySet() + " are not in the stream");
+        return out;
+    }
+
+    /**
+     * Each {@code key=value} of two configs that differs, both values named: {@code memory=16M at the source,
+     * memory=8M here}; the whole of each where they are not such pairs.
+     */
+    static String differences(String source, String here) {
+        Map<String, String> a = pairs(source), b = pairs(here);
+        if (a == null || b == null) return "'" + source + "' at the source, '" + here + "' here";
+        java.util.Set<String> keys = new java.util.LinkedHashSet<>(a.keySet());
+        keys.addAll(b.keySet());
+        List<String> out = new java.util.ArrayList<>();
+        for (String k : keys) {
+            String x = a.get(k), y = b.get(k);
+            if (java.util.Objects.equals(x, y)) continue;
+            out.add((x == null ? "no " + k : k + "=" + x) + " at the source, " + (y == null ? "no " + k : k + "=" + y) + " here");
+        }
+        return String.join("; ", out);
+    }
+
+    private static Map<String, String> pairs(String config) {
+        Map<String, String> out = new LinkedHashMap<>();
+        if (config.isEmpty()) return out;
+        for (String pair : config.split(";")) {
+            int eq = pair.indexOf('=');
+            if (eq < 1) return null;
+            out.put(pair.substring(0, eq), pair.substring(eq + 1));
+        }
         return out;
     }
 }

@@ -402,9 +402,10 @@ final class StreamMutator {
     // ---- the stream header ----
 
     /** Offsets and widths of the stream header's fields (version 4), then its RAM ranges and sections. */
-    private static final int[][] HEADER_FIELDS = {{0, 8}, {8, 4}, {12, 4}, {16, 4}, {20, 4}, {24, 4}, {28, 4}, {32, 4}, {36, 4}, {40, 8}, {48, 8}, {56, 8}};
+    private static final int[][] HEADER_FIELDS = {{0, 8}, {8, 4}, {12, 4}, {16, 4}, {20, 4}, {24, 4}, {28, 4}, {32, 4}, {36, 4}, {40, 8}, {48, 8}, {56, 8},
+            {64, 8}, {72, 8}};
     private static final String[] HEADER_NAMES = {"magic", "version", "size", "page size", "RAM ranges", "sections", "vCPUs", "channels",
-            "flags", "stream id", "nonce (high)", "nonce (low)"};
+            "flags", "stream id", "nonce (high)", "nonce (low)", "VM identity (high)", "VM identity (low)"};
 
     private String headerField(StreamImage s, SplittableRandom r, boolean seal) {
         byte[] h = s.header();
@@ -418,8 +419,8 @@ final class StreamMutator {
             if (width == 8) b.putLong(at, after);
             else b.putInt(at, (int) after);
             what = HEADER_NAMES[pick] + " 0x" + Long.toHexString(before) + " -> 0x" + Long.toHexString(width == 8 ? after : after & 0xffffffffL);
-        } else if (pick == HEADER_FIELDS.length) { // one byte of the ranges and sections
-            int at = 64 + r.nextInt(h.length - 4 - 64);
+        } else if (pick == HEADER_FIELDS.length) { // one byte of the ranges and sections (after the 80 fixed bytes)
+            int at = 80 + r.nextInt(h.length - 4 - 80);
             h[at] ^= (byte) (1 + r.nextInt(255));
             what = "byte " + at + " (RAM ranges and sections) changed";
         } else if (pick == HEADER_FIELDS.length + 1) { // longer by 8 stray bytes, its size to match

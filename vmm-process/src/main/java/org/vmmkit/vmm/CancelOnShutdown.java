@@ -49,19 +49,29 @@ final class CancelOnShutdown implements AutoCloseable {
             if (!started) return;
         }
         try (ControlClient c = ControlClient.connect(control)) {
+            c.subscribe(); // before the cancel: its end is an event this connection will see
             c.execute("migrate-cancel", null);
             System.err.println("\nvmm: cancelling the migration ...");
-            for (int i = 0; i < 200; i++) {
-                MigrationStatus s = MigrationStatus.of(c.query("query-migrate").get("status").getAsString());
-                if (s.ended() || s == MigrationStatus.NONE) {
-                    System.err.println(s == MigrationStatus.UNKNOWN ? "vmm: cancel came after the decision point: the outcome is unknown and the"
-                            + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
-                    return;
+            java.util.concurrent.CompletableFuture<MigrationStatus> end = new java.util.concurrent.CompletableFuture<>();
+            Thread.ofPlatform().daemon().name("cancel-migration-events").start(() -> {
+                try {
+                    MigrationStatus s = MigrationStatus.of(c.query("query-migrate").get("status").getAsString());
+                    while (!s.ended() && s != MigrationStatus.NONE) {
+                        com.google.gson.JsonObject e = c.nextEvent();
+                        if (e.get("event").getAsString().equals("MIGRATION")) s = MigrationStatus.of(e.getAsJsonObject("data").get("status").getAsString());
+                    }
+                    end.complete(s);
+                } catch (IOException | RuntimeException e) {
+                    end.completeExceptionally(e);
                 }
-                Thread.sleep(50);
-            }
-        } catch (IOException | InterruptedException e) {
+            });
+            MigrationStatus s = end.get(10, java.util.concurrent.TimeUnit.SECONDS); // the JVM is exiting: not for ever
+            System.err.println(s == MigrationStatus.UNKNOWN ? "vmm: cancel came after the decision point: the outcome is unknown and the"
+                    + " source VM stays paused (migrate-resolve settles it)" : "vmm: migration " + s + "; the source VM keeps running");
+        } catch (IOException | InterruptedException | java.util.concurrent.TimeoutException e) {
             System.err.println("vmm: cancel failed: " + e.getMessage());
+        } catch (java.util.concurrent.ExecutionException e) {
+            System.err.println("vmm: cancel failed: " + e.getCause().getMessage());
         }
     }
 

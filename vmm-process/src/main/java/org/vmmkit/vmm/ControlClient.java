@@ -18,12 +18,16 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 
-/** A client of a vmm process's control endpoint: one command, one answer, on one connection. */
+/**
+ * A client of a vmm process's control endpoint: commands and their answers on one connection, and, once it
+ * subscribed, the events the endpoint pushes between them (kept in arrival order for {@link #nextEvent}).
+ */
 public final class ControlClient implements AutoCloseable {
     private final Path path;
     private final SocketChannel channel;
     private final BufferedReader in;
     private final OutputStream out;
+    private final java.util.ArrayDeque<JsonObject> events = new java.util.ArrayDeque<>();
 
     private ControlClient(Path path, SocketChannel channel) {
         this.path = path;
@@ -65,13 +69,43 @@ public final class ControlClient implements AutoCloseable {
         if (arguments != null && !arguments.isEmpty()) request.put("arguments", arguments);
         out.write((ControlServer.GSON.toJson(request) + "\n").getBytes(StandardCharsets.UTF_8));
         out.flush();
-        String line = in.readLine();
-        if (line == null) throw new IOException("the control endpoint " + path + " closed without answering " + command);
-        JsonObject answer = JsonParser.parseString(line).getAsJsonObject();
+        JsonObject answer;
+        while (true) { // events that come before the answer are kept for nextEvent
+            String line = in.readLine();
+            if (line == null) throw new IOException("the control endpoint " + path + " closed without answering " + command);
+            answer = JsonParser.parseString(line).getAsJsonObject();
+            if (!answer.has("event")) break;
+            events.add(answer);
+        }
         if (answer.has("error")) throw new ControlException(answer.getAsJsonObject("error").get("desc").getAsString()); // "command: why"
         return answer.get("return");
     }
 
+    /**
+     * Subscribes this connection to the endpoint's events: from the answer on, every event reaches it in
+     * order ({@link #nextEvent}).
+     */
+    public void subscribe() throws IOException {
+        execute("subscribe", null);
+    }
+
+    /**
+     * The next event, waiting for it (the endpoint pushes it; nothing is polled): {@code {"event": NAME,
+     * "data": {...}, "timestamp": ...}}. An IOException if the endpoint closed the connection (the process
+     * quit, or dropped this subscriber).
+     */
+    public JsonObject nextEvent() throws IOException {
+        if (!events.isEmpty()) return events.poll();
+        while (true) {
+            String line = in.readLine();
+            if (line == null) throw new IOException("the control endpoint " + path + " closed the connection while events were awaited");
+            JsonObject o = JsonParser.parseString(line).getAsJsonObject();
+            if (o.has("event")) return o;
+            // an answer with no command pending cannot come; skip it rather than lose the stream of events
+        }
+    }
+
+    /** Runs a command without arguments and returns its answer as an object. */
     public JsonObject query(String command) throws IOException {
         return execute(command, null).getAsJsonObject();
     }

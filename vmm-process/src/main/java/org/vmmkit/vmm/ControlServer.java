@@ -12,6 +12,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 import com.google.gson.Gson;
@@ -25,7 +26,9 @@ import org.vmmkit.migration.MigrationSettings;
  * The control endpoint of a vmm process, in the spirit of QMP: a Unix domain socket taking one JSON
  * object per line, {@code {"execute": NAME, "arguments": {...}}}, and answering one line,
  * {@code {"return": ...}} or {@code {"error": {"class": ..., "desc": ...}}}. Commands: query-status,
- * query-migrate, query-guest, migrate, migrate-cancel, quit (README lists them).
+ * query-migrate, query-guest, migrate, migrate-cancel, migrate-set-parameters, migrate-resolve, subscribe, quit
+ * (README lists them). After {@code subscribe} the session also receives the {@link EventHub}'s events, one
+ * line each, between its answers.
  */
 public final class ControlServer implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
@@ -39,6 +42,7 @@ public final class ControlServer implements AutoCloseable {
     private final Runnable onQuit;
     private final ServerSocketChannel server;
     private final SocketFile file;
+    private final EventHub events;
     private volatile String listening;
 
     /**
@@ -49,6 +53,8 @@ public final class ControlServer implements AutoCloseable {
         this.path = path;
         this.machine = machine;
         this.onQuit = onQuit;
+        this.events = new EventHub(this::progress);
+        machine.onMigrationEvents(events::migration);
         SocketFile.makeRoom(path);
         this.server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         try {
@@ -77,16 +83,21 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
+    /** One client's session: its commands answered in order; once it subscribed, events between the answers. */
     private void session(SocketChannel client) {
+        EventHub.Subscriber[] subscription = new EventHub.Subscriber[1];
         try (client;
              BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(client), StandardCharsets.UTF_8));
              OutputStream out = Channels.newOutputStream(client)) {
             String line;
             while ((line = in.readLine()) != null) {
                 if (line.isBlank()) continue;
-                Map<String, Object> answer = answer(line);
-                out.write((GSON.toJson(answer) + "\n").getBytes(StandardCharsets.UTF_8));
-                out.flush();
+                boolean subscribed = subscription[0] != null;
+                Map<String, Object> answer = answer(line, () -> {
+                    if (subscription[0] == null) subscription[0] = events.subscribe(client, out);
+                });
+                EventHub.write(out, GSON.toJson(answer));
+                if (!subscribed && subscription[0] != null) subscription[0].start(); // subscribe's answer precedes every event
                 if (answer.get("return") == QUIT) {
                     onQuit.run();
                     return;
@@ -94,17 +105,32 @@ public final class ControlServer implements AutoCloseable {
             }
         } catch (IOException e) {
             // the client went away; nothing to answer
+        } finally {
+            if (subscription[0] != null) subscription[0].end();
         }
     }
 
-    private Map<String, Object> answer(String line) {
+    /** The live figures a progress line shows, for MIGRATION_PROGRESS; null when no migration runs. */
+    private Map<String, Object> progress() {
+        if (!machine.migrating()) return null;
+        Map<String, Object> all = MigrateJson.of(machine.migrationStats(), machine.guestRamBytes(), null);
+        Map<String, Object> out = new LinkedHashMap<>();
+        for (String key : List.of("status", "total-time", "expected-downtime", "transferred")) out.put(key, all.get(key));
+        @SuppressWarnings("unchecked") Map<String, Object> ram = (Map<String, Object>) all.get("ram");
+        out.put("remaining", ram.get("remaining"));
+        out.put("mbps", ram.get("mbps"));
+        out.put("pass", ram.get("dirty-sync-count"));
+        return out;
+    }
+
+    private Map<String, Object> answer(String line, Runnable subscribe) {
         String command = "?";
         try {
             JsonObject request = JsonParser.parseString(line).getAsJsonObject();
             if (!request.has("execute")) return error("GenericError", "a command is {\"execute\": NAME, \"arguments\": {...}}");
             command = request.get("execute").getAsString();
             JsonObject args = request.has("arguments") ? request.getAsJsonObject("arguments") : new JsonObject();
-            return Map.of("return", execute(command, args));
+            return Map.of("return", execute(command, args, subscribe));
         } catch (JsonParseException | IllegalArgumentException | IllegalStateException | UnsupportedOperationException | ClassCastException e) {
             return error("GenericError", command + ": " + e.getMessage());
         } catch (RuntimeException e) {
@@ -112,13 +138,14 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
-    private Object execute(String command, JsonObject args) {
+    private Object execute(String command, JsonObject args, Runnable subscribe) {
         return switch (command) {
             case "query-status" -> {
                 Map<String, Object> s = new LinkedHashMap<>();
                 Machine.Status status = machine.status();
                 s.put("status", status.label());
                 s.put("running", status == Machine.Status.RUNNING);
+                s.put("uuid", machine.identity() == null ? null : machine.identity().toString());
                 s.put("listen", listening);
                 s.put("devices-left-out", machine.devicesLeftOut());
                 s.put("incoming-stream", machine.incomingStream());
@@ -155,9 +182,30 @@ public final class ControlServer implements AutoCloseable {
                     throw new IllegalStateException(e.getMessage(), e);
                 }
             }
-            case "quit" -> QUIT;
+            case "migrate-set-parameters" -> {
+                Map<String, String> changes = new LinkedHashMap<>();
+                for (var e : args.entrySet()) changes.put(e.getKey(), e.getValue().isJsonPrimitive() ? e.getValue().getAsString() : e.getValue().toString());
+                if (changes.isEmpty()) throw new IllegalArgumentException("expected at least one of \"max-bandwidth\", \"downtime-limit\"");
+                MigrationSettings now = machine.setMigrationParameters(changes);
+                yield Map.of("max-bandwidth", now.maxBandwidth(), "downtime-limit", now.downtimeLimit().toMillis());
+            }
+            case "subscribe" -> {
+                if (!args.keySet().isEmpty()) throw new IllegalArgumentException("takes no arguments, not " + args.keySet());
+                subscribe.run();
+                yield Map.of("events", List.of("MIGRATION", "MIGRATION_PASS", "MIGRATION_PROGRESS"));
+            }
+            case "quit" -> {
+                for (String key : args.keySet()) if (!key.equals("force")) throw new IllegalArgumentException("unknown argument '" + key + "' (quit takes \"force\")");
+                boolean force = args.has("force") && args.get("force").getAsBoolean();
+                if (!force && machine.migrating()) {
+                    throw new IllegalStateException("a migration is running (" + machine.migrationStats().status().label()
+                            + "): migrate-cancel it first, or quit with \"force\": true to cut it off");
+                }
+                yield QUIT;
+            }
             default -> throw new IllegalArgumentException("unknown command '" + command
-                    + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, migrate-resolve, quit)");
+                    + "' (known: query-status, query-migrate, query-guest, migrate, migrate-cancel, migrate-set-parameters, migrate-resolve,"
+                    + " subscribe, quit)");
         };
     }
 

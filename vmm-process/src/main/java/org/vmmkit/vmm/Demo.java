@@ -276,7 +276,7 @@ public final class Demo implements Callable<Integer> {
         void stop(Path control) {
             if (process.isAlive()) {
                 try (ControlClient c = ControlClient.connect(control)) {
-                    c.execute("quit", null);
+                    c.execute("quit", java.util.Map.of("force", true)); // a teardown: whatever runs is cut off
                 } catch (IOException e) {
                     // it may be gone or stuck; the waits below decide
                 }

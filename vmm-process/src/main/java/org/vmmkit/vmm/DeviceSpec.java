@@ -127,6 +127,16 @@ public record DeviceSpec(String name, boolean migratable, long memory, EmulatedM
         return out;
     }
 
+    /**
+     * What the VMM configured of the device's shape, for its stream section ({@code key=value;...}): an emulated
+     * device's memory size and the protocol its driver speaks; nothing for a vfio-user device, whose server's
+     * regions say its shape.
+     */
+    public String shape() {
+        return kind == Kind.VFIO_USER ? "" : "memory=" + (memory % (1 << 20) == 0 ? (memory >> 20) + "M" : (memory >> 10) + "K")
+                + ";emulated-protocol=" + emulatedProtocol;
+    }
+
     /** The emulated device's own configuration (a v1 device). */
     public EmulatedMigratableDevice.Config deviceConfig() {
         return EmulatedMigratableDevice.Config.defaults(name).withMemory(memory).with(dataSection).withOpsPerSecond(opsPerSecond);

@@ -77,15 +77,10 @@ public final class Machine implements AutoCloseable {
     private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
     private volatile Status status;
-    private volatile MigrationSource migration;
-    private volatile Thread migrationThread;
-    private volatile String migrationError;
-    /**
-     * Set when the migration thread ended on an exception the source did not record (its status would stay
-     * {@code none} or mid-way, and a client following it would wait for ever): the source's figures, failed.
-     * Cleared before {@link #migration} is replaced, so a reader that sees the new source never sees the old value.
-     */
-    private volatile MigrationStats abandoned;
+    private final OutgoingMigration outgoing;
+    private volatile String incomingError; // a destination's: why the last stream was refused
+    /** A destination's incoming migration: none until a stream came, failed after a refused one, completed once the VM runs here. */
+    private volatile org.vmmkit.migration.MigrationStatus incoming = org.vmmkit.migration.MigrationStatus.NONE;
     private volatile String incomingMemoryDigest;
     private volatile long incomingPasses = -1;
     private volatile long incomingWorkloadMismatch = -2; // -2: not checked; -1: consistent; else the first page that is not
@@ -93,10 +88,14 @@ public final class Machine implements AutoCloseable {
     private AutoCloseable jmx; // the migration MBean, following the current migration
 
     private final boolean recordDigest;
+    /** A source's identity: configured, or random for the process's lifetime; null on a destination (it asks its MigrationDestination). */
+    private final java.util.UUID identity;
     private volatile long incomingDigestMillis = -1;
 
     private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
         this.settings = settings;
+        this.outgoing = new OutgoingMigration(settings.migration());
+        this.identity = incoming ? null : settings.vm().uuid() != null ? settings.vm().uuid() : java.util.UUID.randomUUID();
         this.recordDigest = recordDigest;
         List<AutoCloseable> opened = new ArrayList<>();
         try {
@@ -139,7 +138,7 @@ public final class Machine implements AutoCloseable {
                     opened.add(user);
                     userDevices.add(user);
                     deviceOrder.add(user);
-                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol()));
+                    entries.add(new DeviceMigrationPlan.Entry(user.migrationDevice(), spec.migratable(), spec.migrationProtocol(), spec.shape()));
                     continue;
                 }
                 EmulatedDevice device = spec.create(seed++, fabric);
@@ -157,7 +156,7 @@ public final class Machine implements AutoCloseable {
                 }
                 devices.add(device);
                 deviceOrder.add(device);
-                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol()));
+                entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol(), spec.shape()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
             this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
@@ -197,9 +196,9 @@ public final class Machine implements AutoCloseable {
 
     /** The run state; during and after a migration it follows the migration's own status, so the two never disagree. */
     public Status status() {
-        MigrationSource m = migration;
+        MigrationStats m = outgoing.stats();
         if (m != null) {
-            switch (m.stats().status()) {
+            switch (m.status()) {
                 case COMPLETED -> {
                     return Status.POSTMIGRATE;
                 }
@@ -220,14 +219,50 @@ public final class Machine implements AutoCloseable {
         return vm != null ? "kvm" : "software";
     }
 
+    /**
+     * The VM's identity: a source's configured or random one (the same for the process's lifetime); a
+     * destination's configured one, or the source's once a stream started it here, null before.
+     */
+    public java.util.UUID identity() {
+        return incomingMigration != null ? incomingMigration.identity() : identity;
+    }
+
     /** Guest RAM in bytes. */
     public long guestRamBytes() {
         return memory.totalSize();
     }
 
-    /** The migration settings of the config file. */
+    /** The migration settings: the config file's, with what migrate-set-parameters changed since. */
     public MigrationSettings migrationSettings() {
-        return settings.migration();
+        return outgoing.parameters();
+    }
+
+    /** Where the migrations' events go (the control endpoint's hub); it must return at once. */
+    public void onMigrationEvents(java.util.function.Consumer<org.vmmkit.migration.MigrationEvent> listener) {
+        outgoing.onEvents(listener);
+    }
+
+    /**
+     * QEMU's migrate-set-parameters: {@code changes} (max-bandwidth, downtime-limit, valued as the config file
+     * writes them) checked by the config file's own checks, kept for the migrations to come, and applied to the
+     * one running now (the bandwidth from the next frame, the downtime limit from the next round's estimate).
+     * Returns the parameters in force. Another key is an error naming the ones it may change.
+     */
+    public MigrationSettings setMigrationParameters(Map<String, String> changes) {
+        return outgoing.setParameters(changes);
+    }
+
+    /**
+     * Whether a migration is under way: on a source from its start to its end (an unknown outcome has ended),
+     * on a destination while a stream is being received or waits for COMMIT.
+     */
+    public boolean migrating() {
+        return incomingMigration != null ? receiving() : outgoing.running();
+    }
+
+    private boolean receiving() {
+        MigrationDestination d = incomingMigration;
+        return d.lastStream() != null && d.outcomeOf(d.lastStream()) == org.vmmkit.migration.wire.HandoverOutcome.IN_PROGRESS;
     }
 
     /** Devices left out of migration, each with why. */
@@ -240,7 +275,7 @@ public final class Machine implements AutoCloseable {
      * own thread; {@link #migrationStats()} follows it. Refused while one runs or once the VM has migrated away.
      */
     public synchronized void migrate(java.net.SocketAddress destination, MigrationSettings overrides) {
-        if (migrationThread != null && migrationThread.isAlive()) throw new IllegalStateException("a migration is already running");
+        if (outgoing.threadRunning()) throw new IllegalStateException("a migration is already running");
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);
@@ -254,36 +289,15 @@ public final class Machine implements AutoCloseable {
             }
         }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
-        MigrationSource source = new MigrationSource(guest, dirty, plan.devices(), overrides == null ? settings.migration() : overrides)
-                .withTransport(settings.transport());
-        abandoned = null;
-        migration = source;
-        migrationError = null;
-        migrationThread = Thread.ofPlatform().name("migration").start(() -> {
-            try {
-                LOG.log(System.Logger.Level.INFO, "migrating to {0}", destination);
-                source.migrate(destination); // status() follows it: postmigrate once completed
-                LOG.log(System.Logger.Level.INFO, "migration completed: {0}", source.stats());
-            } catch (MigrationException | RuntimeException e) {
-                migrationError = e.getMessage() != null ? e.getMessage() : e.toString();
-                LOG.log(System.Logger.Level.WARNING, migrationError);
-                MigrationStats last = source.stats();
-                // Only a status the source did not settle is replaced: "unknown" is settled (the VM stays paused
-                // until migrate-resolve), and showing it as failed would invite resuming a VM that may run elsewhere.
-                if (!last.ended()) abandoned = last.withStatus(org.vmmkit.migration.MigrationStatus.FAILED);
-            } finally {
-                if (kvmLog != null) kvmLog.close();
-            }
-        });
+        outgoing.start(destination, overrides, s -> new MigrationSource(guest, dirty, plan.devices(), s).withTransport(settings.transport())
+                .withIdentity(identity), () -> {
+                    if (kvmLog != null) kvmLog.close();
+                });
     }
 
     /** Cancels a running migration (it rolls back); false if none runs. */
     public boolean cancelMigration() {
-        MigrationSource m = migration;
-        Thread t = migrationThread;
-        if (m == null || t == null || !t.isAlive()) return false;
-        m.cancel();
-        return true;
+        return outgoing.cancel();
     }
 
     /**
@@ -292,12 +306,7 @@ public final class Machine implements AutoCloseable {
      * migration's status after.
      */
     public String resolveMigration(Boolean destinationRuns, java.net.SocketAddress askAt) throws IOException {
-        MigrationSource m = migration;
-        if (m == null || !m.unresolved()) throw new IllegalStateException("no migration outcome is unknown (the VM is " + status().label() + ")");
-        MigrationStats after = destinationRuns == null ? m.resolveByAsking(askAt)
-                : m.resolve(destinationRuns, destinationRuns ? "the operator says the destination runs the VM" : "the operator says the destination does not run the VM");
-        LOG.log(System.Logger.Level.WARNING, "migration outcome resolved: " + m.error());
-        return after.status().label();
+        return outgoing.resolve(destinationRuns, askAt, status().label());
     }
 
     /** What this destination knows of the last stream it received: its nonce and outcome; null before any. */
@@ -310,18 +319,22 @@ public final class Machine implements AutoCloseable {
         return out;
     }
 
-    /** The statistics of the current or last migration. */
+    /**
+     * The statistics of the current or last migration; on a destination, the incoming one's status (none,
+     * active while a stream comes, failed after a refused one, completed once the VM runs here, as QEMU's
+     * destination says).
+     */
     public MigrationStats migrationStats() {
-        MigrationSource m = migration;
-        MigrationStats failed = abandoned;
-        return m == null ? MigrationStats.none() : failed != null ? failed : m.stats();
+        if (incomingMigration != null) {
+            return MigrationStats.none().withStatus(receiving() ? org.vmmkit.migration.MigrationStatus.ACTIVE : incoming);
+        }
+        MigrationStats m = outgoing.stats();
+        return m == null ? MigrationStats.none() : m;
     }
 
-    /** Why the last migration failed or was cancelled (and what the rollback did), or null. */
+    /** Why the last migration failed or was cancelled (and what the rollback did), or null; on a destination, why its last stream was refused. */
     public String migrationError() {
-        MigrationSource m = migration;
-        String fromSource = m == null ? null : m.error();
-        return fromSource != null ? fromSource : migrationError;
+        return incomingMigration != null ? incomingError : outgoing.error();
     }
 
     /**
@@ -333,12 +346,15 @@ public final class Machine implements AutoCloseable {
         while (true) {
             try {
                 destination.receive(server, Duration.ofDays(365));
+                incomingError = null;
+                incoming = org.vmmkit.migration.MigrationStatus.COMPLETED;
                 status = Status.RUNNING;
                 for (VfioUserAttachment u : userDevices) u.startDriver();
                 LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
                 return;
             } catch (MigrationException e) {
-                migrationError = e.getMessage();
+                incomingError = e.getMessage();
+                incoming = org.vmmkit.migration.MigrationStatus.FAILED;
                 LOG.log(System.Logger.Level.WARNING, e.getMessage() + "; waiting for another attempt");
                 if (!server.isOpen()) throw new IOException("the listening socket closed", e);
             }
@@ -365,7 +381,7 @@ public final class Machine implements AutoCloseable {
                 incomingMemoryDigest = digest();
                 incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
             }
-        }).withTransport(settings.transport()).withPopulateAhead(settings.populateAhead())
+        }).withTransport(settings.transport()).withIdentity(settings.vm().uuid()).withPopulateAhead(settings.populateAhead())
                 .withPrealloc(settings.incomingPrealloc())
                 // A vfio-user server was given this VM's own memfds for its DMA: it would not follow a swap of the memory.
                 .withMemfdPassing(userDevices.isEmpty());
@@ -400,8 +416,8 @@ public final class Machine implements AutoCloseable {
         boolean still = s == Status.POSTMIGRATE || s == Status.PAUSED || s == Status.POSTMIGRATE_UNKNOWN;
         // Memory handed over as memfds is the destination's now: its digest would be stale at once, and reading
         // every page of a sparse guest would allocate the holes of the destination's memory.
-        MigrationSource m = migration;
-        boolean handedOver = m != null && m.stats().memfdsPassed() && s != Status.RUNNING;
+        MigrationStats last = outgoing.stats();
+        boolean handedOver = last != null && last.memfdsPassed() && s != Status.RUNNING;
         out.put("memory-digest", still && !handedOver ? digest() : null);
         out.put("memory-handed-over", handedOver);
         out.put("incoming-memory-digest", incomingMemoryDigest);
@@ -438,16 +454,7 @@ public final class Machine implements AutoCloseable {
 
     @Override
     public void close() {
-        MigrationSource m = migration;
-        Thread t = migrationThread;
-        if (m != null && t != null && t.isAlive()) {
-            m.cancel();
-            try {
-                t.join(10_000);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
+        outgoing.close();
         try {
             jmx.close();
         } catch (Exception e) {

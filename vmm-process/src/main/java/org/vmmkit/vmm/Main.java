@@ -18,10 +18,11 @@ import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** The {@code vmm} command line: run, incoming, migrate, demo. */
+/** The {@code vmm} command line: run, incoming, migrate, migrate-set-parameters, demo. */
 @Command(name = "vmm", mixinStandardHelpOptions = true, version = Main.VERSION,
         description = "A Java VMM with live migration of guest memory, vCPU state and VFIO device state.",
-        subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Demo.class, CommandLine.HelpCommand.class})
+        subcommands = {Main.Run.class, Main.Incoming.class, Main.Migrate.class, Main.MigrateSetParameters.class, Demo.class,
+                CommandLine.HelpCommand.class})
 public final class Main {
     /**
      * Exit codes beyond 0 (success): 1 a failed check or migration, or a command the VM refused; 2 a usage or
@@ -228,24 +229,54 @@ public final class Main {
     }
 
     /**
-     * Starts a migration through the control endpoint at {@code control} and follows it with a progress
-     * line on stderr until it ends; Ctrl-C or SIGTERM cancels it ({@link CancelOnShutdown}). Returns the final
-     * query-migrate answer.
+     * Starts a migration through the control endpoint at {@code control} and follows it by the endpoint's
+     * events (subscribed before the migrate command, so none is missed; nothing is polled), with a progress line
+     * on stderr, until its MIGRATION event says it ended; Ctrl-C or SIGTERM cancels it ({@link CancelOnShutdown}).
+     * Returns the final query-migrate answer.
      */
     static JsonObject watch(Path control, Map<String, Object> migrateArgs, boolean progress) throws IOException, InterruptedException {
         try (ControlClient client = ControlClient.connect(control); CancelOnShutdown cancel = CancelOnShutdown.install(control)) {
+            client.subscribe();
             cancel.start(() -> client.execute("migrate", migrateArgs));
             Progress bar = new Progress(System.err, progress);
             while (true) {
-                JsonObject stats = client.query("query-migrate");
-                String status = stats.get("status").getAsString();
-                if (MigrationStatus.of(status).ended()) {
+                JsonObject event = client.nextEvent();
+                bar.event(event);
+                if (event.get("event").getAsString().equals("MIGRATION")
+                        && MigrationStatus.of(event.getAsJsonObject("data").get("status").getAsString()).ended()) {
+                    JsonObject stats = client.query("query-migrate");
                     bar.finish(stats);
                     return stats;
                 }
-                bar.show(stats);
-                Thread.sleep(100);
             }
+        }
+    }
+
+    @Command(name = "migrate-set-parameters", mixinStandardHelpOptions = true, version = Main.VERSION,
+            description = "Changes the bandwidth cap or the downtime limit of the VM behind a control endpoint: of the migration running now"
+                    + " (the cap from its next frame, the limit from its next round) and of the ones to come. Prints the parameters in force.")
+    static final class MigrateSetParameters implements Callable<Integer> {
+        @Option(names = "--control", paramLabel = "SOCKET", description = "The VM's control endpoint. Default: ${java.io.tmpdir}/vmm.sock.")
+        Path control = defaultControl("vmm.sock");
+
+        @Option(names = "--max-bandwidth", paramLabel = "SIZE", description = "migration.max-bandwidth: bytes per second, e.g. 100M; 0 is unlimited.")
+        String maxBandwidth;
+
+        @Option(names = "--downtime-limit", paramLabel = "DURATION", description = "migration.downtime-limit, e.g. 300ms.")
+        String downtimeLimit;
+
+        @Override
+        public Integer call() throws Exception {
+            Map<String, Object> args = new LinkedHashMap<>();
+            if (maxBandwidth != null) args.put("max-bandwidth", maxBandwidth);
+            if (downtimeLimit != null) args.put("downtime-limit", downtimeLimit);
+            if (args.isEmpty()) throw new IllegalArgumentException("migrate-set-parameters: give --max-bandwidth, --downtime-limit or both");
+            try (ControlClient client = ControlClient.connect(control)) {
+                JsonObject now = client.execute("migrate-set-parameters", args).getAsJsonObject();
+                System.out.println("max-bandwidth " + now.get("max-bandwidth").getAsLong() + " B/s, downtime-limit "
+                        + now.get("downtime-limit").getAsLong() + " ms");
+            }
+            return 0;
         }
     }
 }

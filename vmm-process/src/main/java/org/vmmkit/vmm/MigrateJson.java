@@ -16,13 +16,14 @@ import org.vmmkit.migration.MigrationStats;
 public final class MigrateJson {
     private MigrateJson() {}
 
+    /** The JSON of {@code s}: a migration of a guest of {@code guestRamBytes}, which failed for {@code error} (null if it did not). */
     public static Map<String, Object> of(MigrationStats s, long guestRamBytes, String error) {
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("status", s.status().label());
         out.put("total-time", s.totalMillis());
         out.put("setup-time", s.setupMillis());
         out.put("downtime", s.status() == MigrationStatus.COMPLETED ? s.downtimeMillis() : null);
-        out.put("expected-downtime", s.expectedDowntimeMillis());
+        out.put("expected-downtime", s.expectedDowntimeMillis() < 0 ? null : s.expectedDowntimeMillis()); // null: no estimate yet
         out.put("transferred", s.transferredBytes());
         Map<String, Object> ram = new LinkedHashMap<>();
         ram.put("total", guestRamBytes);

@@ -6,7 +6,10 @@ import java.util.Locale;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 
-/** The progress line of a migration (transferred/remaining, rate, round, expected downtime) and its final summary. */
+/**
+ * The progress line of a migration (transferred/remaining, rate, round, expected downtime; "-" for what is not
+ * known yet), drawn from the control endpoint's events, and its final summary.
+ */
 final class Progress {
     private final PrintStream out;
     private final boolean enabled;
@@ -23,16 +26,44 @@ final class Progress {
         return c != null && c.isTerminal();
     }
 
-    void show(JsonObject s) {
+    private String status = "setup";
+    private long sent, remaining = -1, pass;
+    private double mbps;
+    private Long expectedDowntime; // null: no estimate yet
+
+    /**
+     * Takes in one of the endpoint's events (MIGRATION: the status; MIGRATION_PASS: a round's figures;
+     * MIGRATION_PROGRESS: the live ones) and redraws the line.
+     */
+    void event(JsonObject e) {
+        JsonObject d = e.getAsJsonObject("data");
+        switch (e.get("event").getAsString()) {
+            case "MIGRATION" -> status = d.get("status").getAsString();
+            case "MIGRATION_PASS" -> {
+                sent = d.get("transferred").getAsLong();
+                pass = d.get("pass").getAsLong();
+                expectedDowntime = d.get("expected-downtime").getAsLong();
+            }
+            case "MIGRATION_PROGRESS" -> {
+                status = d.get("status").getAsString();
+                sent = d.get("transferred").getAsLong();
+                remaining = d.get("remaining").getAsLong();
+                mbps = d.get("mbps").getAsDouble();
+                pass = d.get("pass").getAsLong();
+                expectedDowntime = d.get("expected-downtime").isJsonNull() ? null : d.get("expected-downtime").getAsLong();
+            }
+            default -> { }
+        }
+        show();
+    }
+
+    private void show() {
         if (!enabled) return;
-        JsonObject ram = s.getAsJsonObject("ram");
-        long sent = s.get("transferred").getAsLong(), remaining = ram.get("remaining").getAsLong();
-        double fraction = sent + remaining == 0 ? 0 : (double) sent / (sent + remaining);
+        double fraction = remaining < 0 || sent + remaining == 0 ? 0 : (double) sent / (sent + remaining);
         int width = 24, filled = (int) Math.round(fraction * width);
-        out.printf(Locale.ROOT, "\r[%s%s] %-6s %9s sent, %9s remaining, %8s/s, round %d, expected downtime %d ms   ",
-                "#".repeat(filled), ".".repeat(width - filled), s.get("status").getAsString(), bytes(sent), bytes(remaining),
-                bytes((long) (ram.get("mbps").getAsDouble() * 1e6 / 8)), ram.get("dirty-sync-count").getAsLong(),
-                s.get("expected-downtime").getAsLong());
+        out.printf(Locale.ROOT, "\r[%s%s] %-6s %9s sent, %9s remaining, %8s/s, round %d, expected downtime %s   ",
+                "#".repeat(filled), ".".repeat(width - filled), status, bytes(sent), remaining < 0 ? "-" : bytes(remaining),
+                bytes((long) (mbps * 1e6 / 8)), pass, expectedDowntime == null ? "-" : expectedDowntime + " ms");
         out.flush();
         shown = true;
     }
@@ -52,9 +83,10 @@ final class Progress {
     static String summary(JsonObject s) {
         JsonObject ram = s.getAsJsonObject("ram");
         StringBuilder b = new StringBuilder();
-        b.append(String.format(Locale.ROOT, "migration %s in %d ms (setup %d ms), downtime %s ms (expected %d ms)%n",
+        b.append(String.format(Locale.ROOT, "migration %s in %d ms (setup %d ms), downtime %s ms (expected %s ms)%n",
                 s.get("status").getAsString(), s.get("total-time").getAsLong(), s.get("setup-time").getAsLong(),
-                s.get("downtime").isJsonNull() ? "-" : s.get("downtime").getAsString(), s.get("expected-downtime").getAsLong()));
+                s.get("downtime").isJsonNull() ? "-" : s.get("downtime").getAsString(),
+                s.get("expected-downtime").isJsonNull() ? "-" : s.get("expected-downtime").getAsString()));
         b.append(String.format(Locale.ROOT, "  %s transferred at %.1f Mbit/s in %d round(s)%s%n", bytes(s.get("transferred").getAsLong()),
                 ram.get("mbps").getAsDouble(), ram.get("dirty-sync-count").getAsLong(),
                 s.get("stopped-by-iteration-cap").getAsBoolean() ? " (stopped by the iteration cap)" : ""));

@@ -11,10 +11,12 @@ import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.HugePages;
 
 /**
- * The VM section of the config: memory, vCPUs and the built-in workload. Later modules add their
- * sections (migration, devices) to the same file with keys of their own.
+ * The VM section of the config: its identity, memory, vCPUs and the built-in workload. Later modules add their
+ * sections (migration, devices) to the same file with keys of their own. {@code uuid} is null when the file
+ * gives none.
  */
-public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload, Accelerator accelerator, HugePages hugePages) {
+public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings workload, Accelerator accelerator, HugePages hugePages,
+                        java.util.UUID uuid) {
 
     /** What runs the guest: KVM, a software guest (a Java thread, for hosts without /dev/kvm), or KVM where usable. */
     public enum Accelerator { AUTO, KVM, SOFTWARE }
@@ -28,6 +30,18 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
                 default -> throw new IllegalArgumentException("expected auto, kvm or software");
             });
 
+    public static final ConfigKey<String> UUID = new ConfigKey<>("vm.uuid", "",
+            "The VM's identity, which a migration keeps (as libvirt's domain UUID): empty gives `run` a random one for the process's lifetime and lets `incoming` take the source's from the stream it starts from; an `incoming` given one takes only a stream of the VM with that UUID. `query-status` shows it.",
+            v -> {
+                if (v.isEmpty()) return v;
+                try {
+                    java.util.UUID u = java.util.UUID.fromString(v);
+                    if (!u.toString().equals(v.toLowerCase(java.util.Locale.ROOT))) throw new IllegalArgumentException(v);
+                    return v;
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("expected a UUID, 8-4-4-4-12 hex digits (e.g. 6f1c2c1e-3b0a-4c53-9d3e-2a8f7a0d51b4)");
+                }
+            });
     public static final ConfigKey<Long> MEMORY = ConfigKey.size("vm.memory", "256M",
             "Guest RAM. Above 3 GiB the rest is placed from 4 GiB (a PC-style hole for MMIO).");
     public static final ConfigKey<HugePages> HUGEPAGES = new ConfigKey<>("vm.hugepages", "none",
@@ -48,7 +62,7 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
     public static final ConfigKey<Boolean> WORKLOAD_REPORT = ConfigKey.flag("workload.report-passes", "true",
             "Exit to the VMM after each pass to report progress; false gives a guest that never exits.");
 
-    public static final List<ConfigKey<?>> KEYS = List.of(MEMORY, HUGEPAGES, VCPUS, ACCELERATOR, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
+    public static final List<ConfigKey<?>> KEYS = List.of(UUID, MEMORY, HUGEPAGES, VCPUS, ACCELERATOR, WORKLOAD_START, WORKLOAD_SIZE, WORKLOAD_STRIDE,
             WORKLOAD_PASSES, WORKLOAD_RATE, WORKLOAD_REPORT);
 
     /** Builds the typed config, checking what only makes sense across keys. */
@@ -79,7 +93,8 @@ public record VmmConfig(long memorySize, int vcpus, DirtyingWorkload.Settings wo
         }
         DirtyingWorkload.Settings workload = new DirtyingWorkload.Settings(start, size / stride, stride,
                 config.get(WORKLOAD_PASSES), config.get(WORKLOAD_RATE), config.get(WORKLOAD_REPORT));
-        return new VmmConfig(memory, (int) vcpus, workload, config.get(ACCELERATOR), hugePages);
+        String uuid = config.get(UUID);
+        return new VmmConfig(memory, (int) vcpus, workload, config.get(ACCELERATOR), hugePages, uuid.isEmpty() ? null : java.util.UUID.fromString(uuid));
     }
 
     public static VmmConfig load(Path file, List<String> overrides) {

@@ -95,6 +95,15 @@ public final class TransferRing implements AutoCloseable {
         }
     }
 
+    /**
+     * A new bandwidth cap over all channels (bytes per second, 0 = unlimited), from any thread: each sender
+     * takes its share from the next frame it writes, its pacing schedule restarted at the new rate.
+     */
+    public void maxBandwidth(long bytesPerSecond) {
+        if (bytesPerSecond < 0) throw new IllegalArgumentException("max bandwidth " + bytesPerSecond + " is negative");
+        for (Sender s : senders) s.nanosPerByte100 = Sender.rate(bytesPerSecond / channels);
+    }
+
     /** One channel, a blocking wait strategy (on 2 cores a spinning sender would take the producers' core), no cap. */
     public TransferRing(int size, GatheringByteChannel out, MemoryViews views, long maxFramePages) {
         this(size, List.of(out), views, maxFramePages, new BlockingWaitStrategy(), 0);
@@ -269,8 +278,10 @@ public final class TransferRing implements AutoCloseable {
         private final IdentityHashMap<MemorySegment, ByteBuffer> sectionViews = new IdentityHashMap<>();
         /** Bytes and chunks per section index (2 × index, 2 × index + 1), written by this sender, read by stats. */
         final java.util.concurrent.atomic.AtomicLongArray perSection = new java.util.concurrent.atomic.AtomicLongArray(2 * org.vmmkit.migration.wire.StreamHeader.MAX_SECTIONS);
-        private final long nanosPerByte100; // 100 x nanoseconds per byte at the cap; 0 = no cap
-        private long paceStart, paceBytes;
+        /** 100 x nanoseconds per byte at the cap; 0 = no cap. Written by {@link #maxBandwidth} from any thread. */
+        volatile long nanosPerByte100;
+        private long pacedRate, paceStart, paceBytes; // this sender's own: the rate its schedule was started at
+
         // Written by this sender only; volatile so that stats can be read live from any thread.
         volatile long ramPages, zeroPages, frames, bytes, sectionBytes, sectionChunks;
 
@@ -281,7 +292,12 @@ public final class TransferRing implements AutoCloseable {
             this.out = out;
             this.ram = new RamSender(views, codec, maxFramePages, ramChecksums);
             this.pageBytes = RAM_PAGE + (ramChecksums ? 4 : 0);
-            this.nanosPerByte100 = maxBandwidth <= 0 ? 0 : Math.max(1, 100_000_000_000L / maxBandwidth);
+            this.nanosPerByte100 = rate(maxBandwidth);
+            this.pacedRate = nanosPerByte100;
+        }
+
+        static long rate(long bytesPerSecond) {
+            return bytesPerSecond <= 0 ? 0 : Math.max(1, 100_000_000_000L / bytesPerSecond);
         }
 
         /**
@@ -290,11 +306,17 @@ public final class TransferRing implements AutoCloseable {
          * bursting to catch up.
          */
         private void pace(long bytes) {
-            if (nanosPerByte100 == 0) return;
+            long rate = nanosPerByte100;
+            if (rate != pacedRate) { // the cap changed: a schedule at the new rate from now
+                pacedRate = rate;
+                paceStart = 0;
+                paceBytes = 0;
+            }
+            if (rate == 0) return;
             long now = System.nanoTime();
             if (paceStart == 0) paceStart = now;
             paceBytes += bytes;
-            long due = paceStart + paceBytes * nanosPerByte100 / 100;
+            long due = paceStart + paceBytes * rate / 100;
             if (now - due > 100_000_000L) {
                 paceStart = now;
                 paceBytes = 0;

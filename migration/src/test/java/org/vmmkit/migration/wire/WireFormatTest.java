@@ -22,7 +22,8 @@ class WireFormatTest {
 
     private static final StreamHeader SOURCE = new StreamHeader(StreamHeader.VERSION, 4096,
             List.of(new StreamHeader.Range(0, 3L << 30), new StreamHeader.Range(4L << 30, 1L << 30)),
-            List.of(new SectionInfo("emulated-gpu0", "vfio-v1", 1), new SectionInfo("serial0", "host-uart", 7)), 2).withChannels(3, 0x1234_5678_9abcL);
+            List.of(new SectionInfo("emulated-gpu0", "vfio-v1", 1, "protocol=v1;regions=0:4K;memory=16M"), new SectionInfo("serial0", "host-uart", 7)), 2)
+            .withChannels(3, 0x1234_5678_9abcL).withVm(java.util.UUID.fromString("6f1c2c1e-3b0a-4c53-9d3e-2a8f7a0d51b4"));
 
     private FileChannel channel(String name) throws Exception {
         return FileChannel.open(dir.resolve(name), StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
@@ -40,6 +41,28 @@ class WireFormatTest {
             StreamHeader read = StreamHeader.read(ch);
             assertEquals(SOURCE, read);
             read.checkCompatibleWith(SOURCE);
+        }
+    }
+
+    @Test
+    void theHeaderCarriesTheVmIdentityAndEachSectionsConfiguration() throws Exception {
+        try (FileChannel ch = withBytes(SOURCE.encode())) {
+            StreamHeader read = StreamHeader.read(ch);
+            assertEquals(SOURCE.vm(), read.vm());
+            assertEquals("protocol=v1;regions=0:4K;memory=16M", read.sections().get(0).config());
+            assertEquals("", read.sections().get(1).config());
+        }
+        ByteBuffer b = SOURCE.encode().order(ByteOrder.LITTLE_ENDIAN);
+        assertEquals(SOURCE.vm().getMostSignificantBits(), b.getLong(64), "the identity at offset 64, after the nonce");
+        int configLength = StreamHeader.FIXED + 16 * SOURCE.memory().size() + 12; // the first section's, after its version, id and kind lengths
+        assertEquals("protocol=v1;regions=0:4K;memory=16M".length(), b.getInt(configLength));
+        b.putInt(configLength, SectionInfo.MAX_CONFIG + 1);
+        java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
+        crc.update(b.array(), 0, b.limit() - 4);
+        b.putInt(b.limit() - 4, (int) crc.getValue());
+        try (FileChannel ch = withBytes(b)) {
+            String why = assertThrows(WireFormatException.class, () -> StreamHeader.read(ch)).getMessage();
+            assertTrue(why.contains("section 0 has an id of 13 bytes, a kind of 7 bytes, a config of 1025 bytes"), why);
         }
     }
 
@@ -100,7 +123,7 @@ class WireFormatTest {
     @Test
     void aNameWhosePaddingOverrunsTheHeaderIsRefusedNamingTheHeader() throws Exception {
         ByteBuffer b = SOURCE.encode().order(ByteOrder.LITTLE_ENDIAN);
-        int kindLength = b.limit() - 4 - 16 - 8 - 8; // the last section's: before its reserved field, id (8 padded) and kind (16 padded)
+        int kindLength = b.limit() - 4 - 16 - 8 - 8; // the last section's: before its config length, id (8 padded), kind (16 padded) and no config
         assertEquals("host-uart".length(), b.getInt(kindLength));
         b.putInt(kindLength, 17); // 17 bytes fit before the end, their padding to 24 does not
         java.util.zip.CRC32C crc = new java.util.zip.CRC32C();

@@ -19,8 +19,16 @@ public final class DeviceMigrationPlan implements AutoCloseable {
     /** The protocol that moves a device: detected, or forced by the config. */
     public enum Protocol { AUTO, V1, V2 }
 
-    /** A device and what the config says of it. */
-    public record Entry(VfioDevice device, boolean migratable, Protocol protocol) {
+    /**
+     * A device and what the config says of it: whether it migrates, by which protocol, and {@code shape}, the
+     * VMM's own settings for it ({@code key=value;...}, e.g. {@code memory=16M}) that the destination's device
+     * must equal, added to its section's config after the region sizes.
+     */
+    public record Entry(VfioDevice device, boolean migratable, Protocol protocol, String shape) {
+        public Entry(VfioDevice device, boolean migratable, Protocol protocol) {
+            this(device, migratable, protocol, "");
+        }
+
         public Entry(VfioDevice device, boolean migratable) {
             this(device, migratable, Protocol.AUTO);
         }
@@ -54,7 +62,15 @@ public final class DeviceMigrationPlan implements AutoCloseable {
             try {
                 Protocol p = e.protocol();
                 if (p == Protocol.AUTO) p = V2DeviceMigration.supported(e.device()) ? Protocol.V2 : Protocol.V1;
-                opened.add(p == Protocol.V2 ? V2DeviceMigration.open(e.device(), group, v2) : V1DeviceMigration.open(e.device(), opened.size(), v1));
+                if (p == Protocol.V2) {
+                    V2DeviceMigration d = V2DeviceMigration.open(e.device(), group, v2);
+                    d.configure(e.shape());
+                    opened.add(d);
+                } else {
+                    V1DeviceMigration d = V1DeviceMigration.open(e.device(), opened.size(), v1);
+                    d.configure(e.shape());
+                    opened.add(d);
+                }
             } catch (MigrationBlockedException blocked) {
                 blockers.add(blocked.getMessage());
             }

@@ -59,10 +59,13 @@ public final class V1DeviceMigration implements DeviceSection {
     private long sequence;
     private long bytesSaved, chunksSaved, bytesLoaded, chunksLoaded;
 
+    private String config; // the section's config: the device's shape (set at open)
+
     private V1DeviceMigration(int deviceId, MigrationRegion region, Options options) {
         this.deviceId = deviceId;
         this.region = region;
         this.options = options;
+        configure("");
     }
 
     /**
@@ -382,10 +385,18 @@ public final class V1DeviceMigration implements DeviceSection {
 
     // ---- the migration section: the coordinator's view of the save and resume sequences above ----
 
-    /** Section id = the device name, kind {@value #SECTION_KIND}, version 1 (the framing; the chunks are the vendor's). */
+    /**
+     * Section id = the device name, kind {@value #SECTION_KIND}, version 1 (the framing; the chunks are the
+     * vendor's), config: the device's shape ({@link DeviceShape}).
+     */
     @Override
     public SectionInfo info() {
-        return new SectionInfo(deviceName(), SECTION_KIND, 1);
+        return new SectionInfo(deviceName(), SECTION_KIND, 1, config);
+    }
+
+    /** Sets what the section's config says of the device: its region sizes, and {@code vmm} ({@code key=value;...}) of the VMM's own. */
+    void configure(String vmm) {
+        this.config = DeviceShape.of(region.device(), "v1", region.index(), vmm);
     }
 
     @Override

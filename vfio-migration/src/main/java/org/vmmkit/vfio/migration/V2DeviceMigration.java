@@ -112,8 +112,11 @@ public final class V2DeviceMigration implements DeviceSection {
         this.buffer = GuardedMapping.anonymous(options.chunkBytes(), arena, "device " + device.name() + " v2 chunk buffer");
         this.precopyInfo = arena.allocate(V2Abi.PRECOPY_INFO);
         this.state = readState();
+        configure("");
         group.add(this);
     }
+
+    private String config; // the section's config: the device's shape (set at open)
 
     /** Whether the device speaks migration v2 ({@code VFIO_DEVICE_FEATURE_MIGRATION} answers with STOP_COPY). */
     public static boolean supported(VfioDevice device) {
@@ -249,9 +252,15 @@ public final class V2DeviceMigration implements DeviceSection {
 
     // ---- save ----
 
+    /** Section id = the device name, kind {@value #SECTION_KIND}, version 1, config: the device's shape ({@link DeviceShape}). */
     @Override
     public SectionInfo info() {
-        return new SectionInfo(deviceName(), SECTION_KIND, 1);
+        return new SectionInfo(deviceName(), SECTION_KIND, 1, config);
+    }
+
+    /** Sets what the section's config says of the device: its region sizes, and {@code vmm} ({@code key=value;...}) of the VMM's own. */
+    void configure(String vmm) {
+        this.config = DeviceShape.of(device, "v2", -1, vmm);
     }
 
     /** RUNNING → PRE_COPY where offered (the saving session opens); otherwise the device runs on untouched. */
