@@ -66,16 +66,17 @@ public record StreamMeaning(byte[] memory, Map<Long, byte[]> vcpus, List<byte[]>
     /** The section ids of the header ({@code size} bytes) in order, or null where they cannot be framed. */
     private static List<String> sectionIds(ByteBuffer in, int size) {
         int regions = in.getInt(20), sections = in.getInt(24);
-        long at = 64 + 16L * regions;
+        long at = 80 + 16L * regions; // the fixed part (identity included), then the RAM ranges
         List<String> ids = new ArrayList<>();
         for (int i = 0; i < sections; i++) {
             if (regions < 0 || sections < 0 || at + 16 > size) return null;
-            int idLength = in.getInt((int) at + 4), kindLength = in.getInt((int) at + 8);
-            if (idLength < 0 || kindLength < 0 || at + 16 + pad8(idLength) + pad8(kindLength) > size) return null;
+            int idLength = in.getInt((int) at + 4), kindLength = in.getInt((int) at + 8), configLength = in.getInt((int) at + 12);
+            long entry = 16 + pad8(idLength) + pad8(kindLength) + pad8(configLength);
+            if (idLength < 0 || kindLength < 0 || configLength < 0 || at + entry > size) return null;
             byte[] id = new byte[idLength];
             in.get((int) at + 16, id);
             ids.add(new String(id, java.nio.charset.StandardCharsets.UTF_8));
-            at += 16 + pad8(idLength) + pad8(kindLength);
+            at += entry;
         }
         return ids;
     }
