@@ -73,7 +73,6 @@ public final class MigrationSource {
     private volatile long maxBandwidth;
     private volatile List<Connection> active = List.of();
     private volatile SocketAddress destinationAddress; // where outcome queries go; null when given connections
-    private long phaseStartNanos;
     private boolean quiet; // no INFO lines (the start-up rehearsal)
     private boolean memfdPassing = true; // offer the guest-memory memfds over a Unix socket (a local live upgrade)
     private long connectMicros; // the first connection's TCP connect (a round trip the kernels answer); 0 when given connections
@@ -236,27 +235,13 @@ public final class MigrationSource {
     public MigrationStats migrate(SocketAddress destination) throws MigrationException {
         destinationAddress = destination;
         Connection first;
-        SocketChannel socket = null;
+        long[] connect = new long[1];
         try {
-            if (destination instanceof java.net.InetSocketAddress inet && inet.isUnresolved()) {
-                throw new IOException("cannot resolve host '" + inet.getHostString() + "'");
-            }
-            // The connect is timed apart from the transport's handshake: SYN to SYN-ACK is a round trip that
-            // the two kernels answer, with no work of the destination's in it (see handshake()).
-            long before = System.nanoTime();
-            socket = Transport.open(destination, CONNECT_TIMEOUT);
-            connectMicros = Math.max(1, (System.nanoTime() - before) / 1000);
-            first = transport.client(socket);
+            first = SourceHandshake.connect(destination, transport, CONNECT_TIMEOUT, connect);
         } catch (IOException | RuntimeException e) {
-            if (socket != null) {
-                try {
-                    socket.close();
-                } catch (IOException ignored) {
-                    // the connection failed already; that is what is reported
-                }
-            }
             throw notConnected("connecting to " + destination + " (" + transport.kind() + ")", e);
         }
+        connectMicros = connect[0];
         return migrateOver(first, i -> transport.connect(destination, CONNECT_TIMEOUT));
     }
 
@@ -288,14 +273,8 @@ public final class MigrationSource {
         return new MigrationException(stats.error(), e);
     }
 
-    /** The further channels' connections, made (and handshaken) when the destination is ready to accept them. */
-    @FunctionalInterface
-    private interface FurtherChannels {
-        Connection open(int index) throws IOException;
-    }
-
     /** Migrates over {@code first} and the further connections; closes them all. */
-    private MigrationStats migrateOver(Connection first, FurtherChannels further) throws MigrationException {
+    private MigrationStats migrateOver(Connection first, SourceHandshake.FurtherChannels further) throws MigrationException {
         List<Connection> channels = new CopyOnWriteArrayList<>(List.of(first));
         try {
             return run(channels, further);
@@ -316,33 +295,35 @@ public final class MigrationSource {
         boolean saving, paused, committed;
     }
 
-    private MigrationStats run(List<Connection> channels, FurtherChannels further) throws MigrationException {
+    private MigrationStats run(List<Connection> channels, SourceHandshake.FurtherChannels further) throws MigrationException {
         Connection channel = channels.get(0);
         active = channels;
         noDelay(channel.socket());
         if (cancelled) cancel();
         long start = System.nanoTime();
         stats.startNanos = start;
-        phaseStartNanos = start;
+        PhaseLog phases = new PhaseLog(quiet, stats, start);
         stats.enter(MigrationStatus.SETUP, "setup");
         Progress done = new Progress();
-        MigrationEvents.Phase phaseEvent = new MigrationEvents.Phase();
-        phaseEvent.begin();
+        MigrationEvents.Phase phaseEvent = phases.begin();
         ReturnPath back = new ReturnPath(channel);
         Nonce[] nonce = new Nonce[1];
-        String[] memfdsTo = new String[1]; // where the destination takes the memfds; null: RAM is copied
         DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
         Throttle throttle = new Throttle(vm);
         stats.throttle = throttle;
         stats.policy = settings.convergence();
         TransferRing ring = null;
         try {
-            long roundTripMicros = handshake(channels, further, back, nonce, memfdsTo);
-            if (memfdsTo[0] != null) {
+            SourceHandshake.Opened opened = new SourceHandshake(settings, sections, vm, transport, identity, readyTimeout)
+                    .open(channels, further, back, memfdPassing, connectMicros, () -> cancelled);
+            nonce[0] = opened.nonce();
+            long roundTripMicros = opened.floorMicros();
+            String memfdsTo = opened.memfdsTo();
+            if (memfdsTo != null) { // where the destination takes the memfds; null: RAM is copied
                 // A local live upgrade: the destination maps these very memfds, so there is no page to send and
                 // no dirty page to track. It maps them only once the stream is complete and starts on them only
                 // at COMMIT: until then this side alone runs on them, and a rollback is as always.
-                MemfdHandoff.send(memfdsTo[0], nonce[0], memory, readyTimeout);
+                MemfdHandoff.send(memfdsTo, nonce[0], memory, readyTimeout);
                 tracker.close();
                 tracker = DirtyTracker.nothingToSend(memory);
                 stats.memfdsPassed = true;
@@ -367,7 +348,7 @@ public final class MigrationSource {
                         (handshakeDone - start) / 1000, roundTripMicros, (trackingDone - handshakeDone) / 1000, (sectionsDone - trackingDone) / 1000,
                         (System.nanoTime() - sectionsDone) / 1000);
             }
-            phaseEvent = endPhase(phaseEvent, done.phase, "done");
+            phaseEvent = phases.end(phaseEvent, done.phase, "done");
             done.phase = "pre-copy";
             stats.enter(MigrationStatus.ACTIVE, "pre-copy");
 
@@ -379,12 +360,14 @@ public final class MigrationSource {
                 throttle.stop(); // the guest runs unthrottled again before stop-and-copy pauses it, or the rollback resumes it
             }
             checkCancelled();
-            phaseEvent = endPhase(phaseEvent, done.phase, capped ? "iteration cap" : "converged");
+            phaseEvent = phases.end(phaseEvent, done.phase, capped ? "iteration cap" : "converged");
             done.phase = "stop-and-copy";
             stats.enter(MigrationStatus.DEVICE, "stop-and-copy");
-            stopAndCopy(tracker, ring, producer, producers, done);
+            stats.pauseNanos = System.nanoTime();
+            done.paused = true; // before the pause: a rollback resumes whatever paused
+            StopAndCopy.run(vm, sections, tracker, ring, producer, producers, stats);
 
-            phaseEvent = endPhase(phaseEvent, done.phase, "sent");
+            phaseEvent = phases.end(phaseEvent, done.phase, "sent");
             done.phase = "handover";
             stats.enter(MigrationStatus.DEVICE, "handover");
             // The destination never starts without COMMIT: until it is written, rolling back is safe, and a
@@ -399,101 +382,27 @@ public final class MigrationSource {
             back.expect(FrameType.ACK_COMPLETE, "handover");
             stats.destinationResident = back.lastA();
             tracker.stop();
-            endPhase(phaseEvent, done.phase, "acknowledged");
+            phases.end(phaseEvent, done.phase, "acknowledged");
             return stats.completed(null);
         } catch (Throwable failure) {
             if (done.committed && !(failure instanceof ReturnPath.RefusedByDestination)) {
-                endPhase(phaseEvent, done.phase, "outcome unknown");
-                stopTracking(tracker);
+                phases.end(phaseEvent, done.phase, "outcome unknown");
+                SourceRollback.stopTracking(tracker);
                 String lost = cancelled ? "cancelled after COMMIT was sent (too late to roll back)" : "the answer to COMMIT was lost: " + failure.getMessage();
-                return handover.settle(lost, failure, destinationAddress, nonce[0], () -> rollBack(true, true, null));
+                return handover.settle(lost, failure, destinationAddress, nonce[0], () -> SourceRollback.rollBack(sections, vm, true, true, null));
             }
             if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase); // ERROR before the reset, if sent
-            String rollback = rollBack(done.saving, done.paused, tracker);
+            String rollback = SourceRollback.rollBack(sections, vm, done.saving, done.paused, tracker);
             long rounds = stats.rounds;
             String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s")
                     + (stats.expectedMicros > 0 ? " (expected downtime " + stats.expectedMicros / 1000 + " ms)" : " (no downtime estimate yet)") : "");
-            endPhase(phaseEvent, done.phase, cancelled ? "cancelled" : "failed");
+            phases.end(phaseEvent, done.phase, cancelled ? "cancelled" : "failed");
             stats.end(cancelled ? MigrationStatus.CANCELLED : MigrationStatus.FAILED, cancelled ? "migration cancelled in " + where + "; " + rollback
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback); // the live figures at the failure
             throw new MigrationException(stats.error(), failure);
         } finally {
             if (ring != null) ring.close();
             tracker.close();
-        }
-    }
-
-    /**
-     * HELLO (the nonce), the stream header, the further channels (each opened and announced with CHANNEL once
-     * the destination can accept it), READY. Nothing has changed on either side before READY, so a
-     * destination that does not answer in time (a stuck or foreign listener) is given up on. Returns the floor
-     * of every downtime estimate: the handover (COMPLETE to PREPARED, COMMIT to ACK_COMPLETE) costs at least
-     * two network round trips, taken from the first connection's TCP connect. Header to READY is no measure of
-     * the network: it holds the destination's own set-up (header checks, channels accepted, threads started;
-     * 100 ms in a fresh process, against tens of microseconds on loopback), work the handover does not repeat.
-     * Only where the connections were made by the caller (no connect timed) is header to READY used.
-     */
-    private long handshake(List<Connection> channels, FurtherChannels further, ReturnPath back, Nonce[] nonce, String[] memfdsTo) throws IOException {
-        Connection channel = channels.get(0);
-        boolean offer = memfdPassing && Transport.isUnix(channel.socket()) && MemfdHandoff.possible(memory);
-        long streamId = new java.security.SecureRandom().nextLong();
-        long[] headerSent = new long[1];
-        ReturnPath.within(readyTimeout, channels, "READY", () -> {
-            nonce[0] = back.hello();
-            List<SectionInfo> infos = new ArrayList<>();
-            for (SectionSaver x : sections) infos.add(x.info());
-            ByteBuffer header = headerOf(memory, infos, vm.vcpuCount()).withChannels(settings.channels(), streamId)
-                    .withRamChecksums(settings.ramChecksums()).withNonce(nonce[0]).withMemfdOffer(offer).withVm(identity).encode();
-            while (header.hasRemaining()) channel.write(header);
-            for (int i = 1; i < settings.channels(); i++) {
-                Connection c;
-                try {
-                    c = further.open(i);
-                } catch (IOException e) {
-                    throw new IOException("opening channel " + i + " of " + settings.channels() + " (" + transport.kind() + "): " + e.getMessage(), e);
-                }
-                channels.add(c);
-                noDelay(c.socket());
-                if (cancelled) c.close();
-                new FrameCodec(0).write(c, FrameType.CHANNEL, streamId, i, null, null);
-            }
-            headerSent[0] = System.nanoTime();
-            ByteBuffer ready = back.expect(FrameType.READY, "setup");
-            if (back.lastA() == 1) { // the destination takes the memfds, at the address READY names
-                if (!offer) throw new IOException("the destination asked for memfds that were not offered");
-                memfdsTo[0] = java.nio.charset.StandardCharsets.UTF_8.decode(ready).toString();
-            }
-        });
-        return connectMicros > 0 ? 2 * connectMicros : Math.max(1, (System.nanoTime() - headerSent[0]) / 1000);
-    }
-
-    /**
-     * vCPUs paused, sections stopped, then the final sync (after the sections stopped: a device's last DMA is
-     * in it), the rest of memory, every section until nothing is pending, each vCPU's state, COMPLETE on every
-     * channel, all sent.
-     */
-    private void stopAndCopy(DirtyTracker tracker, TransferRing ring, MemoryProducer producer, List<SectionProducer> producers, Progress done) {
-        stats.pauseNanos = System.nanoTime();
-        vm.pause();
-        done.paused = true;
-        for (SectionSaver x : sections) x.stop();
-        tracker.sync();
-        stats.beginRound(tracker.dirtyPages(), 0);
-        producer.publish(tracker);
-        for (SectionProducer p : producers) {
-            if (p.drain(0) != 0) throw new IllegalStateException("section " + p.section().info() + " still has data after stop-and-copy");
-            p.awaitRelease();
-            p.section().finishSave();
-        }
-        ring.publishComplete();
-        ring.awaitSent(60, TimeUnit.SECONDS);
-    }
-
-    private static void stopTracking(DirtyTracker tracker) {
-        try {
-            tracker.stop();
-        } catch (RuntimeException e) {
-            LOG.log(System.Logger.Level.WARNING, "stopping dirty tracking after the handover failed: " + e.getMessage());
         }
     }
 
@@ -504,48 +413,5 @@ public final class MigrationSource {
         } catch (IOException | UnsupportedOperationException e) {
             // not a TCP socket (a test's pipe) or already closed: the migration reports any real problem
         }
-    }
-
-    /** Commits the event of the phase that ends and logs it (INFO: a line per phase); returns the next phase's event, begun. */
-    private MigrationEvents.Phase endPhase(MigrationEvents.Phase event, String phase, String outcome) {
-        event.phase = phase;
-        event.outcome = outcome;
-        event.commit();
-        long now = System.nanoTime();
-        TransferRing ring = stats.ring;
-        if (!quiet) LOG.log(System.Logger.Level.INFO, "migration {0}: {1} in {2} ms (round {3}, {4} bytes sent, expected downtime {5} us)", phase, outcome,
-                (now - phaseStartNanos) / 1_000_000, stats.rounds, ring == null ? 0 : ring.bytesWritten(), stats.expectedMicros);
-        phaseStartNanos = now;
-        MigrationEvents.Phase next = new MigrationEvents.Phase();
-        next.begin();
-        return next;
-    }
-
-    /** Puts the source back as it was: every section cancelled in reverse order, vCPUs resumed, tracking stopped. Says what it did. */
-    private String rollBack(boolean saving, boolean paused, DirtyTracker tracker) {
-        List<String> done = new ArrayList<>();
-        if (saving) {
-            for (int i = sections.size() - 1; i >= 0; i--) {
-                SectionSaver x = sections.get(i);
-                try {
-                    done.add(x.cancelSave());
-                } catch (RuntimeException e) {
-                    done.add("section " + x.info().id() + " could not be put back: " + e.getMessage());
-                }
-            }
-        }
-        if (paused) {
-            vm.resume();
-            done.add("vCPUs resumed");
-        }
-        if (tracker != null) {
-            try {
-                tracker.stop();
-                done.add("dirty tracking stopped");
-            } catch (RuntimeException e) {
-                done.add("stopping dirty tracking failed: " + e.getMessage());
-            }
-        }
-        return "rolled back: " + String.join(", ", done);
     }
 }
