@@ -275,7 +275,7 @@ public final class Machine implements AutoCloseable {
      * own thread; {@link #migrationStats()} follows it. Refused while one runs or once the VM has migrated away.
      */
     public synchronized void migrate(java.net.SocketAddress destination, MigrationSettings overrides) {
-        if (outgoing.threadRunning()) throw new IllegalStateException("a migration is already running");
+        if (outgoing.running()) throw new IllegalStateException("a migration is already running");
         Status now = status();
         if (now != Status.RUNNING) throw new IllegalStateException("the VM is " + now.label() + ", not running");
         KvmDirtyLog kvmLog = vm == null ? null : new KvmDirtyLog(vm);

@@ -55,6 +55,24 @@ final class OutgoingMigration {
         return t != null && t.isAlive();
     }
 
+    /**
+     * Whether the last migration's thread is done, waiting for it where its migration has ended (it still logs and
+     * closes its dirty log after the end its events announced: a client that starts the next migration on that
+     * event must not be refused). False while a migration is under way.
+     */
+    private boolean lastThreadDone() {
+        Thread t = thread;
+        if (t == null || !t.isAlive()) return true;
+        MigrationStats last = stats();
+        if (last == null || !last.ended()) return false;
+        try {
+            t.join(java.time.Duration.ofSeconds(10));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return !t.isAlive();
+    }
+
     /** Whether a migration is under way: started and not ended (an unknown outcome has ended). */
     boolean running() {
         return threadRunning() && !stats().ended();
@@ -87,7 +105,7 @@ final class OutgoingMigration {
      */
     synchronized void start(SocketAddress destination, MigrationSettings overrides, Function<MigrationSettings, MigrationSource> build,
                             Runnable after) {
-        if (threadRunning()) throw new IllegalStateException("a migration is already running");
+        if (!lastThreadDone()) throw new IllegalStateException("a migration is already running");
         Consumer<MigrationEvent> listener = events;
         MigrationSource source = build.apply(overrides == null ? parameters : overrides).withListener(listener);
         abandoned = null;
