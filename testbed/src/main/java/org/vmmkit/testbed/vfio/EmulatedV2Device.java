@@ -103,6 +103,12 @@ public final class EmulatedV2Device implements EmulatedDevice {
     private Session lastOpened;
     private int inflightP2p;
     private long ops, dmaWrites, p2pWrites, p2pReceived;
+    /**
+     * Whether it writes its peers: a reset device has no peer DMA programmed (on real hardware that is what makes
+     * the moment between a reset and the P2P arc after it harmless); a state loaded and run again (STOP to
+     * RUNNING_P2P or RUNNING) brings it back. Guarded by this.
+     */
+    private boolean peerDmaProgrammed = true;
     private EmulatedVfioContainer dma;
     private long dmaIova, dmaBytes;
     private P2pFabric fabric;
@@ -258,7 +264,7 @@ public final class EmulatedV2Device implements EmulatedDevice {
             logDma(target, PAGE);
             dmaWrites++;
         }
-        if (fabric != null && config.p2pEvery() > 0 && ops % config.p2pEvery() == 0 && !state.p2pQuiesced()) {
+        if (fabric != null && peerDmaProgrammed && config.p2pEvery() > 0 && ops % config.p2pEvery() == 0 && !state.p2pQuiesced()) {
             List<EmulatedV2Device> peers = fabric.peers(this);
             if (!peers.isEmpty()) {
                 inflightP2p++; // a P2P arc waits for it: the header's "complete any such outstanding operations"
@@ -724,6 +730,7 @@ public final class EmulatedV2Device implements EmulatedDevice {
         }
         state = next;
         arcs.add(from + "->" + next);
+        if (from == MigState.STOP && (next == MigState.RUNNING_P2P || next == MigState.RUNNING)) peerDmaProgrammed = true; // its state, peer DMA included, is back
         notifyAll();
     }
 
@@ -916,7 +923,10 @@ public final class EmulatedV2Device implements EmulatedDevice {
 
     // ---- reset and close ----
 
-    /** VFIO_DEVICE_RESET: RUNNING, no session; a device reset out of RESUMING drops its partial state (zeroes). */
+    /**
+     * VFIO_DEVICE_RESET: RUNNING, no session, no peer DMA programmed (until a loaded state runs); a device reset out
+     * of RESUMING drops its partial state (zeroes).
+     */
     @Override
     public synchronized void reset() {
         if (state == MigState.RESUMING || state == MigState.ERROR && resume != null) {
@@ -925,6 +935,7 @@ public final class EmulatedV2Device implements EmulatedDevice {
         }
         endSessions();
         arcs.add(state + "->RUNNING (reset)");
+        peerDmaProgrammed = false; // a reset device has no peer DMA programmed until a loaded state runs again
         state = MigState.RUNNING;
         notifyAll();
     }
