@@ -45,21 +45,29 @@ public final class Rehearsal {
         try (GuestMemory from = GuestMemory.create(GuestMemory.standardLayout(SIZE));
              GuestMemory to = GuestMemory.create(GuestMemory.standardLayout(SIZE));
              ServerSocketChannel server = ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
-            from.writeLong(SIZE / 2, 0x5eed); // one page of data, the rest zero: RAM and ZERO_RUN frames both
-            MigrationDestination destination = new MigrationDestination(new StillVm(to), List.of(), null);
-            Exception[] failed = new Exception[1];
-            Thread receiver = Thread.ofPlatform().name("migration-rehearsal-destination").daemon().start(() -> {
-                try {
-                    destination.receive(server, Duration.ofSeconds(30));
-                } catch (MigrationException e) {
-                    failed[0] = e;
-                }
-            });
-            new MigrationSource(new StillVm(from), List.of(), List.of(), MigrationSettings.DEFAULT).quiet().migrate(server.getLocalAddress());
-            receiver.join();
-            if (failed[0] != null) throw failed[0];
+            migrateOnce(server, from, to, false);
             if (to.readLong(SIZE / 2) != 0x5eed) throw new IOException("the rehearsal's page did not arrive");
         }
+    }
+
+    /**
+     * One migration of {@code from}, holding one page of data and the rest zero (RAM and ZERO_RUN frames both),
+     * to {@code to} through {@code server}, the memfds handed over where {@code memfds}; throws the destination's failure.
+     */
+    private static void migrateOnce(ServerSocketChannel server, GuestMemory from, GuestMemory to, boolean memfds) throws Exception {
+        from.writeLong(SIZE / 2, 0x5eed);
+        MigrationDestination destination = new MigrationDestination(new StillVm(to), List.of(), null).withMemfdPassing(memfds);
+        Exception[] failed = new Exception[1];
+        Thread receiver = Thread.ofPlatform().name("migration-rehearsal-destination").daemon().start(() -> {
+            try {
+                destination.receive(server, Duration.ofSeconds(30));
+            } catch (MigrationException e) {
+                failed[0] = e;
+            }
+        });
+        new MigrationSource(new StillVm(from), List.of(), List.of(), MigrationSettings.DEFAULT).quiet().migrate(server.getLocalAddress());
+        receiver.join();
+        if (failed[0] != null) throw failed[0];
     }
 
     /** The local live upgrade's rehearsal: over a Unix socket in a fresh temporary directory, the memfds handed over. */
@@ -69,19 +77,7 @@ public final class Rehearsal {
         try (GuestMemory from = GuestMemory.create(GuestMemory.standardLayout(SIZE));
              GuestMemory to = GuestMemory.create(GuestMemory.standardLayout(SIZE));
              ServerSocketChannel server = ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX).bind(java.net.UnixDomainSocketAddress.of(path))) {
-            from.writeLong(SIZE / 2, 0x5eed);
-            MigrationDestination destination = new MigrationDestination(new StillVm(to), List.of(), null).withMemfdPassing(true);
-            Exception[] failed = new Exception[1];
-            Thread receiver = Thread.ofPlatform().name("migration-rehearsal-destination").daemon().start(() -> {
-                try {
-                    destination.receive(server, Duration.ofSeconds(30));
-                } catch (MigrationException e) {
-                    failed[0] = e;
-                }
-            });
-            new MigrationSource(new StillVm(from), List.of(), List.of(), MigrationSettings.DEFAULT).quiet().migrate(server.getLocalAddress());
-            receiver.join();
-            if (failed[0] != null) throw failed[0];
+            migrateOnce(server, from, to, true);
             if (to.readLong(SIZE / 2) != 0x5eed) throw new IOException("the local rehearsal's memory was not handed over");
         } finally {
             java.nio.file.Files.deleteIfExists(path);
