@@ -234,15 +234,14 @@ public final class MigrationSource {
      */
     public MigrationStats migrate(SocketAddress destination) throws MigrationException {
         destinationAddress = destination;
-        Connection first;
-        long[] connect = new long[1];
+        SourceHandshake.Connected first;
         try {
-            first = SourceHandshake.connect(destination, transport, CONNECT_TIMEOUT, connect);
+            first = SourceHandshake.connect(destination, transport, CONNECT_TIMEOUT);
         } catch (IOException | RuntimeException e) {
             throw notConnected("connecting to " + destination + " (" + transport.kind() + ")", e);
         }
-        connectMicros = connect[0];
-        return migrateOver(first, i -> transport.connect(destination, CONNECT_TIMEOUT));
+        connectMicros = first.connectMicros();
+        return migrateOver(first.connection(), i -> transport.connect(destination, CONNECT_TIMEOUT));
     }
 
     /** Migrates over one connection (settings with one channel). */

@@ -47,19 +47,18 @@ final class SourceHandshake {
 
 
     /**
-     * The first connection to {@code destination} with the transport's handshake; {@code connectMicros[0]} is
-     * the connect alone, timed apart from the handshake: SYN to SYN-ACK is a round trip that the two kernels
+     * The first connection to {@code destination} with the transport's handshake, and the connect alone, timed apart from the handshake: SYN to SYN-ACK is a round trip that the two kernels
      * answer, with no work of the destination's in it (see {@link #open}).
      */
-    static Connection connect(java.net.SocketAddress destination, Transport transport, Duration timeout, long[] connectMicros) throws IOException {
+    static Connected connect(java.net.SocketAddress destination, Transport transport, Duration timeout) throws IOException {
         if (destination instanceof java.net.InetSocketAddress inet && inet.isUnresolved()) {
             throw new IOException("cannot resolve host '" + inet.getHostString() + "'");
         }
         long before = System.nanoTime();
         java.nio.channels.SocketChannel socket = Transport.open(destination, timeout);
-        connectMicros[0] = Math.max(1, (System.nanoTime() - before) / 1000);
+        long connectMicros = Math.max(1, (System.nanoTime() - before) / 1000);
         try {
-            return transport.client(socket);
+            return new Connected(transport.client(socket), connectMicros);
         } catch (IOException | RuntimeException e) {
             try {
                 socket.close();
@@ -69,6 +68,9 @@ final class SourceHandshake {
             throw e;
         }
     }
+
+    /** The first connection, and how long its connect took (microseconds, at least 1). */
+    record Connected(Connection connection, long connectMicros) {}
 
     /** What the opening learnt: the destination's nonce, where it takes the memfds (null: RAM is copied), the downtime floor. */
     record Opened(Nonce nonce, String memfdsTo, long floorMicros) {}
