@@ -5,6 +5,10 @@ package org.vmmkit.migration;
  * pages found by each sync after the first, over the time between syncs) and the send bandwidth (bytes
  * over wall time), each over windows of at least {@link #WINDOW_NANOS}, since a round lasts under a
  * millisecond once pre-copy has caught up; and a floor of one round trip, which the handover always costs.
+ * Stopping after a round sends what the guest dirtied during that round: the rate times the round's length.
+ * The count the round's own sync found is what the previous round let the guest dirty; it is used only until
+ * a rate has been measured (in a converging migration each round is shorter than the last, so it overstates
+ * what is left: about 2x on a shaped link). A throttle change restarts the rate's window.
  * Pure arithmetic on the times and counts it is given, so it is tested without a VM.
  */
 final class DowntimeEstimator {
@@ -13,7 +17,7 @@ final class DowntimeEstimator {
     private final long pageSize, roundTripMicros;
     private long rateWindowStart, rateWindowPages, bandwidthWindowStart, bandwidthWindowBytes;
     private double bytesPerNano, dirtyRate;
-    private boolean rateMeasured;
+    private boolean rateMeasured, restartRateWindow;
     private int rounds;
 
     /** {@code roundTripMicros}: the measured round trip to the destination (at least 1). */
@@ -40,6 +44,13 @@ final class DowntimeEstimator {
             bandwidthWindowStart = roundEnd;
             bandwidthWindowBytes = totalSent;
             bytesPerNano = Math.max(sentBytes, 1) / (double) roundNanos;
+        } else if (restartRateWindow) {
+            // This sync's pages were dirtied under the previous throttle: the new window starts here, and
+            // the last rate (measured with less throttle, so no lower) stands until the window closes.
+            restartRateWindow = false;
+            rateWindowStart = syncedAt;
+            rateWindowPages = 0;
+            updateBandwidth(roundEnd, totalSent);
         } else {
             rateWindowPages += dirtyPages;
             if (syncedAt - rateWindowStart >= WINDOW_NANOS) {
@@ -50,16 +61,30 @@ final class DowntimeEstimator {
             } else if (!rateMeasured) {
                 dirtyRate = rateWindowPages * 1e9 / Math.max(1, syncedAt - rateWindowStart); // the partial window until one closes
             }
-            if (roundEnd - bandwidthWindowStart >= WINDOW_NANOS) {
-                bytesPerNano = Math.max(totalSent - bandwidthWindowBytes, 1) / (double) (roundEnd - bandwidthWindowStart);
-                bandwidthWindowStart = roundEnd;
-                bandwidthWindowBytes = totalSent;
-            }
+            updateBandwidth(roundEnd, totalSent);
         }
-        // Stopping now sends what the guest dirties in a round like this one (at the dirty rate, and no
-        // less than this round found) and every device's pending bytes, then waits a round trip for the ACK.
-        long nextDirty = Math.max(dirtyPages, (long) (dirtyRate * (roundNanos / 1e9)));
+        // Stopping now sends what the guest dirtied during this round (at the dirty rate; until a rate is
+        // measured, no less than this round's sync found) and every device's pending bytes, then waits a
+        // round trip for the ACK.
+        long duringRound = (long) (dirtyRate * (roundNanos / 1e9));
+        long nextDirty = rateMeasured ? duringRound : Math.max(dirtyPages, duringRound);
         return (long) ((nextDirty * pageSize + devicePending) / bytesPerNano / 1e3) + roundTripMicros;
+    }
+
+    private void updateBandwidth(long roundEnd, long totalSent) {
+        if (roundEnd - bandwidthWindowStart >= WINDOW_NANOS) {
+            bytesPerNano = Math.max(totalSent - bandwidthWindowBytes, 1) / (double) (roundEnd - bandwidthWindowStart);
+            bandwidthWindowStart = roundEnd;
+            bandwidthWindowBytes = totalSent;
+        }
+    }
+
+    /**
+     * The guest's throttle changed after the last round: the next sync's pages were dirtied under the old
+     * one, so the rate's window restarts at that sync instead of mixing the two.
+     */
+    void throttleChanged() {
+        restartRateWindow = true;
     }
 
     /** Pages dirtied per second, as last measured (0 before the second round). */

@@ -126,6 +126,7 @@ final class PrecopyRounds {
             }
             if (settings.convergence() == ConvergencePolicy.THROTTLE && round >= 2 && !throttle.atMaximum()) {
                 int percent = throttle.raise(); // round 1 sends everything; from round 2 the dirty rate is what is left
+                estimator.throttleChanged();
                 stats.throttlePercent = percent;
                 LOG.log(System.Logger.Level.INFO, "round {0}: expected downtime {1} ms over the {2} ms limit; guest throttled to {3} %",
                         round, micros / 1000, limit / 1000, percent);

@@ -46,4 +46,31 @@ class DowntimeEstimatorTest {
         long withDevice = e.round(2 * MS, 0, 2 * MS, 3 * MS, 1, (1L << 20) + 2, 10L << 20);
         assertEquals(10_000 + 100, withDevice, 300, "10 MiB pending at ~1 GiB/s");
     }
+
+    @Test
+    void onceARateIsMeasuredARoundIsEstimatedByItsOwnLengthNotByWhatThePreviousRoundLetTheGuestDirty() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        // Round 2 found 12 800 pages (dirtied during the 256 ms of round 1: 50 000 pages/s) and took 50 ms.
+        // Stopping after it sends what 50 ms at 50 000 pages/s dirties: 2 500 pages, 10 MiB, ~10 ms at the
+        // ~1 GiB/s measured; not the 12 800 pages (50 ms) its own sync found.
+        long micros = e.round(256 * MS, 12_800, 256 * MS, 306 * MS, 50L << 20, 306L << 20, 0);
+        assertEquals(10_000 + 100, micros, 500, micros + " us");
+    }
+
+    @Test
+    void aThrottleChangeRestartsTheRatesWindowAtTheNextSync() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        e.round(256 * MS, 12_800, 256 * MS, 306 * MS, 50L << 20, 306L << 20, 0); // 50k pages/s
+        e.throttleChanged();
+        // The next sync's pages were dirtied before the throttle: they do not enter the new window, even at
+        // a rate (200k pages/s) that would have raised the mixed one.
+        e.round(306 * MS, 10_000, 306 * MS, 356 * MS, 40L << 20, 346L << 20, 0);
+        assertEquals(50_000, e.dirtyRate(), 1, "the last rate stands until the new window closes");
+        // Under the throttle: 2 000 pages per 50 ms (40k pages/s), a window of 100 ms closes at 456 ms.
+        e.round(356 * MS, 2_000, 356 * MS, 406 * MS, 8L << 20, 354L << 20, 0);
+        e.round(406 * MS, 2_000, 406 * MS, 456 * MS, 8L << 20, 362L << 20, 0);
+        assertEquals(40_000, e.dirtyRate(), 1);
+    }
 }
