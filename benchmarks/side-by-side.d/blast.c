@@ -6,9 +6,11 @@
  * populated 1 MiB at a time by the reading thread just before it reads into it (populate-each), or populated
  * by a second thread 2 MiB at a time, at most 64 MiB ahead of the reader (populate-ahead); or, for comparison,
  * fresh private anonymous memory with MADV_HUGEPAGE, as QEMU's RAM is (fresh-anon-thp: 2 MiB pages where
- * transparent huge pages are enabled for madvise, one fault per 2 MiB instead of per 4 KiB).
+ * transparent huge pages are enabled for madvise, one fault per 2 MiB instead of per 4 KiB); or populated-hugetlb:
+ * both ends' memory a 2 MiB hugetlbfs memfd (vm.hugepages = hugetlb's kind of RAM), the destination populated
+ * before the clock starts: the link's limit once guest RAM is on huge pages (needs 2 x BYTES in the pool).
  * Prints one JSON line: {"mode": ..., "bytes": ..., "seconds": ..., "populate-seconds": ...}.
- * Usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp
+ * Usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -29,6 +31,11 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21 << 26)
+#endif
+
+static int hugetlb; /* populated-hugetlb: both ends' memory from the 2 MiB hugetlbfs pool */
 
 static void die(const char *what) {
     fprintf(stderr, "blast: %s failed: %s\n", what, strerror(errno));
@@ -58,8 +65,8 @@ static void *populate_ahead(void *unused) {
 }
 
 static unsigned char *guest_memory(size_t bytes, const char *name) {
-    int fd = memfd_create(name, MFD_CLOEXEC);
-    if (fd < 0) die("memfd_create");
+    int fd = memfd_create(name, MFD_CLOEXEC | (hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+    if (fd < 0) die(hugetlb ? "memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)" : "memfd_create");
     if (ftruncate(fd, (off_t) bytes) != 0) die("ftruncate");
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) die("mmap");
@@ -69,12 +76,15 @@ static unsigned char *guest_memory(size_t bytes, const char *name) {
 
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[2], "fresh") != 0 && strcmp(argv[2], "populated") != 0 && strcmp(argv[2], "populate-each") != 0
-            && strcmp(argv[2], "populate-ahead") != 0 && strcmp(argv[2], "fresh-anon-thp") != 0)) {
-        fprintf(stderr, "usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp\n");
+            && strcmp(argv[2], "populate-ahead") != 0 && strcmp(argv[2], "fresh-anon-thp") != 0
+            && strcmp(argv[2], "populated-hugetlb") != 0)) {
+        fprintf(stderr, "usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb\n");
         return 2;
     }
     size_t bytes = strtoull(argv[1], NULL, 0), chunk = 1 << 20;
-    int populated = strcmp(argv[2], "populated") == 0, each = strcmp(argv[2], "populate-each") == 0;
+    hugetlb = strcmp(argv[2], "populated-hugetlb") == 0;
+    if (hugetlb && bytes % (2u << 20) != 0) { fprintf(stderr, "blast: populated-hugetlb needs a multiple of 2 MiB\n"); return 2; }
+    int populated = strcmp(argv[2], "populated") == 0 || hugetlb, each = strcmp(argv[2], "populate-each") == 0;
 
     int server = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

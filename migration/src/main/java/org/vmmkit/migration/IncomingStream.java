@@ -178,7 +178,10 @@ final class IncomingStream {
                     ram.apply(channel, codec);
                 }
                 case SECTION_CHUNK -> applySectionChunk(nextSequence, sectionViews);
-                case END_OF_ROUND -> codec.verifyEmpty();
+                case END_OF_ROUND -> {
+                    codec.verifyEmpty();
+                    back.write(channel, FrameType.ROUND_ACK, codec.a(), 0, null, null); // the source's estimate waits for it
+                }
                 case COMPLETE -> {
                     codec.verifyEmpty();
                     IncomingRamChannel.checkFrameCount(codec, "the first channel");

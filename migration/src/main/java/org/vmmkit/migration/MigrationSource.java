@@ -51,6 +51,11 @@ public final class MigrationSource {
      * holding the guest paused without limit; the bound is the destination's own for its further channels.
      */
     public static final Duration PREPARED_TIMEOUT = Duration.ofSeconds(60);
+    /**
+     * How long the source waits, once a pre-copy round is all written, for the destination's ROUND_ACK of it; the
+     * guest runs on at the source meanwhile, and a silent destination is given up on (rolled back) after it.
+     */
+    static final Duration ROUND_ACK_TIMEOUT = Duration.ofSeconds(60);
     /** How long the source waits for an outcome query's connection, and again for its answer. */
     public static final Duration OUTCOME_QUERY_TIMEOUT = Duration.ofSeconds(5);
     /** How long the source waits for each TCP connection to the destination to be made. */
@@ -353,7 +358,8 @@ public final class MigrationSource {
 
             boolean capped;
             try {
-                capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats, throttle, () -> downtimeLimitMicros)
+                capped = new PrecopyRounds(settings, tracker, ring, producer, producers, stats, throttle, () -> downtimeLimitMicros,
+                        round -> back.roundAck(round, ROUND_ACK_TIMEOUT, channels))
                         .run(roundTripMicros, this::checkCancelled);
             } finally {
                 throttle.stop(); // the guest runs unthrottled again before stop-and-copy pauses it, or the rollback resumes it

@@ -13,7 +13,7 @@ import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.migration.wire.StreamHeader;
 import org.vmmkit.migration.wire.WireFormatException;
 
-/** The source's reading of the destination's answers on the first connection (HELLO, READY, PREPARED, ACK_COMPLETE, ERROR). */
+/** The source's reading of the destination's answers on the first connection (HELLO, READY, ROUND_ACK, PREPARED, ACK_COMPLETE, ERROR). */
 final class ReturnPath {
     private final Connection channel;
     private final FrameCodec back = new FrameCodec(1 << 20);
@@ -65,10 +65,14 @@ final class ReturnPath {
         if (failure instanceof RefusedByDestination || !(failure instanceof IOException || failure.getCause() instanceof IOException)) return failure;
         try {
             within(wait, connections, "ERROR", () -> {
-                FrameType t = back.readHeader(channel);
-                ByteBuffer payload = ByteBuffer.allocate((int) back.length());
-                back.readPayload(channel, payload);
-                back.verify();
+                FrameType t;
+                ByteBuffer payload;
+                do { // past the acknowledgements of rounds the source no longer waits for
+                    t = back.readHeader(channel);
+                    payload = ByteBuffer.allocate((int) back.length());
+                    back.readPayload(channel, payload);
+                    back.verify();
+                } while (t == FrameType.ROUND_ACK);
                 if (t == FrameType.ERROR) {
                     throw new RefusedByDestination("the destination refused in " + phase + ": "
                             + new String(payload.array(), 0, payload.position(), StandardCharsets.UTF_8));
@@ -81,6 +85,17 @@ final class ReturnPath {
             // no reason to be had: the failure is all there is
         }
         return failure;
+    }
+
+    /**
+     * Waits at most {@code timeout} for the destination's ROUND_ACK of {@code round} (an ERROR instead is thrown as
+     * {@link RefusedByDestination}); closes {@code connections} if it does not come.
+     */
+    void roundAck(long round, Duration timeout, List<? extends java.io.Closeable> connections) throws IOException {
+        within(timeout, connections, "ROUND_ACK " + round, () -> {
+            expect(FrameType.ROUND_ACK, "pre-copy round " + round);
+            if (back.a() != round) throw new WireFormatException("the destination acknowledged round " + back.a() + " where round " + round + " was due");
+        });
     }
 
     /** The {@code a} of the answer read last (ACK_COMPLETE: the destination's resident guest RAM in bytes). */

@@ -9,7 +9,7 @@ import java.nio.channels.ReadableByteChannel;
 import java.util.zip.CRC32C;
 
 /**
- * Frames of wire format version 4 (unchanged since 3): a 40-byte little-endian header (type, flags, sequence, {@code a},
+ * Frames of wire format version 5 (unchanged since 3): a 40-byte little-endian header (type, flags, sequence, {@code a},
  * {@code b}, payload length, CRC32C of the payload, CRC32C of the header) and the payload. The sequence is
  * the frame's index on its connection in its direction (from 0, modulo 2^32): the reader checks it on every
  * frame, so a frame dropped, repeated or moved is caught at the first frame out of place. The header CRC is

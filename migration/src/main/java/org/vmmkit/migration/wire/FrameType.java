@@ -1,6 +1,6 @@
 package org.vmmkit.migration.wire;
 
-/** The frame types of wire format version 4 (a closed set: see docs/wire-format.md for the version rules). */
+/** The frame types of wire format version 5 (a closed set: see docs/wire-format.md for the version rules). */
 public enum FrameType {
     /** Guest RAM: {@code a} = guest physical address, {@code b} = pages, payload = the pages. */
     RAM(1),
@@ -39,7 +39,12 @@ public enum FrameType {
     /** The stream is whole and loaded (COMPLETE checked, vCPU state restored); the VM waits for COMMIT. */
     PREPARED(20),
     /** The answer to an outcome query: {@code a} = the {@link HandoverOutcome} code of the stream asked about. */
-    OUTCOME(21);
+    OUTCOME(21),
+    /**
+     * The destination read END_OF_ROUND {@code a} on the first channel: that round is no longer in flight (on
+     * the first channel), so the source's next estimate is not missing what its socket still held.
+     */
+    ROUND_ACK(22);
 
     private final int code;
 

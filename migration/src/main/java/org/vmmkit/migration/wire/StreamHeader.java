@@ -29,7 +29,7 @@ public record StreamHeader(int version, int pageSize, List<Range> memory, List<S
 
     /** "VMMKITMG" as little-endian bytes. */
     public static final long MAGIC = 0x474D54494B4D4D56L;
-    public static final int VERSION = 4;
+    public static final int VERSION = 5;
     /** The identity of a VM that has none (a library's VM, a test's): all zeros. */
     public static final java.util.UUID NO_IDENTITY = new java.util.UUID(0, 0);
     public static final int MAX_CHANNELS = 16;

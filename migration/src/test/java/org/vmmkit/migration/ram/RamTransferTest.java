@@ -13,8 +13,12 @@ import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.vmmkit.core.memory.GuestMemory;
 import org.vmmkit.core.memory.GuestRegion;
+import org.vmmkit.core.memory.HostHugePagesFixture;
+import org.vmmkit.core.memory.HugePages;
 import org.vmmkit.dirty.DirtyBitmap;
 import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
@@ -238,10 +242,21 @@ class RamTransferTest {
         }
     }
 
-    @Test
-    void sendingAGenerationAllocatesNothing() throws Exception {
+    /** What the host must offer for guest RAM of {@code bytes} backed as {@code pages} says; skips the test where it cannot. */
+    private static AutoCloseable hostOffers(HugePages pages, long bytes) {
+        return switch (pages) {
+            case NONE -> () -> { };
+            case HUGETLB -> HostHugePagesFixture.hugetlbPages(bytes / HugePages.HUGE_PAGE_SIZE);
+            case THP -> HostHugePagesFixture.shmemThpAdvised();
+        };
+    }
+
+    @ParameterizedTest(name = "vm.hugepages = {0}")
+    @EnumSource(HugePages.class)
+    void sendingAGenerationAllocatesNothing(HugePages pages) throws Exception {
         com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
-        try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+        try (AutoCloseable host = hostOffers(pages, 16 * MIB);
+             GuestMemory source = GuestMemory.create(List.of(new GuestMemory.Range(0, 16 * MIB)), pages);
              DirtyBitmap bitmap = new DirtyBitmap(16 * MIB / PAGE)) {
             fill(source);
             for (long p = 0; p < bitmap.pages(); p += 3) bitmap.set(p); // many short runs, zero and not
@@ -264,7 +279,7 @@ class RamTransferTest {
             }
             long frames = sender.frames() - framesBefore;
             assertTrue(frames > 5000, "frames " + frames);
-            assertEquals(0, min, "a steady-state send of " + frames / 5 + " frames allocates nothing");
+            assertEquals(0, min, pages + ": a steady-state send of " + frames / 5 + " frames allocates nothing");
             assertTrue(total < 1024, total + " bytes over " + frames + " frames");
         }
     }
@@ -346,12 +361,14 @@ class RamTransferTest {
         }
     }
 
-    @Test
-    void receivingFramesAllocatesNothing() throws Exception {
+    @ParameterizedTest(name = "vm.hugepages = {0}")
+    @EnumSource(HugePages.class)
+    void receivingFramesAllocatesNothing(HugePages pages) throws Exception {
         com.sun.management.ThreadMXBean threads = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
         for (boolean checksums : new boolean[] {true, false}) {
-            try (GuestMemory source = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
-                 GuestMemory destination = GuestMemory.create(GuestMemory.standardLayout(16 * MIB));
+            try (AutoCloseable host = hostOffers(pages, 32 * MIB);
+                 GuestMemory source = GuestMemory.create(List.of(new GuestMemory.Range(0, 16 * MIB)), pages);
+                 GuestMemory destination = GuestMemory.create(List.of(new GuestMemory.Range(0, 16 * MIB)), pages);
                  DirtyBitmap bitmap = new DirtyBitmap(16 * MIB / PAGE)) {
                 fill(source);
                 for (long p = 0; p < bitmap.pages(); p += 3) bitmap.set(p); // many short runs, zero and not
@@ -384,7 +401,7 @@ class RamTransferTest {
                 for (long p = 0; p < bitmap.pages(); p += 3) {
                     assertEquals(-1, MemorySegmentMismatch.of(from, to, p * PAGE, PAGE), "page " + p + " rebuilt by the replayed frames");
                 }
-                assertEquals(0, min, "checksums " + checksums + ": a steady-state receive of " + frames + " frames allocates nothing");
+                assertEquals(0, min, pages + ", checksums " + checksums + ": a steady-state receive of " + frames + " frames allocates nothing");
                 assertTrue(total < 1024, total + " bytes over " + 5 * frames + " frames");
             }
         }
