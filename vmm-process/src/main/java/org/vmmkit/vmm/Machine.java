@@ -290,7 +290,7 @@ public final class Machine implements AutoCloseable {
         }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         outgoing.start(destination, overrides, s -> new MigrationSource(guest, dirty, plan.devices(), s).withTransport(settings.transport())
-                .withIdentity(identity), () -> {
+                .withIdentity(identity).withMemfdPassing(settings.localMemoryHandover()), () -> {
                     if (kvmLog != null) kvmLog.close();
                 });
     }
@@ -384,7 +384,7 @@ public final class Machine implements AutoCloseable {
         }).withTransport(settings.transport()).withIdentity(settings.vm().uuid()).withPopulateAhead(settings.populateAhead())
                 .withPrealloc(settings.incomingPrealloc())
                 // A vfio-user server was given this VM's own memfds for its DMA: it would not follow a swap of the memory.
-                .withMemfdPassing(userDevices.isEmpty());
+                .withMemfdPassing(settings.localMemoryHandover() && userDevices.isEmpty());
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */
