@@ -17,7 +17,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.vmmkit.core.migration.SectionInfo;
 import org.vmmkit.core.sys.Libc;
 import org.vmmkit.migration.testing.FakeGuest;
@@ -122,14 +122,15 @@ class LocalLiveUpgradeTest {
     }
 
     /**
-     * A lying source: it offers its memfds, hands them over, and then sends guest RAM on its second channel
-     * anyway. Applied, the frame would fill the destination's own memory (a second copy of the guest, for
-     * nothing): it is refused before any of its payload is read, naming the channel and the frame; the
-     * destination's own memory stays unwritten and the source's memory is given back untouched.
+     * A lying source of two channels: it offers its memfds, hands them over, and then sends guest RAM anyway, on
+     * its first channel or its second. Applied, the frame would fill the destination's own memory (a second copy
+     * of the guest, for nothing): it is refused before any of its payload is read, naming the channel and the
+     * frame; the destination's own memory stays unwritten and the source's memory is given back untouched.
      */
     @ParameterizedTest
-    @EnumSource(value = FrameType.class, names = {"RAM", "ZERO_RUN"})
-    void aFurtherChannelRefusesRamFramesInAStreamWhoseMemoryWasHandedOver(FrameType type) throws Exception {
+    @CsvSource({"0, RAM", "0, ZERO_RUN", "1, RAM", "1, ZERO_RUN"})
+    void everyChannelRefusesRamFramesInAStreamWhoseMemoryWasHandedOver(int channel, FrameType type) throws Exception {
+        String named = channel == 0 ? "the first channel" : "channel " + channel;
         try (FakeGuest source = FakeGuest.source(SIZE, 12); FakeGuest destination = FakeGuest.destination(SIZE); ServerSocketChannel server = unixServer()) {
             long sourceResident = source.memory().residentBytes();
             byte[] before = contents(source);
@@ -156,24 +157,25 @@ class LocalLiveUpgradeTest {
                 ByteBuffer ready = back.expect(FrameType.READY, "setup");
                 assertEquals(1, back.lastA(), "the destination takes the memfds");
                 MemfdHandoff.send(StandardCharsets.UTF_8.decode(ready).toString(), nonce, source.memory(), Duration.ofSeconds(30));
-                FrameCodec frames = new FrameCodec(0); // the channel's frames count from 0 after its CHANNEL frame
+                Connection on = channel == 0 ? first : second;
+                FrameCodec frames = new FrameCodec(0); // from 0 after the header, or after a further channel's CHANNEL frame
                 if (type == FrameType.RAM) {
                     ByteBuffer page = ByteBuffer.allocate(4096);
                     while (page.hasRemaining()) page.put((byte) 0x5a);
-                    frames.writeWithTable(second, FrameType.RAM, 0x3000, 1, page.flip(), ByteBuffer.allocate(0)); // a well-formed page: no checksums
+                    frames.writeWithTable(on, FrameType.RAM, 0x3000, 1, page.flip(), ByteBuffer.allocate(0)); // a well-formed page: no checksums
                 } else {
-                    frames.write(second, FrameType.ZERO_RUN, 0, 4, null, null);
+                    frames.write(on, FrameType.ZERO_RUN, 0, 4, null, null);
                 }
-                second.socket().shutdownOutput(); // without the refusal the channel reads its end instead: another reason
+                on.socket().shutdownOutput(); // without the refusal the channel reads its end instead: another reason
                 ReturnPath.RefusedByDestination refused = assertThrows(ReturnPath.RefusedByDestination.class,
                         () -> back.expect(FrameType.PREPARED, "the stream"));
                 refusal = refused.getMessage();
             }
             receiver.join();
             assertEquals(0, Libc.allocatedBytes(destination.memory().regions().get(0).backing()), "nothing was written into the destination's own memory");
-            assertTrue(refusal.contains("channel 1") && refusal.contains("frame 0 (" + type) && refusal.contains("handed over as memfds"), refusal);
+            assertTrue(refusal.contains("frame 0 (" + type) && refusal.contains("on " + named + " in a stream whose guest memory was handed over as memfds"), refusal);
             MigrationException e = assertInstanceOf(MigrationException.class, failure.get());
-            assertTrue(e.getMessage().contains("channel 1") && e.getMessage().contains("frame 0 (" + type), e.getMessage());
+            assertTrue(e.getMessage().contains("frame 0 (" + type) && e.getMessage().contains("on " + named), e.getMessage());
             assertFalse(destination.running());
             assertFalse(destination.memory().adoptedBackings(), "the memfds were given back");
             assertArrayEquals(before, contents(source), "the source's memory is as it was");
