@@ -97,7 +97,7 @@ final class IncomingStream {
             loading = true;
             setup.beforeLoading().run();
             if (setup.populateWindow() > 0 && memfds == null) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
-            for (IncomingRamChannel e : extras) e.start(ahead);
+            for (IncomingRamChannel e : extras) e.start(ahead, memfds != null);
             applyUntilComplete(header);
         } catch (Throwable failure) {
             throw refuse(failure);
@@ -137,16 +137,21 @@ final class IncomingStream {
             } catch (WireFormatException e) {
                 throw new WireFormatException("channel " + i + " of " + header.channels() + " (stream " + nonce + "): " + e.getMessage());
             }
-            extras.add(new IncomingRamChannel(c, vm, channel, header.ramChecksums(), MAX_CHUNK + 64));
             FrameCodec hello = new FrameCodec(0);
-            if (hello.readHeader(c) != FrameType.CHANNEL || hello.a() != header.streamId() || hello.b() < 1
-                    || hello.b() >= header.channels() || byIndex[(int) hello.b()] != null) {
-                throw new WireFormatException("connection " + i + " is not channel 1.." + (header.channels() - 1) + " of stream "
-                        + Long.toHexString(header.streamId()) + ": it began with " + hello.type() + " a=" + Long.toHexString(hello.a())
-                        + " b=" + hello.b());
+            try {
+                if (hello.readHeader(c) != FrameType.CHANNEL || hello.a() != header.streamId() || hello.b() < 1
+                        || hello.b() >= header.channels() || byIndex[(int) hello.b()] != null) {
+                    throw new WireFormatException("connection " + i + " is not channel 1.." + (header.channels() - 1) + " of stream "
+                            + Long.toHexString(header.streamId()) + ": it began with " + hello.type() + " a=" + Long.toHexString(hello.a())
+                            + " b=" + hello.b());
+                }
+                hello.verifyEmpty();
+            } catch (IOException | RuntimeException e) {
+                c.close(); // not a channel of this stream: nothing else closes it
+                throw e;
             }
-            hello.verifyEmpty();
             byIndex[(int) hello.b()] = c;
+            extras.add(new IncomingRamChannel(c, (int) hello.b(), vm, channel, header.ramChecksums(), MAX_CHUNK + 64));
         }
     }
 
@@ -172,9 +177,7 @@ final class IncomingStream {
             }
             switch (t) {
                 case RAM, ZERO_RUN -> {
-                    if (memfds != null) {
-                        throw new WireFormatException("frame " + (codec.framesRead() - 1) + " (" + t + ") in a stream whose guest memory was handed over as memfds");
-                    }
+                    if (memfds != null) throw IncomingRamChannel.ramAfterHandover("the first channel", codec);
                     ram.apply(channel, codec);
                 }
                 case SECTION_CHUNK -> applySectionChunk(nextSequence, sectionViews);

@@ -38,6 +38,9 @@ public final class MigrationConfig {
     public static final ConfigKey<Boolean> INCOMING_PREALLOC = ConfigKey.flag("migration.incoming-prealloc", "false",
             "Destination: populate all guest RAM while `incoming` waits for a stream (QEMU's -mem-prealloc): every page is ready before the first frame, but the whole guest costs host memory until zero pages arrive.");
 
+    public static final ConfigKey<Boolean> LOCAL_MEMORY_HANDOVER = ConfigKey.flag("migration.local-memory-handover", "true",
+            "Over a `unix:` socket, hand guest memory over as memfds instead of copying it (a local live upgrade: no RAM copied). Either end set to false makes it copy RAM as over TCP: a source does not offer its memfds, a destination declines them (as it always does with a vfio-user device).");
+
     public static final ConfigKey<Boolean> TLS = ConfigKey.flag("migration.tls", "false",
             "TLS 1.3 with mutual authentication on every migration connection, both ends alike (the keys below); false is plain TCP, unauthenticated and unencrypted.");
     public static final ConfigKey<String> TLS_CERTIFICATE = ConfigKey.text("migration.tls.certificate", "",
@@ -54,7 +57,7 @@ public final class MigrationConfig {
             "Peers allowed, comma-separated: a distinguished name (`CN=host-a,O=example`) or a name matched against the certificate's CN and DNS names; empty allows any certificate the CA signed.");
 
     public static final List<ConfigKey<?>> KEYS = List.of(DOWNTIME_LIMIT, MAX_ITERATIONS, CONVERGENCE, MAX_BANDWIDTH, CHANNELS, DEVICE_CHUNKS_PER_ROUND,
-            RAM_CHECKSUMS, POPULATE_AHEAD, INCOMING_PREALLOC, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
+            RAM_CHECKSUMS, POPULATE_AHEAD, INCOMING_PREALLOC, LOCAL_MEMORY_HANDOVER, TLS, TLS_CERTIFICATE, TLS_KEY, TLS_KEYSTORE, TLS_KEYSTORE_PASSWORD, TLS_CA, TLS_AUTHZ);
 
     /**
      * The transport the config gives: plain TCP, or TLS with the key material it names (loaded now, so a

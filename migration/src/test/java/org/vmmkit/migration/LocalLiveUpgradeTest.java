@@ -4,7 +4,10 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -13,12 +16,20 @@ import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.vmmkit.core.migration.SectionInfo;
 import org.vmmkit.core.sys.Libc;
 import org.vmmkit.migration.testing.FakeGuest;
+import org.vmmkit.migration.transport.Connection;
+import org.vmmkit.migration.wire.FrameCodec;
+import org.vmmkit.migration.wire.FrameType;
+import org.vmmkit.migration.wire.Nonce;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -26,7 +37,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The local live upgrade in one JVM: a source migrating over a Unix socket to a destination that takes its
  * memfds maps the same memory (no page sent); a destination that refuses after taking and mapping them gives
- * them back untouched; over TCP nothing is offered.
+ * them back untouched; a source that sends RAM after handing its memory over is refused on any channel; over
+ * TCP nothing is offered.
  */
 @Timeout(60)
 class LocalLiveUpgradeTest {
@@ -104,6 +116,68 @@ class LocalLiveUpgradeTest {
             assertFalse(destination.running());
             assertFalse(destination.memory().adoptedBackings(), "the destination maps its own memory again");
             assertEquals(0, destination.memory().readLong(0));
+            assertArrayEquals(before, contents(source), "the source's memory is as it was");
+            assertEquals(sourceResident, source.memory().residentBytes(), "and no hole of it was populated");
+        }
+    }
+
+    /**
+     * A lying source of two channels: it offers its memfds, hands them over, and then sends guest RAM anyway, on
+     * its first channel or its second. Applied, the frame would fill the destination's own memory (a second copy
+     * of the guest, for nothing): it is refused before any of its payload is read, naming the channel and the
+     * frame; the destination's own memory stays unwritten and the source's memory is given back untouched.
+     */
+    @ParameterizedTest
+    @CsvSource({"0, RAM", "0, ZERO_RUN", "1, RAM", "1, ZERO_RUN"})
+    void everyChannelRefusesRamFramesInAStreamWhoseMemoryWasHandedOver(int channel, FrameType type) throws Exception {
+        String named = channel == 0 ? "the first channel" : "channel " + channel;
+        try (FakeGuest source = FakeGuest.source(SIZE, 12); FakeGuest destination = FakeGuest.destination(SIZE); ServerSocketChannel server = unixServer()) {
+            long sourceResident = source.memory().residentBytes();
+            byte[] before = contents(source);
+            MigrationDestination incoming = new MigrationDestination(destination, List.of(), null).withMemfdPassing(true);
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread receiver = Thread.ofPlatform().name("destination").start(() -> {
+                try {
+                    incoming.receive(server, Duration.ofSeconds(30));
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            });
+            String refusal;
+            try (Connection first = Connection.plain(SocketChannel.open(server.getLocalAddress()));
+                 Connection second = Connection.plain(SocketChannel.open(server.getLocalAddress()))) {
+                ReturnPath back = new ReturnPath(first);
+                Nonce nonce = back.hello();
+                long streamId = 0x10ca1L;
+                ByteBuffer header = MigrationSource.headerOf(source.memory(),
+                                List.of(new SectionInfo("vcpu/0", source.vcpuStateKind(), source.vcpuStateVersion())), source.vcpuCount())
+                        .withChannels(2, streamId).withRamChecksums(false).withNonce(nonce).withMemfdOffer(true).encode();
+                while (header.hasRemaining()) first.write(header);
+                new FrameCodec(0).write(second, FrameType.CHANNEL, streamId, 1, null, null);
+                ByteBuffer ready = back.expect(FrameType.READY, "setup");
+                assertEquals(1, back.lastA(), "the destination takes the memfds");
+                MemfdHandoff.send(StandardCharsets.UTF_8.decode(ready).toString(), nonce, source.memory(), Duration.ofSeconds(30));
+                Connection on = channel == 0 ? first : second;
+                FrameCodec frames = new FrameCodec(0); // from 0 after the header, or after a further channel's CHANNEL frame
+                if (type == FrameType.RAM) {
+                    ByteBuffer page = ByteBuffer.allocate(4096);
+                    while (page.hasRemaining()) page.put((byte) 0x5a);
+                    frames.writeWithTable(on, FrameType.RAM, 0x3000, 1, page.flip(), ByteBuffer.allocate(0)); // a well-formed page: no checksums
+                } else {
+                    frames.write(on, FrameType.ZERO_RUN, 0, 4, null, null);
+                }
+                on.socket().shutdownOutput(); // without the refusal the channel reads its end instead: another reason
+                ReturnPath.RefusedByDestination refused = assertThrows(ReturnPath.RefusedByDestination.class,
+                        () -> back.expect(FrameType.PREPARED, "the stream"));
+                refusal = refused.getMessage();
+            }
+            receiver.join();
+            assertEquals(0, Libc.allocatedBytes(destination.memory().regions().get(0).backing()), "nothing was written into the destination's own memory");
+            assertTrue(refusal.contains("frame 0 (" + type) && refusal.contains("on " + named + " in a stream whose guest memory was handed over as memfds"), refusal);
+            MigrationException e = assertInstanceOf(MigrationException.class, failure.get());
+            assertTrue(e.getMessage().contains("frame 0 (" + type) && e.getMessage().contains("on " + named), e.getMessage());
+            assertFalse(destination.running());
+            assertFalse(destination.memory().adoptedBackings(), "the memfds were given back");
             assertArrayEquals(before, contents(source), "the source's memory is as it was");
             assertEquals(sourceResident, source.memory().residentBytes(), "and no hole of it was populated");
         }

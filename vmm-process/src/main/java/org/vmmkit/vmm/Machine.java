@@ -1,11 +1,9 @@
 package org.vmmkit.vmm;
 
 import java.io.IOException;
-import java.net.InetSocketAddress;
 import java.nio.channels.ServerSocketChannel;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
@@ -13,7 +11,6 @@ import java.util.List;
 import java.util.Map;
 
 import org.vmmkit.core.MigratableVm;
-import org.vmmkit.vmm.VmmConfig;
 import org.vmmkit.testbed.guest.DirtyingWorkload;
 import org.vmmkit.testbed.guest.SoftwareGuest;
 import org.vmmkit.core.kvm.Kvm;
@@ -25,14 +22,11 @@ import org.vmmkit.dirty.DirtySource;
 import org.vmmkit.dirty.KvmDirtyLog;
 import org.vmmkit.dirty.VfioIommuDirtyPages;
 import org.vmmkit.migration.KvmGuest;
-import org.vmmkit.migration.MigrationDestination;
-import org.vmmkit.migration.MigrationException;
 import org.vmmkit.migration.MigrationSettings;
 import org.vmmkit.migration.MigrationSource;
 import org.vmmkit.migration.MigrationStats;
 import org.vmmkit.vfio.migration.DeviceMigrationPlan;
 import org.vmmkit.vfio.migration.V1DeviceMigration;
-import org.vmmkit.core.vfio.VfioDevice;
 import org.vmmkit.dirty.DeviceDmaLog;
 import org.vmmkit.testbed.vfio.EmulatedDevice;
 import org.vmmkit.testbed.vfio.EmulatedMigratableDevice;
@@ -44,9 +38,10 @@ import org.vmmkit.vfio.migration.V2DeviceMigration;
 /**
  * One VMM process's VM, wired from its settings: a KVM VM with guest RAM, its vCPUs and the built-in
  * workload (or, where KVM is unusable or the config says so, a {@link SoftwareGuest}); an emulated IOMMU container mapping all guest RAM; the configured devices (DMA through that
- * container); and the migration plan of the devices. It runs as a source (the guest started here) or as a
- * destination (an empty VM that receives a stream and then runs), migrates, and reports what a control
- * client asks: status, migration statistics, and the guest's pass counter and digests for verification.
+ * container); and the migration plan of the devices. It runs as a source (the guest started here; its
+ * migrations are an {@link OutgoingMigration}) or as a destination (an empty VM that its {@link IncomingMigration}
+ * receives a stream into, and then runs), and reports what a control client asks: status, migration
+ * statistics, and the guest's pass counter and digests for verification.
  */
 public final class Machine implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger("org.vmmkit.vmm");
@@ -77,26 +72,17 @@ public final class Machine implements AutoCloseable {
     private final List<Object> deviceOrder = new ArrayList<>(); // every device, in config order, for reports
     private final DeviceMigrationPlan plan;
     private volatile Status status;
-    private final OutgoingMigration outgoing;
-    private volatile String incomingError; // a destination's: why the last stream was refused
-    /** A destination's incoming migration: none until a stream came, failed after a refused one, completed once the VM runs here. */
-    private volatile org.vmmkit.migration.MigrationStatus incoming = org.vmmkit.migration.MigrationStatus.NONE;
-    private volatile String incomingMemoryDigest;
-    private volatile long incomingPasses = -1;
-    private volatile long incomingWorkloadMismatch = -2; // -2: not checked; -1: consistent; else the first page that is not
-    private MigrationDestination incomingMigration; // a destination's; null on a source
+    private final OutgoingMigration outgoing; // a source's migrations (a destination has one that never starts)
+    private final IncomingMigration incoming; // a destination's; null on a source
     private AutoCloseable jmx; // the migration MBean, following the current migration
 
-    private final boolean recordDigest;
-    /** A source's identity: configured, or random for the process's lifetime; null on a destination (it asks its MigrationDestination). */
+    /** A source's identity: configured, or random for the process's lifetime; null on a destination (it asks its IncomingMigration). */
     private final java.util.UUID identity;
-    private volatile long incomingDigestMillis = -1;
 
-    private Machine(VmmSettings settings, boolean incoming, boolean recordDigest) {
+    private Machine(VmmSettings settings, boolean asDestination, boolean recordDigest) {
         this.settings = settings;
         this.outgoing = new OutgoingMigration(settings.migration());
-        this.identity = incoming ? null : settings.vm().uuid() != null ? settings.vm().uuid() : java.util.UUID.randomUUID();
-        this.recordDigest = recordDigest;
+        this.identity = asDestination ? null : settings.vm().uuid() != null ? settings.vm().uuid() : java.util.UUID.randomUUID();
         List<AutoCloseable> opened = new ArrayList<>();
         try {
             boolean useKvm = switch (settings.vm().accelerator()) {
@@ -104,9 +90,8 @@ public final class Machine implements AutoCloseable {
                 case SOFTWARE -> false;
                 case AUTO -> Kvm.unavailableReason() == null;
             };
-            if (useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) {
-                LOG.log(System.Logger.Level.INFO, "accelerator: kvm");
-            } else if (!useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) {
+            if (useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) LOG.log(System.Logger.Level.INFO, "accelerator: kvm");
+            if (!useKvm && settings.vm().accelerator() == VmmConfig.Accelerator.AUTO) {
                 LOG.log(System.Logger.Level.WARNING, "KVM is unusable here (" + Kvm.unavailableReason()
                         + "): the guest is a SOFTWARE guest, a Java thread rewriting the workload's pages, with no vCPUs");
             }
@@ -119,22 +104,22 @@ public final class Machine implements AutoCloseable {
                 this.vm = kvm.createVm(memory);
                 opened.add(vm);
                 for (int i = 0; i < settings.vm().vcpus(); i++) vm.createVcpu();
-                if (!incoming) workload.install(memory, vm.vcpus());
+                if (!asDestination) workload.install(memory, vm.vcpus());
                 this.software = null;
                 this.guest = new KvmGuest(vm, workload);
             } else {
                 this.vm = null;
                 this.software = new SoftwareGuest(memory, settings.vm().workload());
-                if (!incoming) software.install();
+                if (!asDestination) software.install();
                 this.guest = software;
             }
             this.container = new EmulatedVfioContainer("iommu0", GuestMemory.PAGE_SIZE, EmulatedVfioContainer.Tracking.PRECISE);
             for (GuestRegion r : memory.regions()) container.mapDma(r.guestAddress(), r.host(), true, true);
             List<DeviceMigrationPlan.Entry> entries = new ArrayList<>();
-            long seed = incoming ? 1_000_003 : 17;
+            long seed = asDestination ? 1_000_003 : 17;
             for (DeviceSpec spec : settings.devices()) {
                 if (spec.kind() == DeviceSpec.Kind.VFIO_USER) {
-                    VfioUserAttachment user = VfioUserAttachment.open(spec, memory, incoming);
+                    VfioUserAttachment user = VfioUserAttachment.open(spec, memory, asDestination);
                     opened.add(user);
                     userDevices.add(user);
                     deviceOrder.add(user);
@@ -145,11 +130,11 @@ public final class Machine implements AutoCloseable {
                 opened.add(device);
                 switch (device) {
                     case EmulatedMigratableDevice v1 -> {
-                        if (incoming) v1.recordDigestOnResume();
+                        if (asDestination) v1.recordDigestOnResume();
                         if (spec.dmaSize() > 0) v1.attachDma(container, spec.dmaAddress(), spec.dmaSize());
                     }
                     case EmulatedV2Device v2 -> {
-                        if (incoming) v2.recordDigestOnResume();
+                        if (asDestination) v2.recordDigestOnResume();
                         if (spec.dmaSize() > 0) v2.attachDma(container, spec.dmaAddress(), spec.dmaSize());
                     }
                     default -> throw new IllegalStateException("unknown emulated device " + device.name());
@@ -159,8 +144,8 @@ public final class Machine implements AutoCloseable {
                 entries.add(new DeviceMigrationPlan.Entry(device, spec.migratable(), spec.migrationProtocol(), spec.shape()));
             }
             this.plan = DeviceMigrationPlan.open(entries, V1DeviceMigration.Options.DEFAULT);
-            this.status = incoming ? Status.INMIGRATE : Status.PAUSED;
-            if (incoming) this.incomingMigration = newDestination();
+            this.status = asDestination ? Status.INMIGRATE : Status.PAUSED;
+            this.incoming = asDestination ? new IncomingMigration(settings, guest, memory, workload, plan.devices(), userDevices, recordDigest, this::digest) : null;
             this.jmx = org.vmmkit.migration.MigrationJmx.register("vm", this::migrationStats, this::migrationError);
         } catch (RuntimeException e) {
             for (int i = opened.size() - 1; i >= 0; i--) {
@@ -186,9 +171,8 @@ public final class Machine implements AutoCloseable {
     }
 
     /**
-     * An empty VM of the same shape, waiting for a migration stream; with {@code recordDigest} it takes a
-     * SHA-256 of guest memory once the stream is loaded and before the guest runs (for a verification; it
-     * lengthens the downtime by the time it takes).
+     * An empty VM of the same shape, waiting for a migration stream; with {@code recordDigest} its
+     * {@link IncomingMigration} takes a SHA-256 of guest memory once the stream is loaded, before the guest runs.
      */
     public static Machine destination(VmmSettings settings, boolean recordDigest) {
         return new Machine(settings, true, recordDigest);
@@ -197,21 +181,13 @@ public final class Machine implements AutoCloseable {
     /** The run state; during and after a migration it follows the migration's own status, so the two never disagree. */
     public Status status() {
         MigrationStats m = outgoing.stats();
-        if (m != null) {
-            switch (m.status()) {
-                case COMPLETED -> {
-                    return Status.POSTMIGRATE;
-                }
-                case DEVICE -> {
-                    return Status.FINISH_MIGRATE;
-                }
-                case UNKNOWN -> {
-                    return Status.POSTMIGRATE_UNKNOWN;
-                }
-                default -> { }
-            }
-        }
-        return status;
+        Status migrated = m == null ? null : switch (m.status()) {
+            case COMPLETED -> Status.POSTMIGRATE;
+            case DEVICE -> Status.FINISH_MIGRATE;
+            case UNKNOWN -> Status.POSTMIGRATE_UNKNOWN;
+            default -> null;
+        };
+        return migrated != null ? migrated : status;
     }
 
     /** {@code kvm}, or {@code software} for a software guest (a Java thread, no vCPUs). */
@@ -224,7 +200,7 @@ public final class Machine implements AutoCloseable {
      * destination's configured one, or the source's once a stream started it here, null before.
      */
     public java.util.UUID identity() {
-        return incomingMigration != null ? incomingMigration.identity() : identity;
+        return incoming != null ? incoming.identity() : identity;
     }
 
     /** Guest RAM in bytes. */
@@ -257,12 +233,7 @@ public final class Machine implements AutoCloseable {
      * on a destination while a stream is being received or waits for COMMIT.
      */
     public boolean migrating() {
-        return incomingMigration != null ? receiving() : outgoing.running();
-    }
-
-    private boolean receiving() {
-        MigrationDestination d = incomingMigration;
-        return d.lastStream() != null && d.outcomeOf(d.lastStream()) == org.vmmkit.migration.wire.HandoverOutcome.IN_PROGRESS;
+        return incoming != null ? incoming.receiving() : outgoing.running();
     }
 
     /** Devices left out of migration, each with why. */
@@ -290,7 +261,7 @@ public final class Machine implements AutoCloseable {
         }
         for (VfioUserAttachment u : userDevices) dirty.add(u.dirtySource(memory)); // each vfio-user server tracks its own DMA space
         outgoing.start(destination, overrides, s -> new MigrationSource(guest, dirty, plan.devices(), s).withTransport(settings.transport())
-                .withIdentity(identity), () -> {
+                .withIdentity(identity).withMemfdPassing(settings.localMemoryHandover()), () -> {
                     if (kvmLog != null) kvmLog.close();
                 });
     }
@@ -311,12 +282,7 @@ public final class Machine implements AutoCloseable {
 
     /** What this destination knows of the last stream it received: its nonce and outcome; null before any. */
     public Map<String, Object> incomingStream() {
-        MigrationDestination d = incomingMigration;
-        if (d == null || d.lastStream() == null) return null;
-        Map<String, Object> out = new LinkedHashMap<>();
-        out.put("stream", d.lastStream().toString());
-        out.put("outcome", d.outcomeOf(d.lastStream()).name().toLowerCase().replace('_', '-'));
-        return out;
+        return incoming == null ? null : incoming.lastStream();
     }
 
     /**
@@ -325,40 +291,22 @@ public final class Machine implements AutoCloseable {
      * destination says).
      */
     public MigrationStats migrationStats() {
-        if (incomingMigration != null) {
-            return MigrationStats.none().withStatus(receiving() ? org.vmmkit.migration.MigrationStatus.ACTIVE : incoming);
-        }
+        if (incoming != null) return incoming.stats();
         MigrationStats m = outgoing.stats();
         return m == null ? MigrationStats.none() : m;
     }
 
     /** Why the last migration failed or was cancelled (and what the rollback did), or null; on a destination, why its last stream was refused. */
     public String migrationError() {
-        return incomingMigration != null ? incomingError : outgoing.error();
+        return incoming != null ? incoming.error() : outgoing.error();
     }
 
-    /**
-     * Receives a migration on {@code server}: a failed or refused stream leaves the VM unstarted and waits
-     * for the next connection; returns once the VM runs.
-     */
+    /** Receives a migration on {@code server} ({@link IncomingMigration#receive}); returns once the VM runs here. */
     public void receive(ServerSocketChannel server) throws IOException {
-        MigrationDestination destination = incomingMigration;
-        while (true) {
-            try {
-                destination.receive(server, Duration.ofDays(365));
-                incomingError = null;
-                incoming = org.vmmkit.migration.MigrationStatus.COMPLETED;
-                status = Status.RUNNING;
-                for (VfioUserAttachment u : userDevices) u.startDriver();
-                LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
-                return;
-            } catch (MigrationException e) {
-                incomingError = e.getMessage();
-                incoming = org.vmmkit.migration.MigrationStatus.FAILED;
-                LOG.log(System.Logger.Level.WARNING, e.getMessage() + "; waiting for another attempt");
-                if (!server.isOpen()) throw new IOException("the listening socket closed", e);
-            }
-        }
+        incoming.receive(server);
+        status = Status.RUNNING;
+        for (VfioUserAttachment u : userDevices) u.startDriver();
+        LOG.log(System.Logger.Level.INFO, "incoming migration completed; the guest runs here");
     }
 
     /**
@@ -366,25 +314,7 @@ public final class Machine implements AutoCloseable {
      * asks whether the VM runs here) and refuses further streams, until the socket is closed.
      */
     public void serveOutcomeQueries(ServerSocketChannel server) {
-        incomingMigration.serveOutcomeQueries(server);
-    }
-
-    private MigrationDestination newDestination() {
-        return new MigrationDestination(guest, plan.devices(), () -> {
-            incomingPasses = DirtyingWorkload.passesDone(memory);
-            // Verification only (it reads every workload page: with memory handed over as memfds, a first
-            // touch of each in this process, which lengthens the downtime as the digest does).
-            if (recordDigest) incomingWorkloadMismatch = workload.firstMismatchMidPass(memory, incomingPasses);
-            for (VfioUserAttachment u : userDevices) u.recordIncoming();
-            if (recordDigest) {
-                long start = System.nanoTime();
-                incomingMemoryDigest = digest();
-                incomingDigestMillis = (System.nanoTime() - start) / 1_000_000;
-            }
-        }).withTransport(settings.transport()).withIdentity(settings.vm().uuid()).withPopulateAhead(settings.populateAhead())
-                .withPrealloc(settings.incomingPrealloc())
-                // A vfio-user server was given this VM's own memfds for its DMA: it would not follow a swap of the memory.
-                .withMemfdPassing(userDevices.isEmpty());
+        incoming.serveOutcomeQueries(server);
     }
 
     /** The guest's pass counter (the workload's progress, kept in guest memory). */
@@ -420,11 +350,7 @@ public final class Machine implements AutoCloseable {
         boolean handedOver = last != null && last.memfdsPassed() && s != Status.RUNNING;
         out.put("memory-digest", still && !handedOver ? digest() : null);
         out.put("memory-handed-over", handedOver);
-        out.put("incoming-memory-digest", incomingMemoryDigest);
-        out.put("incoming-passes", incomingPasses < 0 ? null : incomingPasses);
-        out.put("incoming-workload-check", incomingWorkloadMismatch == -2 ? null : incomingWorkloadMismatch == -1 ? "consistent"
-                : "page " + incomingWorkloadMismatch + " holds neither pass " + incomingPasses + " nor " + (incomingPasses + 1));
-        out.put("incoming-digest-time", incomingDigestMillis < 0 ? null : incomingDigestMillis);
+        out.putAll(IncomingMigration.verification(incoming));
         List<Map<String, Object>> devs = new ArrayList<>();
         for (int i = 0; i < deviceOrder.size(); i++) {
             if (deviceOrder.get(i) instanceof VfioUserAttachment u) {
