@@ -6,11 +6,12 @@
  * populated 1 MiB at a time by the reading thread just before it reads into it (populate-each), or populated
  * by a second thread 2 MiB at a time, at most 64 MiB ahead of the reader (populate-ahead); or, for comparison,
  * fresh private anonymous memory with MADV_HUGEPAGE, as QEMU's RAM is (fresh-anon-thp: 2 MiB pages where
- * transparent huge pages are enabled for madvise, one fault per 2 MiB instead of per 4 KiB); or populated-hugetlb:
- * both ends' memory a 2 MiB hugetlbfs memfd (vm.hugepages = hugetlb's kind of RAM), the destination populated
- * before the clock starts: the link's limit once guest RAM is on huge pages (needs 2 x BYTES in the pool).
+ * transparent huge pages are enabled for madvise, one fault per 2 MiB instead of per 4 KiB); or populated-hugetlb
+ * and fresh-hugetlb: both ends' memory a 2 MiB hugetlbfs memfd (vm.hugepages = hugetlb's kind of RAM), the
+ * destination populated before the clock starts (the link's limit once guest RAM is on huge pages) or not (each
+ * huge page's first write, which clears 2 MiB, inside the read); both need 2 x BYTES in the pool.
  * Prints one JSON line: {"mode": ..., "bytes": ..., "seconds": ..., "populate-seconds": ...}.
- * Usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb
+ * Usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb|fresh-hugetlb
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -77,14 +78,14 @@ static unsigned char *guest_memory(size_t bytes, const char *name) {
 int main(int argc, char **argv) {
     if (argc != 3 || (strcmp(argv[2], "fresh") != 0 && strcmp(argv[2], "populated") != 0 && strcmp(argv[2], "populate-each") != 0
             && strcmp(argv[2], "populate-ahead") != 0 && strcmp(argv[2], "fresh-anon-thp") != 0
-            && strcmp(argv[2], "populated-hugetlb") != 0)) {
-        fprintf(stderr, "usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb\n");
+            && strcmp(argv[2], "populated-hugetlb") != 0 && strcmp(argv[2], "fresh-hugetlb") != 0)) {
+        fprintf(stderr, "usage: blast BYTES fresh|populated|populate-each|populate-ahead|fresh-anon-thp|populated-hugetlb|fresh-hugetlb\n");
         return 2;
     }
     size_t bytes = strtoull(argv[1], NULL, 0), chunk = 1 << 20;
-    hugetlb = strcmp(argv[2], "populated-hugetlb") == 0;
-    if (hugetlb && bytes % (2u << 20) != 0) { fprintf(stderr, "blast: populated-hugetlb needs a multiple of 2 MiB\n"); return 2; }
-    int populated = strcmp(argv[2], "populated") == 0 || hugetlb, each = strcmp(argv[2], "populate-each") == 0;
+    hugetlb = strcmp(argv[2], "populated-hugetlb") == 0 || strcmp(argv[2], "fresh-hugetlb") == 0;
+    if (hugetlb && bytes % (2u << 20) != 0) { fprintf(stderr, "blast: %s needs a multiple of 2 MiB\n", argv[2]); return 2; }
+    int populated = strcmp(argv[2], "populated") == 0 || strcmp(argv[2], "populated-hugetlb") == 0, each = strcmp(argv[2], "populate-each") == 0;
 
     int server = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

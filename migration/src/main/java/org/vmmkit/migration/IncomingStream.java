@@ -96,7 +96,7 @@ final class IncomingStream {
             for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
             loading = true;
             setup.beforeLoading().run();
-            if (setup.populateWindow() > 0 && memfds == null) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
+            if (setup.populateWindow() > 0 && memfds == null && PopulateAhead.helps(vm.memory())) ahead = new PopulateAhead(vm.memory(), setup.populateWindow());
             for (IncomingRamChannel e : extras) e.start(ahead, memfds != null);
             applyUntilComplete(header);
         } catch (Throwable failure) {

@@ -61,6 +61,20 @@ public final class PopulateAhead implements AutoCloseable {
     private volatile long populated; // bytes populated, for the statistics and tests
     private volatile String failure; // why it stopped early, if it did
 
+    /**
+     * Whether populating ahead helps a receiver of {@code memory}: not where every region is on hugetlbfs, whose
+     * first touch inside a read is one fault per 2 MiB from a pool reserved at start. Measured (BENCHMARKS.md, 2 GiB
+     * every page data, two sets of 5 alternating runs): hugetlb 1.81 and 1.41 s without against 2.14 and 1.91 s
+     * with it (a thread clearing huge pages beside the receiver on two cores costs more than the faults it saves);
+     * THP 4.58 s without against 3.76 s with it (a THP fault allocates and compacts); 4 KiB pages 1.38x faster with it.
+     */
+    public static boolean helps(GuestMemory memory) {
+        for (GuestRegion r : memory.regions()) {
+            if (memory.backingPageSize(r) <= PAGE) return true;
+        }
+        return false;
+    }
+
     /** Starts populating {@code memory}'s first {@code window} bytes at once; the receivers' progress moves it on. */
     public PopulateAhead(GuestMemory memory, long window) {
         if (window < STEP) throw new IllegalArgumentException("a populate window of " + window + " bytes; at least " + STEP);
