@@ -167,6 +167,44 @@ public final class Uart16550 {
         return level;
     }
 
+    /** Drives the current level onto the line again: a restored UART's line starts low on a fresh irqchip. */
+    public synchronized void driveIrqLine() {
+        irq.set(level);
+    }
+
+    /** The whole state, for migration. */
+    public synchronized UartState state() {
+        byte[] fifo = new byte[rxCount];
+        for (int i = 0; i < rxCount; i++) fifo[i] = rx[(rxHead + i) % FIFO_BYTES];
+        return new UartState(dll, dlm, ier, fcr, lcr, mcr, lsr(), msr, scr, thrPending, level, fifo,
+                java.util.Arrays.copyOf(line, lineLength));
+    }
+
+    /**
+     * Takes {@code state} over (a {@link UartState} is consistent by construction). The line is not driven:
+     * {@link #driveIrqLine} does that when the VM starts.
+     */
+    public synchronized void restore(UartState state) {
+        dll = state.dll();
+        dlm = state.dlm();
+        ier = state.ier();
+        fcr = state.fcr();
+        lcr = state.lcr();
+        mcr = state.mcr();
+        lsrErrors = state.lsr() & LSR_OE;
+        msr = state.msr();
+        scr = state.scr();
+        thrPending = state.thrPending();
+        byte[] fifo = state.rxFifo();
+        rxHead = 0;
+        rxCount = fifo.length;
+        System.arraycopy(fifo, 0, rx, 0, fifo.length);
+        byte[] partial = state.partialLine();
+        lineLength = partial.length;
+        System.arraycopy(partial, 0, line, 0, partial.length);
+        level = state.irqLevel();
+    }
+
     /**
      * The interrupt the 16550 reports in IIR (its low nibble), highest priority first: receiver line status,
      * received data (or the FIFO's character timeout), THR empty, modem status; {@code IIR_NONE} for none.
