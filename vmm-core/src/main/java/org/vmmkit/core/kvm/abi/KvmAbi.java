@@ -33,6 +33,31 @@ public final class KvmAbi {
     public static final int CAP_USER_MEMORY = 3, CAP_SET_TSS_ADDR = 4, CAP_EXT_CPUID = 7, CAP_NR_MEMSLOTS = 10,
             CAP_SYNC_MMU = 16, CAP_IMMEDIATE_EXIT = 136, CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168,
             CAP_DIRTY_LOG_RING = 192;
+    // Capabilities of the platform state (issue #15): in-kernel irqchip and PIT, XSAVE, clocks and TSC.
+    public static final int CAP_IRQCHIP = 0, CAP_MP_STATE = 14, CAP_IRQFD = 32, CAP_PIT2 = 33, CAP_PIT_STATE2 = 35,
+            CAP_IOEVENTFD = 36, CAP_SET_IDENTITY_MAP_ADDR = 37, CAP_ADJUST_CLOCK = 39, CAP_VCPU_EVENTS = 41,
+            CAP_DEBUGREGS = 50, CAP_XSAVE = 55, CAP_XCRS = 56, CAP_TSC_CONTROL = 60, CAP_GET_TSC_KHZ = 61,
+            CAP_TSC_DEADLINE_TIMER = 72, CAP_XSAVE2 = 208;
+
+    // kvm_irqchip.chip_id.
+    public static final int IRQCHIP_PIC_MASTER = 0, IRQCHIP_PIC_SLAVE = 1, IRQCHIP_IOAPIC = 2, NR_IRQCHIPS = 3;
+    public static final int IOAPIC_NUM_PINS = 24;
+    public static final int APIC_REG_SIZE = 0x400;
+    public static final int MAX_XCRS = 16;
+
+    // kvm_mp_state.mp_state (the x86 ones).
+    public static final int MP_STATE_RUNNABLE = 0, MP_STATE_UNINITIALIZED = 1, MP_STATE_INIT_RECEIVED = 2,
+            MP_STATE_HALTED = 3, MP_STATE_SIPI_RECEIVED = 4;
+
+    // kvm_pit_config.flags and kvm_pit_state2.flags.
+    public static final int PIT_SPEAKER_DUMMY = 1, PIT_FLAGS_HPET_LEGACY = 1, PIT_FLAGS_SPEAKER_DATA_ON = 2;
+
+    // kvm_clock_data.flags.
+    public static final int CLOCK_TSC_STABLE = 2, CLOCK_REALTIME = 1 << 2, CLOCK_HOST_TSC = 1 << 3;
+
+    // kvm_irqfd.flags and kvm_ioeventfd.flags.
+    public static final int IRQFD_FLAG_DEASSIGN = 1, IRQFD_FLAG_RESAMPLE = 2;
+    public static final int IOEVENTFD_FLAG_DATAMATCH = 1, IOEVENTFD_FLAG_PIO = 2, IOEVENTFD_FLAG_DEASSIGN = 4;
 
     // Exit reasons (kvm_run.exit_reason).
     public static final int EXIT_UNKNOWN = 0, EXIT_EXCEPTION = 1, EXIT_IO = 2, EXIT_HYPERCALL = 3, EXIT_DEBUG = 4,
@@ -133,6 +158,127 @@ public final class KvmAbi {
 
     /** {@code struct kvm_vcpu_events}: pending exceptions, interrupts, NMI, SMM; saved and restored whole. */
     public static final long VCPU_EVENTS_SIZE = 64;
+
+    /** {@code struct kvm_lapic_state}: the local APIC's register page as the guest sees it at 0xfee00000. */
+    public static final StructLayout LAPIC_STATE = structLayout(
+            sequenceLayout(APIC_REG_SIZE, JAVA_BYTE).withName("regs")).withName("kvm_lapic_state");
+
+    /** {@code struct kvm_pic_state}: one 8259 of the in-kernel PIC pair. */
+    public static final StructLayout PIC_STATE = structLayout(
+            JAVA_BYTE.withName("last_irr"), JAVA_BYTE.withName("irr"), JAVA_BYTE.withName("imr"), JAVA_BYTE.withName("isr"),
+            JAVA_BYTE.withName("priority_add"), JAVA_BYTE.withName("irq_base"), JAVA_BYTE.withName("read_reg_select"),
+            JAVA_BYTE.withName("poll"), JAVA_BYTE.withName("special_mask"), JAVA_BYTE.withName("init_state"),
+            JAVA_BYTE.withName("auto_eoi"), JAVA_BYTE.withName("rotate_on_auto_eoi"),
+            JAVA_BYTE.withName("special_fully_nested_mode"), JAVA_BYTE.withName("init4"), JAVA_BYTE.withName("elcr"),
+            JAVA_BYTE.withName("elcr_mask")).withName("kvm_pic_state");
+
+    /**
+     * {@code struct kvm_ioapic_state}. Each redirection entry is a union of a {@code __u64 bits} and a
+     * bit-field struct; it is kept as the 64-bit value (vector in bits 0..7, mask in bit 16, destination in 56..63).
+     */
+    public static final StructLayout IOAPIC_STATE = structLayout(
+            JAVA_LONG.withName("base_address"),
+            JAVA_INT.withName("ioregsel"),
+            JAVA_INT.withName("id"),
+            JAVA_INT.withName("irr"),
+            JAVA_INT.withName("pad"),
+            sequenceLayout(IOAPIC_NUM_PINS, JAVA_LONG).withName("redirtbl")).withName("kvm_ioapic_state");
+
+    /** {@code struct kvm_irqchip} (KVM_GET/SET_IRQCHIP): which chip, and its state in a 512-byte union. */
+    public static final StructLayout IRQCHIP = structLayout(
+            JAVA_INT.withName("chip_id"),
+            JAVA_INT.withName("pad"),
+            unionLayout(
+                    sequenceLayout(512, JAVA_BYTE).withName("dummy"),
+                    PIC_STATE.withName("pic"),
+                    IOAPIC_STATE.withName("ioapic")).withName("chip")).withName("kvm_irqchip");
+
+    /** {@code struct kvm_pit_channel_state}: one of the 8254's three counters. */
+    public static final StructLayout PIT_CHANNEL_STATE = structLayout(
+            JAVA_INT.withName("count"),
+            JAVA_SHORT.withName("latched_count"),
+            JAVA_BYTE.withName("count_latched"), JAVA_BYTE.withName("status_latched"), JAVA_BYTE.withName("status"),
+            JAVA_BYTE.withName("read_state"), JAVA_BYTE.withName("write_state"), JAVA_BYTE.withName("write_latch"),
+            JAVA_BYTE.withName("rw_mode"), JAVA_BYTE.withName("mode"), JAVA_BYTE.withName("bcd"), JAVA_BYTE.withName("gate"),
+            JAVA_LONG.withName("count_load_time")).withName("kvm_pit_channel_state");
+
+    /** {@code struct kvm_pit_state2} (KVM_GET/SET_PIT2). */
+    public static final StructLayout PIT_STATE2 = structLayout(
+            sequenceLayout(3, PIT_CHANNEL_STATE).withName("channels"),
+            JAVA_INT.withName("flags"),
+            sequenceLayout(9, JAVA_INT).withName("reserved")).withName("kvm_pit_state2");
+
+    /** {@code struct kvm_pit_config} (KVM_CREATE_PIT2). */
+    public static final StructLayout PIT_CONFIG = structLayout(
+            JAVA_INT.withName("flags"),
+            sequenceLayout(15, JAVA_INT).withName("pad")).withName("kvm_pit_config");
+
+    /**
+     * {@code struct kvm_xsave}: the 4096-byte XSAVE region in the host's standard format. KVM_GET_XSAVE2 and
+     * KVM_SET_XSAVE move as many bytes as KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on the VM says (at least 4096,
+     * more with dynamic features such as AMX); the ioctl numbers still encode 4096, the flexible
+     * {@code extra} array is where the rest goes.
+     */
+    public static final StructLayout XSAVE = structLayout(
+            sequenceLayout(1024, JAVA_INT).withName("region"),
+            sequenceLayout(0, JAVA_INT).withName("extra")).withName("kvm_xsave");
+
+    public static final StructLayout XCR = structLayout(
+            JAVA_INT.withName("xcr"),
+            JAVA_INT.withName("reserved"),
+            JAVA_LONG.withName("value")).withName("kvm_xcr");
+
+    /** {@code struct kvm_xcrs} (KVM_GET/SET_XCRS): XCR0 and any other extended control registers. */
+    public static final StructLayout XCRS = structLayout(
+            JAVA_INT.withName("nr_xcrs"),
+            JAVA_INT.withName("flags"),
+            sequenceLayout(MAX_XCRS, XCR).withName("xcrs"),
+            sequenceLayout(16, JAVA_LONG).withName("padding")).withName("kvm_xcrs");
+
+    /** {@code struct kvm_debugregs} (KVM_GET/SET_DEBUGREGS): DR0-3, DR6, DR7. */
+    public static final StructLayout DEBUGREGS = structLayout(
+            sequenceLayout(4, JAVA_LONG).withName("db"),
+            JAVA_LONG.withName("dr6"),
+            JAVA_LONG.withName("dr7"),
+            JAVA_LONG.withName("flags"),
+            sequenceLayout(9, JAVA_LONG).withName("reserved")).withName("kvm_debugregs");
+
+    /** {@code struct kvm_clock_data} (KVM_GET/SET_CLOCK): the VM's kvmclock. */
+    public static final StructLayout CLOCK_DATA = structLayout(
+            JAVA_LONG.withName("clock"),
+            JAVA_INT.withName("flags"),
+            JAVA_INT.withName("pad0"),
+            JAVA_LONG.withName("realtime"),
+            JAVA_LONG.withName("host_tsc"),
+            sequenceLayout(4, JAVA_INT).withName("pad")).withName("kvm_clock_data");
+
+    /** {@code struct kvm_mp_state} (KVM_GET/SET_MP_STATE). */
+    public static final StructLayout MP_STATE = structLayout(JAVA_INT.withName("mp_state")).withName("kvm_mp_state");
+
+    /**
+     * {@code struct kvm_irq_level} (KVM_IRQ_LINE): {@code irq} shares an anonymous union with {@code __s32
+     * status} (what KVM_IRQ_LINE_STATUS writes back); only {@code irq} is named here.
+     */
+    public static final StructLayout IRQ_LEVEL = structLayout(
+            JAVA_INT.withName("irq"),
+            JAVA_INT.withName("level")).withName("kvm_irq_level");
+
+    /** {@code struct kvm_irqfd} (KVM_IRQFD): an eventfd that raises (or, with resample, levels) a GSI. */
+    public static final StructLayout IRQFD = structLayout(
+            JAVA_INT.withName("fd"),
+            JAVA_INT.withName("gsi"),
+            JAVA_INT.withName("flags"),
+            JAVA_INT.withName("resamplefd"),
+            sequenceLayout(16, JAVA_BYTE).withName("pad")).withName("kvm_irqfd");
+
+    /** {@code struct kvm_ioeventfd} (KVM_IOEVENTFD): a guest write to a port or address signals an eventfd. */
+    public static final StructLayout IOEVENTFD = structLayout(
+            JAVA_LONG.withName("datamatch"),
+            JAVA_LONG.withName("addr"),
+            JAVA_INT.withName("len"),
+            JAVA_INT.withName("fd"),
+            JAVA_INT.withName("flags"),
+            sequenceLayout(36, JAVA_BYTE).withName("pad")).withName("kvm_ioeventfd");
 
     public static final StructLayout DIRTY_LOG = structLayout(
             JAVA_INT.withName("slot"),
@@ -256,6 +402,19 @@ public final class KvmAbi {
     public static final Ioctl KVM_SET_USER_MEMORY_REGION =
             Ioctl.iow("KVM_SET_USER_MEMORY_REGION", KVMIO, 0x46, USERSPACE_MEMORY_REGION.byteSize());
     public static final Ioctl KVM_SET_TSS_ADDR = Ioctl.io("KVM_SET_TSS_ADDR", KVMIO, 0x47);
+    public static final Ioctl KVM_SET_IDENTITY_MAP_ADDR = Ioctl.iow("KVM_SET_IDENTITY_MAP_ADDR", KVMIO, 0x48, JAVA_LONG.byteSize());
+    public static final Ioctl KVM_CREATE_IRQCHIP = Ioctl.io("KVM_CREATE_IRQCHIP", KVMIO, 0x60);
+    public static final Ioctl KVM_IRQ_LINE = Ioctl.iow("KVM_IRQ_LINE", KVMIO, 0x61, IRQ_LEVEL.byteSize());
+    public static final Ioctl KVM_GET_IRQCHIP = Ioctl.iowr("KVM_GET_IRQCHIP", KVMIO, 0x62, IRQCHIP.byteSize());
+    /** {@code _IOR} although the kernel reads the argument: the header's historical direction bits. */
+    public static final Ioctl KVM_SET_IRQCHIP = Ioctl.ior("KVM_SET_IRQCHIP", KVMIO, 0x63, IRQCHIP.byteSize());
+    public static final Ioctl KVM_IRQFD = Ioctl.iow("KVM_IRQFD", KVMIO, 0x76, IRQFD.byteSize());
+    public static final Ioctl KVM_CREATE_PIT2 = Ioctl.iow("KVM_CREATE_PIT2", KVMIO, 0x77, PIT_CONFIG.byteSize());
+    public static final Ioctl KVM_IOEVENTFD = Ioctl.iow("KVM_IOEVENTFD", KVMIO, 0x79, IOEVENTFD.byteSize());
+    public static final Ioctl KVM_SET_CLOCK = Ioctl.iow("KVM_SET_CLOCK", KVMIO, 0x7b, CLOCK_DATA.byteSize());
+    public static final Ioctl KVM_GET_CLOCK = Ioctl.ior("KVM_GET_CLOCK", KVMIO, 0x7c, CLOCK_DATA.byteSize());
+    public static final Ioctl KVM_GET_PIT2 = Ioctl.ior("KVM_GET_PIT2", KVMIO, 0x9f, PIT_STATE2.byteSize());
+    public static final Ioctl KVM_SET_PIT2 = Ioctl.iow("KVM_SET_PIT2", KVMIO, 0xa0, PIT_STATE2.byteSize());
     public static final Ioctl KVM_ENABLE_CAP = Ioctl.iow("KVM_ENABLE_CAP", KVMIO, 0xa3, ENABLE_CAP.byteSize());
     public static final Ioctl KVM_CLEAR_DIRTY_LOG = Ioctl.iowr("KVM_CLEAR_DIRTY_LOG", KVMIO, 0xc0, CLEAR_DIRTY_LOG.byteSize());
     // ioctls on a vCPU.
@@ -269,16 +428,37 @@ public final class KvmAbi {
     public static final Ioctl KVM_SET_SIGNAL_MASK = Ioctl.iow("KVM_SET_SIGNAL_MASK", KVMIO, 0x8b, SIGNAL_MASK.byteSize());
     public static final Ioctl KVM_GET_FPU = Ioctl.ior("KVM_GET_FPU", KVMIO, 0x8c, FPU.byteSize());
     public static final Ioctl KVM_SET_FPU = Ioctl.iow("KVM_SET_FPU", KVMIO, 0x8d, FPU.byteSize());
+    public static final Ioctl KVM_GET_LAPIC = Ioctl.ior("KVM_GET_LAPIC", KVMIO, 0x8e, LAPIC_STATE.byteSize());
+    public static final Ioctl KVM_SET_LAPIC = Ioctl.iow("KVM_SET_LAPIC", KVMIO, 0x8f, LAPIC_STATE.byteSize());
     public static final Ioctl KVM_SET_CPUID2 = Ioctl.iow("KVM_SET_CPUID2", KVMIO, 0x90, CPUID2.byteSize());
+    public static final Ioctl KVM_GET_CPUID2 = Ioctl.iowr("KVM_GET_CPUID2", KVMIO, 0x91, CPUID2.byteSize());
+    public static final Ioctl KVM_GET_MP_STATE = Ioctl.ior("KVM_GET_MP_STATE", KVMIO, 0x98, MP_STATE.byteSize());
+    public static final Ioctl KVM_SET_MP_STATE = Ioctl.iow("KVM_SET_MP_STATE", KVMIO, 0x99, MP_STATE.byteSize());
     public static final Ioctl KVM_GET_VCPU_EVENTS = Ioctl.ior("KVM_GET_VCPU_EVENTS", KVMIO, 0x9f, VCPU_EVENTS_SIZE);
     public static final Ioctl KVM_SET_VCPU_EVENTS = Ioctl.iow("KVM_SET_VCPU_EVENTS", KVMIO, 0xa0, VCPU_EVENTS_SIZE);
+    public static final Ioctl KVM_GET_DEBUGREGS = Ioctl.ior("KVM_GET_DEBUGREGS", KVMIO, 0xa1, DEBUGREGS.byteSize());
+    public static final Ioctl KVM_SET_DEBUGREGS = Ioctl.iow("KVM_SET_DEBUGREGS", KVMIO, 0xa2, DEBUGREGS.byteSize());
+    /** On a vCPU with KVM_CAP_TSC_CONTROL (on the VM with KVM_CAP_VM_TSC_CONTROL): the argument is the kHz. */
+    public static final Ioctl KVM_SET_TSC_KHZ = Ioctl.io("KVM_SET_TSC_KHZ", KVMIO, 0xa2);
+    /** Returns the vCPU's TSC frequency in kHz (KVM_CAP_GET_TSC_KHZ). */
+    public static final Ioctl KVM_GET_TSC_KHZ = Ioctl.io("KVM_GET_TSC_KHZ", KVMIO, 0xa3);
+    public static final Ioctl KVM_GET_XSAVE = Ioctl.ior("KVM_GET_XSAVE", KVMIO, 0xa4, XSAVE.byteSize());
+    public static final Ioctl KVM_SET_XSAVE = Ioctl.iow("KVM_SET_XSAVE", KVMIO, 0xa5, XSAVE.byteSize());
+    public static final Ioctl KVM_GET_XCRS = Ioctl.ior("KVM_GET_XCRS", KVMIO, 0xa6, XCRS.byteSize());
+    public static final Ioctl KVM_SET_XCRS = Ioctl.iow("KVM_SET_XCRS", KVMIO, 0xa7, XCRS.byteSize());
+    /** Writes KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes, not the 4096 its number encodes (see {@link #XSAVE}). */
+    public static final Ioctl KVM_GET_XSAVE2 = Ioctl.ior("KVM_GET_XSAVE2", KVMIO, 0xcf, XSAVE.byteSize());
 
     /** The ioctls above, for the header check. */
     public static Ioctl[] ioctls() {
         return new Ioctl[] {KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_GET_MSR_INDEX_LIST, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE,
                 KVM_GET_SUPPORTED_CPUID, KVM_CREATE_VCPU, KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, KVM_SET_TSS_ADDR, KVM_ENABLE_CAP,
                 KVM_CLEAR_DIRTY_LOG, KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_MSRS, KVM_SET_MSRS,
-                KVM_SET_SIGNAL_MASK, KVM_GET_FPU, KVM_SET_FPU, KVM_SET_CPUID2, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS};
+                KVM_SET_SIGNAL_MASK, KVM_GET_FPU, KVM_SET_FPU, KVM_SET_CPUID2, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+                KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP, KVM_IRQ_LINE, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_IRQFD,
+                KVM_CREATE_PIT2, KVM_IOEVENTFD, KVM_SET_CLOCK, KVM_GET_CLOCK, KVM_GET_PIT2, KVM_SET_PIT2, KVM_GET_LAPIC,
+                KVM_SET_LAPIC, KVM_GET_CPUID2, KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS,
+                KVM_SET_TSC_KHZ, KVM_GET_TSC_KHZ, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_XSAVE2};
     }
 
     // x86 MSRs a vCPU's state includes (filtered by KVM_GET_MSR_INDEX_LIST at run time).
