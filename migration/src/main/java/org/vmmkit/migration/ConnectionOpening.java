@@ -28,14 +28,18 @@ import org.vmmkit.migration.wire.WireFormatException;
 final class ConnectionOpening {
     private ConnectionOpening() {}
 
-    /** An opened connection: the transport over it, its return path (its own sequence), and what the peer sent first. */
-    record Opened(Connection connection, FrameCodec back, long magic) {}
+    /**
+     * An opened connection: the transport over it, its return path (its own sequence), what the peer sent first, and
+     * when ({@code System.nanoTime}) the opening began and HELLO was written (for the destination's set-up line).
+     */
+    record Opened(Connection connection, FrameCodec back, long magic, long begunNanos, long helloNanos) {}
 
     /**
      * The opening of {@code raw}: the handshake, HELLO with {@code nonce}, and the magic, all within
      * {@code wait}; a peer that connects and then says nothing is dropped rather than holding the destination.
      */
     static Opened open(SocketChannel raw, Transport transport, Nonce nonce, Duration wait) throws IOException {
+        long begun = System.nanoTime();
         try (Watchdog opening = new Watchdog("migration-opening-watchdog", wait, List.of(raw))) {
             MigrationSource.noDelay(raw);
             Connection channel;
@@ -46,9 +50,10 @@ final class ConnectionOpening {
             }
             FrameCodec back = new FrameCodec(0);
             back.write(channel, FrameType.HELLO, nonce.high(), nonce.low(), null, null);
+            long hello = System.nanoTime();
             long magic = StreamHeader.readMagic(channel);
             if (!opening.disarm()) throw new IOException("no stream header within " + wait.toMillis() + " ms");
-            return new Opened(channel, back, magic);
+            return new Opened(channel, back, magic, begun, hello);
         }
     }
 

@@ -39,11 +39,12 @@ final class IncomingStream {
     /**
      * What the destination fixes for every stream it takes; {@code populateWindow} is how far guest RAM is
      * populated ahead of the receivers (0: not at all), {@code beforeLoading} runs at READY (it stops a
-     * preallocation), {@code memfdPassing} whether a local source's guest-memory memfds are taken.
+     * preallocation), {@code memfdPassing} whether a local source's guest-memory memfds are taken, {@code quiet}
+     * whether the stream's INFO line is left out (the start-up rehearsal).
      */
     record Setup(MigratableVm vm, List<SectionLoader> sections, Runnable beforeStart, Transport transport,
                  Duration channelWait, Duration commitWait, OutcomeRegistry outcomes, long populateWindow, Runnable beforeLoading,
-                 boolean memfdPassing, DestinationIdentity identity) {}
+                 boolean memfdPassing, DestinationIdentity identity, boolean quiet) {}
 
     private final Setup setup;
     private final MigratableVm vm;
@@ -69,15 +70,18 @@ final class IncomingStream {
     }
 
     /**
-     * Receives the stream whose header follows {@code magic}, its further channels from {@code more} (each must
-     * begin with a CHANNEL frame naming this stream; all are closed at the end). Returns once the VM runs.
+     * Receives the stream whose header follows the magic {@code opened} read, its further channels from {@code more}
+     * (each must begin with a CHANNEL frame naming this stream; all are closed at the end). Returns once the VM runs.
      */
-    void receive(long magic, Acceptor more) throws MigrationException {
+    void receive(ConnectionOpening.Opened opened, Acceptor more) throws MigrationException {
         event.begin();
         event.stream = nonce.toString();
+        long magic = opened.magic();
+        long magicRead = System.nanoTime();
         try {
             if (magic != StreamHeader.MAGIC) throw new WireFormatException("not a vmmkit migration stream: magic 0x" + Long.toHexString(magic));
             StreamHeader header = StreamHeader.readAfterMagic(channel);
+            long headerRead = System.nanoTime();
             if (!header.nonce().equals(nonce)) {
                 throw new WireFormatException("the stream header carries nonce " + header.nonce() + ", not " + nonce
                         + " of this connection's HELLO: a replayed or misdirected stream");
@@ -87,12 +91,22 @@ final class IncomingStream {
             source = header.vm();
             header.checkCompatibleWith(MigrationSource.headerOf(vm.memory(), List.of(), vm.vcpuCount()));
             loaders = SectionMatch.match(setup.sections(), header.sections());
+            long checked = System.nanoTime();
             openChannels(header, more);
+            long channelsOpen = System.nanoTime();
             if (header.memfdOffer() && setup.memfdPassing() && Transport.isUnix(channel.socket())) {
                 takeMemfds();
             } else {
                 answer(channel, back, FrameType.READY, "");
             }
+            long ready = System.nanoTime();
+            // The destination's share of the source's setup: its own work is HELLO, the header's checks and the channels;
+            // the wait for the magic is the source's (its HELLO read, its header written) and the network's.
+            if (!setup.quiet()) LOG.log(System.Logger.Level.INFO, "stream {0} set up: READY {1} us after the connection was accepted: HELLO {2} us, "
+                            + "waiting for the header {3} us, header read {4} us, checked {5} us, further channels {6} us, READY {7} us{8}",
+                    nonce, (ready - opened.begunNanos()) / 1000, (opened.helloNanos() - opened.begunNanos()) / 1000,
+                    (magicRead - opened.helloNanos()) / 1000, (headerRead - magicRead) / 1000, (checked - headerRead) / 1000,
+                    (channelsOpen - checked) / 1000, (ready - channelsOpen) / 1000, memfds != null ? " (memfds taken)" : "");
             for (int i = 0; i < loaders.length; i++) loaders[i].startLoad(header.sections().get(i).version());
             loading = true;
             setup.beforeLoading().run();

@@ -57,6 +57,7 @@ public final class MigrationDestination {
     private volatile PopulateAhead prealloc; // populating all guest RAM while no stream has come yet; null when off or done
     private boolean memfdPassing; // take a local source's guest-memory memfds (a local live upgrade)
     private DestinationIdentity identity = new DestinationIdentity(null);
+    private boolean quiet; // no INFO lines (the start-up rehearsal)
 
     /** {@code beforeStart} runs when everything is loaded and nothing runs yet (for a digest, a log line). */
     public MigrationDestination(Vm vm, List<? extends SectionLoader> sections, ExitHandler handler, Runnable beforeStart) {
@@ -74,6 +75,12 @@ public final class MigrationDestination {
     MigrationDestination withWaits(Duration channels, Duration commit) {
         this.channelWait = channels;
         this.commitWait = commit;
+        return this;
+    }
+
+    /** Logs no line per stream (the start-up {@link Rehearsal}: its migration is no operator's business). */
+    MigrationDestination quiet() {
+        this.quiet = true;
         return this;
     }
 
@@ -206,8 +213,8 @@ public final class MigrationDestination {
             return false;
         }
         IncomingStream.Setup setup = new IncomingStream.Setup(vm, sections, beforeStart, transport, channelWait, commitWait, outcomes,
-                populateWindow, this::stopPrealloc, memfdPassing, identity);
-        new IncomingStream(setup, opened.connection(), opened.back(), nonce).receive(opened.magic(), more);
+                populateWindow, this::stopPrealloc, memfdPassing, identity, quiet);
+        new IncomingStream(setup, opened.connection(), opened.back(), nonce).receive(opened, more);
         return true;
     }
 

@@ -306,35 +306,48 @@ public final class MigrationSource {
         if (cancelled) cancel();
         long start = System.nanoTime();
         stats.startNanos = start;
+        // Dirty tracking starts on another thread while the handshake waits on the network: enabling a dirty log
+        // (write-protecting guest memory, an IOMMU's bitmaps, a device's first call) is the source's own work and
+        // needs nothing from the destination. A tracking that starts before READY changes nothing the destination
+        // or the guest can see; the rollback stops it like any other (after waiting for its start to end).
+        // Not where the memfds may be handed over (a local live upgrade tracks nothing): there it starts after READY, if at all.
+        boolean mayHandOver = memfdPassing && Transport.isUnix(channel.socket()) && MemfdHandoff.possible(memory);
+        TrackingStart trackingStart = mayHandOver ? null : new TrackingStart(memory, dirtySources);
         PhaseLog phases = new PhaseLog(quiet, stats, start);
         stats.enter(MigrationStatus.SETUP, "setup");
         Progress done = new Progress();
         MigrationEvents.Phase phaseEvent = phases.begin();
         ReturnPath back = new ReturnPath(channel);
         Nonce[] nonce = new Nonce[1];
-        DirtyTracker tracker = new DirtyTracker(memory, dirtySources);
+        DirtyTracker tracker = null; // made (and started) by trackingStart, or after READY where the memfds may be handed over
         Throttle throttle = new Throttle(vm);
         stats.throttle = throttle;
         stats.policy = settings.convergence();
         TransferRing ring = null;
+        long prepared = System.nanoTime();
         try {
             SourceHandshake.Opened opened = new SourceHandshake(settings, sections, vm, transport, identity, readyTimeout)
                     .open(channels, further, back, memfdPassing, connectMicros, () -> cancelled);
             nonce[0] = opened.nonce();
             long roundTripMicros = opened.floorMicros();
             String memfdsTo = opened.memfdsTo();
+            long handshakeDone = System.nanoTime();
+            if (trackingStart != null) tracker = trackingStart.await();
+            long trackingAwaited = System.nanoTime();
             if (memfdsTo != null) { // where the destination takes the memfds; null: RAM is copied
                 // A local live upgrade: the destination maps these very memfds, so there is no page to send and
                 // no dirty page to track. It maps them only once the stream is complete and starts on them only
                 // at COMMIT: until then this side alone runs on them, and a rollback is as always.
                 MemfdHandoff.send(memfdsTo, nonce[0], memory, readyTimeout);
-                tracker.close();
+                if (tracker != null) tracker.close();
                 tracker = DirtyTracker.nothingToSend(memory);
+                tracker.start();
                 stats.memfdsPassed = true;
                 if (!quiet) LOG.log(System.Logger.Level.INFO, "guest memory handed over as {0} memfd(s): no RAM is copied", memory.regions().size());
+            } else if (trackingStart == null) {
+                tracker = new DirtyTracker(memory, dirtySources); // the memfds were offered and declined
+                tracker.start();
             }
-            long handshakeDone = System.nanoTime();
-            tracker.start();
             long trackingDone = System.nanoTime();
             done.saving = true;
             for (SectionSaver x : sections) x.startSave();
@@ -346,11 +359,17 @@ public final class MigrationSource {
             MemoryProducer producer = new MemoryProducer(ring, memory, settings.maxFramePages());
             List<SectionProducer> producers = new ArrayList<>();
             for (int i = 0; i < sections.size(); i++) producers.add(new SectionProducer(sections.get(i), i, ring));
-            stats.setupNanos = System.nanoTime() - start;
+            long end = System.nanoTime();
+            stats.setupNanos = end - start;
             if (!quiet) {
-                LOG.log(System.Logger.Level.INFO, "migration setup: handshake {0} us (downtime floor: {1} us), tracking {2} us, sections {3} us, ring {4} us",
-                        (handshakeDone - start) / 1000, roundTripMicros, (trackingDone - handshakeDone) / 1000, (sectionsDone - trackingDone) / 1000,
-                        (System.nanoTime() - sectionsDone) / 1000);
+                String tracking = trackingStart != null
+                        ? "dirty tracking " + trackingStart.micros() + " us (begun with the handshake, " + (trackingAwaited - handshakeDone) / 1000 + " us of it after READY)"
+                        : memfdsTo != null ? "memfds handed over " + (trackingDone - trackingAwaited) / 1000 + " us"
+                        : "dirty tracking " + (trackingDone - trackingAwaited) / 1000 + " us";
+                LOG.log(System.Logger.Level.INFO, "migration setup: {0} us: preparing {1} us, HELLO {2} us, header {3} us, READY {4} us, {5}, "
+                                + "sections {6} us, ring {7} us; downtime floor {8} us", (end - start) / 1000, (prepared - start) / 1000,
+                        opened.helloMicros(), opened.headerMicros(), opened.readyMicros(), tracking, (sectionsDone - trackingDone) / 1000,
+                        (end - sectionsDone) / 1000, roundTripMicros);
             }
             phaseEvent = phases.end(phaseEvent, done.phase, "done");
             done.phase = "pre-copy";
@@ -390,6 +409,10 @@ public final class MigrationSource {
             phases.end(phaseEvent, done.phase, "acknowledged");
             return stats.completed(null);
         } catch (Throwable failure) {
+            if (trackingStart != null && tracker == null) { // the rollback stops tracking only once its start has ended
+                trackingStart.settle();
+                tracker = trackingStart.tracker();
+            }
             if (done.committed && !(failure instanceof ReturnPath.RefusedByDestination)) {
                 phases.end(phaseEvent, done.phase, "outcome unknown");
                 SourceRollback.stopTracking(tracker);
@@ -406,8 +429,12 @@ public final class MigrationSource {
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback); // the live figures at the failure
             throw new MigrationException(stats.error(), failure);
         } finally {
+            if (trackingStart != null && tracker == null) {
+                trackingStart.settle();
+                tracker = trackingStart.tracker();
+            }
             if (ring != null) ring.close();
-            tracker.close();
+            if (tracker != null) tracker.close();
         }
     }
 

@@ -56,7 +56,7 @@ public final class Rehearsal {
      */
     private static void migrateOnce(ServerSocketChannel server, GuestMemory from, GuestMemory to, boolean memfds) throws Exception {
         from.writeLong(SIZE / 2, 0x5eed);
-        MigrationDestination destination = new MigrationDestination(new StillVm(to), List.of(), null).withMemfdPassing(memfds);
+        MigrationDestination destination = new MigrationDestination(new StillVm(to), List.of(), null).withMemfdPassing(memfds).quiet();
         Exception[] failed = new Exception[1];
         Thread receiver = Thread.ofPlatform().name("migration-rehearsal-destination").daemon().start(() -> {
             try {

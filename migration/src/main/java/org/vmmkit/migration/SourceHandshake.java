@@ -72,8 +72,12 @@ final class SourceHandshake {
     /** The first connection, and how long its connect took (microseconds, at least 1). */
     record Connected(Connection connection, long connectMicros) {}
 
-    /** What the opening learnt: the destination's nonce, where it takes the memfds (null: RAM is copied), the downtime floor. */
-    record Opened(Nonce nonce, String memfdsTo, long floorMicros) {}
+    /**
+     * What the opening learnt: the destination's nonce, where it takes the memfds (null: RAM is copied), the downtime floor;
+     * and how long its steps took (microseconds, for the setup line): until HELLO arrived, writing the header and opening the
+     * further channels, and from then until READY arrived (the destination's checks and set-up, and a network round trip).
+     */
+    record Opened(Nonce nonce, String memfdsTo, long floorMicros, long helloMicros, long headerMicros, long readyMicros) {}
 
     /**
      * HELLO (the nonce), the stream header, the further channels (each opened and announced with CHANNEL once
@@ -92,10 +96,12 @@ final class SourceHandshake {
         boolean offer = memfdPassing && Transport.isUnix(channel.socket()) && MemfdHandoff.possible(memory);
         Nonce[] nonce = new Nonce[1];
         String[] memfdsTo = new String[1];
+        long begun = System.nanoTime();
         long streamId = new java.security.SecureRandom().nextLong();
-        long[] headerSent = new long[1];
+        long[] helloRead = new long[1], headerSent = new long[1];
         ReturnPath.within(readyTimeout, channels, "READY", () -> {
             nonce[0] = back.hello();
+            helloRead[0] = System.nanoTime();
             List<SectionInfo> infos = new ArrayList<>();
             for (SectionSaver x : sections) infos.add(x.info());
             ByteBuffer header = MigrationSource.headerOf(memory, infos, vm.vcpuCount()).withChannels(settings.channels(), streamId)
@@ -120,6 +126,8 @@ final class SourceHandshake {
                 memfdsTo[0] = java.nio.charset.StandardCharsets.UTF_8.decode(ready).toString();
             }
         });
-        return new Opened(nonce[0], memfdsTo[0], connectMicros > 0 ? 2 * connectMicros : Math.max(1, (System.nanoTime() - headerSent[0]) / 1000));
+        long readyRead = System.nanoTime();
+        return new Opened(nonce[0], memfdsTo[0], connectMicros > 0 ? 2 * connectMicros : Math.max(1, (readyRead - headerSent[0]) / 1000),
+                (helloRead[0] - begun) / 1000, (headerSent[0] - helloRead[0]) / 1000, (readyRead - headerSent[0]) / 1000);
     }
 }

@@ -5,22 +5,20 @@ import java.io.IOException;
 import java.time.Duration;
 import java.util.List;
 
+import org.vmmkit.migration.pipeline.MigrationThreads;
+
 /**
  * Closes connections unless disarmed in time: turns a peer that stopped answering into a failed read or
  * accept, where waiting is only safe while nothing has changed. Disarming and firing exclude each other, so
  * exactly one of "disarmed in time" and "fired" holds.
  */
 final class Watchdog implements AutoCloseable {
-    private final Thread thread;
+    private final java.util.concurrent.ScheduledFuture<?> timer;
     private boolean disarmed, fired; // guarded by this
 
+    /** Arms a timer on the process's migration threads ({@link MigrationThreads}: no thread is made per watchdog). */
     Watchdog(String name, Duration timeout, List<? extends Closeable> connections) {
-        this.thread = Thread.ofPlatform().name(name).daemon().start(() -> {
-            try {
-                Thread.sleep(timeout.toMillis());
-            } catch (InterruptedException e) {
-                return; // disarmed or closed
-            }
+        this.timer = MigrationThreads.after(timeout, name, () -> {
             synchronized (this) {
                 if (disarmed) return;
                 fired = true;
@@ -39,7 +37,7 @@ final class Watchdog implements AutoCloseable {
     synchronized boolean disarm() {
         if (fired) return false;
         disarmed = true;
-        thread.interrupt();
+        timer.cancel(false);
         return true;
     }
 

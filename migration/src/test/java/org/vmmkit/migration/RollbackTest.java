@@ -227,7 +227,7 @@ class RollbackTest {
             assertTrue(failure.getMessage().contains("did not answer READY within 500 ms") && failure.getMessage().contains("migration failed in setup"),
                     failure.getMessage());
             assertTrue(millis >= 450 && millis < 10_000, millis + " ms");
-            assertTrue(!vm.dirtyLogging(), "dirty logging never started");
+            assertTrue(!vm.dirtyLogging(), "dirty logging (begun with the handshake) is off again");
             long passes = workload.passesReported();
             assertTrue(workload.awaitPasses(passes + 2, Duration.ofSeconds(30)), "the guest runs on");
         }

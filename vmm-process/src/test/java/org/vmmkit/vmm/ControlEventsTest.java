@@ -289,13 +289,15 @@ class ControlEventsTest {
                 hub.subscribe(endpointSide, Channels.newOutputStream(endpointSide)).start();
                 String filler = "x".repeat(1024);
                 int published = 20_000; // 20 MB: far beyond a socket buffer and the queue
-                for (int i = 0; i < published; i++) hub.publish("MIGRATION_PASS", Map.of("pass", i, "filler", filler)); // never blocks
+                for (int i = 0; i < published; i++) { // never blocks
+                    hub.migration(new org.vmmkit.migration.MigrationEvent.StatusChange(org.vmmkit.migration.MigrationStatus.ACTIVE, "pre-copy", filler + i));
+                }
                 // Now read: what the socket held, then the end of the connection, the drop.
                 BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(reader), StandardCharsets.UTF_8));
                 int lines = 0;
                 while (in.readLine() != null) lines++;
                 assertTrue(lines < published, "the slow subscriber was dropped, not waited for: it got " + lines + " of " + published);
-                hub.publish("MIGRATION", Map.of("status", "completed")); // nobody left: a no-op
+                hub.migration(new org.vmmkit.migration.MigrationEvent.StatusChange(org.vmmkit.migration.MigrationStatus.COMPLETED, null, null)); // nobody left: a no-op
             }
         }
     }

@@ -46,7 +46,7 @@ public final class TransferRing implements AutoCloseable {
     private final RingBuffer<ChunkDescriptor> ring;
     private final List<BatchEventProcessor<ChunkDescriptor>> processors = new ArrayList<>();
     private final List<Sender> senders = new ArrayList<>();
-    private final List<Thread> threads = new ArrayList<>();
+    private final List<java.util.concurrent.Future<?>> threads = new ArrayList<>(); // each sender's run on a MigrationThreads thread
     private final int channels;
     private volatile Throwable failure;
 
@@ -91,7 +91,7 @@ public final class TransferRing implements AutoCloseable {
             processors.add(processor);
         }
         for (int i = 0; i < processors.size(); i++) {
-            threads.add(Thread.ofPlatform().name("migration-sender-" + i).daemon().start(processors.get(i)));
+            threads.add(MigrationThreads.start("migration-sender-" + i, processors.get(i)));
         }
     }
 
@@ -258,12 +258,14 @@ public final class TransferRing implements AutoCloseable {
     @Override
     public void close() {
         for (BatchEventProcessor<ChunkDescriptor> p : processors) p.halt();
-        for (Thread t : threads) {
+        for (java.util.concurrent.Future<?> t : threads) {
             try {
-                t.join(TimeUnit.SECONDS.toMillis(10));
+                t.get(10, TimeUnit.SECONDS);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 return;
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+                // as with a join: a sender's failure is already recorded (failure()), and one still running after 10 s is left
             }
         }
     }

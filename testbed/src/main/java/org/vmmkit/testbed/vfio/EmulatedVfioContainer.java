@@ -52,7 +52,8 @@ public final class EmulatedVfioContainer implements VfioContainer {
 
     private static final class Mapping {
         final DmaMapping dma;
-        final AtomicLongArray dirty;
+        /** Replaced only under the write lock (a fresh, zeroed array at START), read under either lock. */
+        AtomicLongArray dirty;
 
         Mapping(DmaMapping dma, long pageSize) {
             this.dma = dma;
@@ -159,9 +160,9 @@ public final class EmulatedVfioContainer implements VfioContainer {
         lock.writeLock().lock();
         try {
             if (!trackingOn) {
-                for (Mapping m : mappings.values()) {
-                    for (int i = 0; i < m.dirty.length(); i++) m.dirty.set(i, 0);
-                }
+                // A fresh array is zeroed by the allocator: clearing the old one word by word took 1.7 ms for 2 GiB
+                // warm and 7 ms cold (a migration's first START), in the setup the source's migration waits for.
+                for (Mapping m : mappings.values()) m.dirty = new AtomicLongArray(m.dirty.length());
                 trackingOn = true;
             }
         } finally {
