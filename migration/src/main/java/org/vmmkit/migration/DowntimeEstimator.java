@@ -18,6 +18,7 @@ final class DowntimeEstimator {
     private long rateWindowStart, rateWindowPages, bandwidthWindowStart, bandwidthWindowBytes;
     private double bytesPerNano, dirtyRate;
     private boolean rateMeasured, restartRateWindow;
+    private boolean windowFromRestart; // the rate's window opened at a restart: all its pages were dirtied under one throttle
     private int rounds;
 
     /** {@code roundTripMicros}: the measured round trip to the destination (at least 1). */
@@ -45,9 +46,17 @@ final class DowntimeEstimator {
             bandwidthWindowBytes = totalSent;
             bytesPerNano = Math.max(sentBytes, 1) / (double) roundNanos;
         } else if (restartRateWindow) {
-            // This sync's pages were dirtied under the previous throttle: the new window starts here, and
-            // the last rate (measured with less throttle, so no lower) stands until the window closes.
+            // This sync's pages were dirtied under the previous throttle: the new window starts here, and the last
+            // rate (measured with less throttle, so no lower) stands until the window closes. Where the throttle
+            // changes again before that (every round that misses the limit raises it), a window that itself began
+            // at a restart held one throttle throughout: its pages are that throttle's rate, however short it was,
+            // so the rate follows the throttle instead of staying at what was measured before it began.
+            if (windowFromRestart && syncedAt > rateWindowStart) {
+                dirtyRate = (rateWindowPages + dirtyPages) * 1e9 / (syncedAt - rateWindowStart);
+                rateMeasured = true;
+            }
             restartRateWindow = false;
+            windowFromRestart = true;
             rateWindowStart = syncedAt;
             rateWindowPages = 0;
             updateBandwidth(roundEnd, totalSent);
@@ -58,6 +67,7 @@ final class DowntimeEstimator {
                 rateWindowStart = syncedAt;
                 rateWindowPages = 0;
                 rateMeasured = true;
+                windowFromRestart = false;
             } else if (!rateMeasured) {
                 dirtyRate = rateWindowPages * 1e9 / Math.max(1, syncedAt - rateWindowStart); // the partial window until one closes
             }

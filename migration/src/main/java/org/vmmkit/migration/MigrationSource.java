@@ -2,7 +2,6 @@ package org.vmmkit.migration;
 
 import java.io.IOException;
 import java.net.SocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -24,7 +23,6 @@ import org.vmmkit.migration.pipeline.TransferRing;
 import org.vmmkit.migration.ram.MemoryViews;
 import org.vmmkit.migration.transport.Connection;
 import org.vmmkit.migration.transport.Transport;
-import org.vmmkit.migration.wire.FrameCodec;
 import org.vmmkit.migration.wire.FrameType;
 import org.vmmkit.migration.wire.Nonce;
 import org.vmmkit.migration.wire.StreamHeader;
@@ -312,7 +310,6 @@ public final class MigrationSource {
         // or the guest can see; the rollback stops it like any other (after waiting for its start to end).
         // Not where the memfds may be handed over (a local live upgrade tracks nothing): there it starts after READY, if at all.
         boolean mayHandOver = memfdPassing && Transport.isUnix(channel.socket()) && MemfdHandoff.possible(memory);
-        TrackingStart trackingStart = mayHandOver ? null : new TrackingStart(memory, dirtySources);
         PhaseLog phases = new PhaseLog(quiet, stats, start);
         stats.enter(MigrationStatus.SETUP, "setup");
         Progress done = new Progress();
@@ -324,6 +321,8 @@ public final class MigrationSource {
         stats.throttle = throttle;
         stats.policy = settings.convergence();
         TransferRing ring = null;
+        // The last thing before the try: its catch is what settles a tracking start, whatever fails after it.
+        TrackingStart trackingStart = mayHandOver ? null : new TrackingStart(memory, dirtySources);
         long prepared = System.nanoTime();
         try {
             SourceHandshake.Opened opened = new SourceHandshake(settings, sections, vm, transport, identity, readyTimeout)
@@ -419,8 +418,9 @@ public final class MigrationSource {
                 String lost = cancelled ? "cancelled after COMMIT was sent (too late to roll back)" : "the answer to COMMIT was lost: " + failure.getMessage();
                 return handover.settle(lost, failure, destinationAddress, nonce[0], () -> SourceRollback.rollBack(sections, vm, true, true, null));
             }
-            if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase); // ERROR before the reset, if sent
+            // The guest resumes first; only then is the destination's ERROR (sent before its reset) waited for, at most 1 s.
             String rollback = SourceRollback.rollBack(sections, vm, done.saving, done.paused, tracker);
+            if (!cancelled) failure = back.reasonFor(failure, Duration.ofSeconds(1), channels, done.phase);
             long rounds = stats.rounds;
             String where = done.phase + (rounds > 0 ? " after " + rounds + " round" + (rounds == 1 ? "" : "s")
                     + (stats.expectedMicros > 0 ? " (expected downtime " + stats.expectedMicros / 1000 + " ms)" : " (no downtime estimate yet)") : "");
@@ -429,10 +429,6 @@ public final class MigrationSource {
                     : "migration failed in " + where + ": " + failure.getMessage() + "; " + rollback); // the live figures at the failure
             throw new MigrationException(stats.error(), failure);
         } finally {
-            if (trackingStart != null && tracker == null) {
-                trackingStart.settle();
-                tracker = trackingStart.tracker();
-            }
             if (ring != null) ring.close();
             if (tracker != null) tracker.close();
         }

@@ -73,4 +73,20 @@ class DowntimeEstimatorTest {
         e.round(406 * MS, 2_000, 406 * MS, 456 * MS, 8L << 20, 362L << 20, 0);
         assertEquals(40_000, e.dirtyRate(), 1);
     }
+
+    @Test
+    void aThrottleRaisedEveryRoundStillLetsTheRateFollowIt() {
+        DowntimeEstimator e = new DowntimeEstimator(PAGE, 100);
+        e.round(0, 65_536, 0, 256 * MS, 256L << 20, 256L << 20, 0);
+        e.round(256 * MS, 12_800, 256 * MS, 306 * MS, 50L << 20, 306L << 20, 0); // 50k pages/s
+        e.throttleChanged();
+        e.round(306 * MS, 10_000, 306 * MS, 336 * MS, 40L << 20, 346L << 20, 0); // dirtied before the throttle: not counted
+        e.throttleChanged(); // raised again after a 30 ms round
+        // The 30 ms since the last sync ran under the first throttle alone: 600 pages, 20 000 pages/s.
+        e.round(336 * MS, 600, 336 * MS, 356 * MS, 2L << 20, 348L << 20, 0);
+        assertEquals(20_000, e.dirtyRate(), 1, "not frozen at the unthrottled 50 000 pages/s");
+        e.throttleChanged();
+        e.round(356 * MS, 200, 356 * MS, 376 * MS, 1L << 20, 349L << 20, 0); // 20 ms under the second: 10 000 pages/s
+        assertEquals(10_000, e.dirtyRate(), 1);
+    }
 }
