@@ -101,13 +101,23 @@ final class OutgoingMigration {
 
     /**
      * Starts a migration to {@code destination} on its own thread: {@code build} makes its source from the
-     * settings (the parameters now, or {@code overrides}) and the listener; {@code after} runs when it ended.
+     * settings (the parameters now, or {@code overrides}) and the listener; {@code after} runs when it ended, or
+     * at once when it is refused or cannot be built (so what the caller opened for it, a dirty log, is closed).
      */
     synchronized void start(SocketAddress destination, MigrationSettings overrides, Function<MigrationSettings, MigrationSource> build,
                             Runnable after) {
-        if (!lastThreadDone()) throw new IllegalStateException("a migration is already running");
+        boolean started = false;
+        try {
+            if (!lastThreadDone()) throw new IllegalStateException("a migration is already running");
+            launch(destination, build.apply(overrides == null ? parameters : overrides).withListener(events), after);
+            started = true;
+        } finally {
+            if (!started) after.run();
+        }
+    }
+
+    private void launch(SocketAddress destination, MigrationSource source, Runnable after) {
         Consumer<MigrationEvent> listener = events;
-        MigrationSource source = build.apply(overrides == null ? parameters : overrides).withListener(listener);
         abandoned = null;
         migration = source;
         error = null;
